@@ -1,0 +1,211 @@
+// Element and block types of stored tensors: f32, f64, f16, bf16 and the ggml quantized blocks.
+//
+// A weight keeps the type it was stored in; kernels convert on the fly. Quantized types are
+// arrays of fixed-size blocks; `block_elems(t)` weights are packed into `block_bytes(t)` bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string_view>
+
+#include "loom/error.hpp"
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+namespace loom {
+
+/// IEEE 754 binary16, stored as its bits.
+struct f16 {
+  std::uint16_t bits;
+};
+/// bfloat16 (the upper half of an f32), stored as its bits.
+struct bf16 {
+  std::uint16_t bits;
+};
+
+namespace detail {
+
+inline float bits_to_float(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline std::uint32_t float_to_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+/// Portable f16 → f32 (handles subnormals, infinities and NaN). The scalar reference.
+inline float f16_to_f32_scalar(std::uint16_t h) {
+  const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1fu;
+  std::uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    if (mant == 0) return bits_to_float(sign);
+    // Subnormal: value = mant * 2^-24. Exact in f32.
+    float v = float(mant) * (1.0f / 16777216.0f);
+    return sign ? -v : v;
+  }
+  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (mant << 13));
+  return bits_to_float(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+/// Portable f32 → f16 with round-to-nearest-even. The scalar reference.
+inline std::uint16_t f32_to_f16_scalar(float f) {
+  const std::uint32_t x = float_to_bits(f);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const std::uint32_t exp = (x >> 23) & 0xffu;
+  std::uint32_t mant = x & 0x7fffffu;
+  if (exp == 0xff) return std::uint16_t(sign | 0x7c00u | (mant ? 0x200u | (mant >> 13) : 0));
+  const int e = int(exp) - 127 + 15;
+  if (e >= 0x1f) return std::uint16_t(sign | 0x7c00u);  // overflow → inf
+  if (e <= 0) {
+    if (e < -10) return std::uint16_t(sign);  // underflows to ±0
+    mant |= 0x800000u;
+    const int shift = 14 - e;
+    std::uint32_t half = mant >> shift;
+    const std::uint32_t rem = mant & ((1u << shift) - 1);
+    const std::uint32_t mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1u))) ++half;
+    return std::uint16_t(sign | half);
+  }
+  std::uint32_t half = (std::uint32_t(e) << 10) | (mant >> 13);
+  const std::uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;  // may carry into exponent: ok
+  return std::uint16_t(sign | half);
+}
+
+}  // namespace detail
+
+inline float to_float(f16 h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h.bits);
+#else
+  return detail::f16_to_f32_scalar(h.bits);
+#endif
+}
+inline f16 to_f16(float f) {
+#if defined(__F16C__)
+  return f16{static_cast<std::uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT))};
+#else
+  return f16{detail::f32_to_f16_scalar(f)};
+#endif
+}
+inline float to_float(bf16 b) { return detail::bits_to_float(std::uint32_t(b.bits) << 16); }
+/// f32 → bf16 with round-to-nearest-even (NaN stays NaN).
+inline bf16 to_bf16(float f) {
+  std::uint32_t x = detail::float_to_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return bf16{std::uint16_t((x >> 16) | 0x40u)};
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return bf16{std::uint16_t(x >> 16)};
+}
+
+// ggml quantized blocks (layouts as in the GGUF specification).
+inline constexpr int qk8_0 = 32;
+inline constexpr int qk4_0 = 32;
+inline constexpr int qk_k = 256;
+
+/// Q8_0: 32 weights = d · q, q int8.
+struct block_q8_0 {
+  f16 d;
+  std::int8_t qs[qk8_0];
+};
+/// Q4_0: 32 weights = d · (q − 8), q 4-bit; byte j holds weight j (low nibble) and j+16 (high).
+struct block_q4_0 {
+  f16 d;
+  std::uint8_t qs[qk4_0 / 2];
+};
+/// Q4_K: 256 weights in 8 sub-blocks of 32; 6-bit scales and mins packed in 12 bytes.
+struct block_q4_k {
+  f16 d;
+  f16 dmin;
+  std::uint8_t scales[12];
+  std::uint8_t qs[qk_k / 2];
+};
+/// Q6_K: 256 weights in 16 sub-blocks of 16; 4 low bits in ql, 2 high bits in qh, int8 scales.
+struct block_q6_k {
+  std::uint8_t ql[qk_k / 2];
+  std::uint8_t qh[qk_k / 4];
+  std::int8_t scales[qk_k / 16];
+  f16 d;
+};
+static_assert(sizeof(block_q8_0) == 34);
+static_assert(sizeof(block_q4_0) == 18);
+static_assert(sizeof(block_q4_k) == 144);
+static_assert(sizeof(block_q6_k) == 210);
+
+/// The storage type of a tensor.
+enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_k, q6_k };
+
+constexpr std::string_view to_string(DType t) noexcept {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::f64: return "f64";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+    case DType::q8_0: return "q8_0";
+    case DType::q4_0: return "q4_0";
+    case DType::q4_k: return "q4_k";
+    case DType::q6_k: return "q6_k";
+  }
+  return "unknown";
+}
+
+/// Elements per block (1 for plain floating-point types).
+constexpr std::int64_t block_elems(DType t) noexcept {
+  switch (t) {
+    case DType::q8_0: return qk8_0;
+    case DType::q4_0: return qk4_0;
+    case DType::q4_k:
+    case DType::q6_k: return qk_k;
+    default: return 1;
+  }
+}
+
+/// Bytes per block (the element size for plain floating-point types).
+constexpr std::size_t block_bytes(DType t) noexcept {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::f64: return 8;
+    case DType::f16:
+    case DType::bf16: return 2;
+    case DType::q8_0: return sizeof(block_q8_0);
+    case DType::q4_0: return sizeof(block_q4_0);
+    case DType::q4_k: return sizeof(block_q4_k);
+    case DType::q6_k: return sizeof(block_q6_k);
+  }
+  return 0;
+}
+
+constexpr bool is_quantized(DType t) noexcept { return block_elems(t) > 1; }
+
+/// Bytes needed by a row of `n` elements of type t, or nullopt when n is not a whole number of
+/// blocks or the size overflows.
+constexpr std::optional<std::uint64_t> row_bytes(DType t, std::int64_t n) noexcept {
+  if (n < 0 || n % block_elems(t) != 0) return std::nullopt;
+  const std::uint64_t blocks = std::uint64_t(n / block_elems(t));
+  if (blocks > std::numeric_limits<std::uint64_t>::max() / block_bytes(t)) return std::nullopt;
+  return blocks * block_bytes(t);
+}
+
+/// Maps a C++ element type to its DType.
+template <typename T>
+struct dtype_of;
+template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
+template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
+template <> struct dtype_of<f16> { static constexpr DType value = DType::f16; };
+template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
+template <> struct dtype_of<block_q8_0> { static constexpr DType value = DType::q8_0; };
+template <> struct dtype_of<block_q4_0> { static constexpr DType value = DType::q4_0; };
+template <> struct dtype_of<block_q4_k> { static constexpr DType value = DType::q4_k; };
+template <> struct dtype_of<block_q6_k> { static constexpr DType value = DType::q6_k; };
+template <typename T>
+inline constexpr DType dtype_of_v = dtype_of<T>::value;
+
+}  // namespace loom

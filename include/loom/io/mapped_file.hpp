@@ -1,0 +1,94 @@
+// A read-only memory-mapped file. Weights are used in place from the mapping, never copied.
+// Every access from a parser goes through `bytes(offset, size, what)`, which checks the range.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "loom/error.hpp"
+
+namespace loom::io {
+
+class MappedFile {
+ public:
+  MappedFile() = default;
+  /// Maps `path` read-only. Throws Error(io) naming the file when it cannot be opened or mapped.
+  explicit MappedFile(const std::filesystem::path& path) : path_(path.string()) {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail(ErrorKind::io, "file", "cannot open '", path_, "': ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int e = errno;
+      ::close(fd);
+      fail(ErrorKind::io, "file", "cannot stat '", path_, "': ", std::strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      fail(ErrorKind::io, "file", "'", path_, "' is not a regular file");
+    }
+    size_ = std::size_t(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int e = errno;
+        ::close(fd);
+        fail(ErrorKind::io, "file", "cannot map '", path_, "': ", std::strerror(e));
+      }
+      data_ = static_cast<const std::byte*>(p);
+    }
+    ::close(fd);
+  }
+  ~MappedFile() { reset(); }
+
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
+  MappedFile& operator=(MappedFile&& o) noexcept {
+    if (this != &o) {
+      reset();
+      path_ = std::move(o.path_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+
+  const std::string& path() const { return path_; }
+  std::size_t size() const { return size_; }
+  const std::byte* data() const { return data_; }
+  std::span<const std::byte> bytes() const { return {data_, size_}; }
+
+  /// The bytes [offset, offset + size); throws Error(format, area) naming `what` when the range
+  /// is not inside the file.
+  std::span<const std::byte> bytes(std::uint64_t offset, std::uint64_t size, std::string_view area,
+                                   std::string_view what) const {
+    if (offset > size_ || size > size_ - offset)
+      fail(ErrorKind::format, area, "'", path_, "': ", what, ": bytes [", detail::hex(offset), ", ",
+           offset > UINT64_MAX - size ? std::string("overflow") : detail::hex(offset + size),
+           ") extend past the end of the file (", detail::hex(size_), " bytes)");
+    return {data_ + offset, std::size_t(size)};
+  }
+
+ private:
+  void reset() {
+    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  std::string path_;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace loom::io
