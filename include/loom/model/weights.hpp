@@ -10,27 +10,11 @@
 
 #include "loom/error.hpp"
 #include "loom/model/config.hpp"
+#include "loom/nn/linear.hpp"
+#include "loom/nn/norm.hpp"
 #include "loom/tensor.hpp"
 
 namespace loom {
-
-/// A linear layer y = x·Wᵀ (+ b). The weight is stored [out, in] (nn.Linear, GGUF), or [in, out]
-/// when `in_out` is set (GPT-2's Conv1D as saved by Hugging Face), in any supported dtype.
-struct Linear {
-  TensorRef weight;
-  TensorRef bias;  ///< empty when the layer has none; else f32-convertible [out]
-  bool in_out = false;
-
-  bool empty() const { return weight.empty(); }
-  std::int64_t out_features() const { return in_out ? weight.cols() : weight.rows(); }
-  std::int64_t in_features() const { return in_out ? weight.rows() : weight.cols(); }
-};
-
-/// A norm's scale (and, for LayerNorm, shift) vectors.
-struct NormWeights {
-  TensorRef weight;
-  TensorRef bias;  ///< LayerNorm only
-};
 
 struct LayerWeights {
   NormWeights attn_norm;

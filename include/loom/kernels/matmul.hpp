@@ -1,0 +1,108 @@
+// Matrix products of f32 activations by stored weights: y[n, out] = x[n, in] · Wᵀ, with W kept
+// in its stored type (f32 in place; f16/bf16 converted block by block on the fly). n = 1 is the
+// decode case (matrix-vector), n > 1 the prompt case (matrix-matrix, Eigen's blocked GEMM).
+// Work is split over output rows across the thread pool, so results do not depend on the
+// thread count. `matmul_reference` is the plain scalar version the optimized path is tested against.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "loom/dtype.hpp"
+#include "loom/error.hpp"
+#include "loom/kernels/ops.hpp"
+#include "loom/kernels/thread_pool.hpp"
+#include "loom/tensor.hpp"
+
+namespace loom::kernels {
+
+namespace detail {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstStrided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+using Strided = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+
+/// Per-thread conversion buffer; grows once to the largest block and is reused after that.
+inline float* conversion_buffer(std::size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+inline void check_plain(const TensorRef& w) {
+  if (w.dtype != DType::f32 && w.dtype != DType::f16 && w.dtype != DType::bf16)
+    fail(ErrorKind::unsupported, "kernels", "matmul with ", to_string(w.dtype), " weights is not implemented");
+}
+
+}  // namespace detail
+
+/// y[n, out] (row stride ldy) = x[n, in] (row stride ldx) · Wᵀ where W is [out, in], or x · W
+/// when `in_out` (W stored [in, out], GPT-2 Conv1D).
+inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, bool in_out, float* y,
+                   std::int64_t ldy, ThreadPool* pool = nullptr) {
+  detail::check_plain(w);
+  const std::int64_t in = in_out ? w.rows() : w.cols();
+  const std::int64_t out = in_out ? w.cols() : w.rows();
+  const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
+  constexpr std::int64_t block = 32;  // output features converted and multiplied together
+
+  auto run = [&](std::int64_t r0, std::int64_t r1, int) {
+    for (std::int64_t b0 = r0; b0 < r1; b0 += (w.dtype == DType::f32 ? r1 - r0 : block)) {
+      const std::int64_t b1 = w.dtype == DType::f32 ? r1 : std::min(r1, b0 + block);
+      const std::int64_t m = b1 - b0;
+      detail::Strided Y(y + b0, n, m, Eigen::OuterStride<>(ldy));
+      if (!in_out) {
+        const float* wp;
+        if (w.dtype == DType::f32) {
+          wp = reinterpret_cast<const float*>(w.row(b0));
+        } else {
+          float* buf = detail::conversion_buffer(std::size_t(m * in));
+          to_f32(w.dtype, w.row(b0), buf, m * in);
+          wp = buf;
+        }
+        const Eigen::Map<const detail::RowMat> W(wp, m, in);
+        if (n == 1)
+          Y.row(0).noalias() = W * X.row(0).transpose();
+        else
+          Y.noalias() = X * W.transpose();
+      } else {
+        if (w.dtype == DType::f32) {
+          const detail::ConstStrided W(reinterpret_cast<const float*>(w.data) + b0, in, m, Eigen::OuterStride<>(out));
+          Y.noalias() = X * W;
+        } else {
+          float* buf = detail::conversion_buffer(std::size_t(m * in));
+          for (std::int64_t i = 0; i < in; ++i)
+            to_f32(w.dtype, w.row(i) + std::size_t(b0) * block_bytes(w.dtype), buf + i * m, m);
+          const Eigen::Map<const detail::RowMat> W(buf, in, m);
+          Y.noalias() = X * W;
+        }
+      }
+    }
+  };
+  if (pool)
+    pool->parallel_for(out, run, 64);
+  else
+    run(0, out, 0);
+}
+
+/// Scalar reference for `matmul`: plain loops, double accumulation.
+inline void matmul_reference(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, bool in_out,
+                             float* y, std::int64_t ldy) {
+  detail::check_plain(w);
+  const std::int64_t in = in_out ? w.rows() : w.cols();
+  const std::int64_t out = in_out ? w.cols() : w.rows();
+  std::vector<float> wf(std::size_t(w.numel()));
+  to_f32(w.dtype, w.data, wf.data(), w.numel());
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t o = 0; o < out; ++o) {
+      double acc = 0.0;
+      for (std::int64_t i = 0; i < in; ++i)
+        acc += double(x[t * ldx + i]) * double(in_out ? wf[std::size_t(i * out + o)] : wf[std::size_t(o * in + i)]);
+      y[t * ldy + o] = float(acc);
+    }
+}
+
+}  // namespace loom::kernels
