@@ -47,11 +47,13 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   const std::int64_t in = in_out ? w.rows() : w.cols();
   const std::int64_t out = in_out ? w.cols() : w.rows();
   const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
-  constexpr std::int64_t block = 32;  // output features converted and multiplied together
+  // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
+  // thread runs them, so that every output is computed the same way for any thread count.
+  constexpr std::int64_t block = 64;
 
   auto run = [&](std::int64_t r0, std::int64_t r1, int) {
-    for (std::int64_t b0 = r0; b0 < r1; b0 += (w.dtype == DType::f32 ? r1 - r0 : block)) {
-      const std::int64_t b1 = w.dtype == DType::f32 ? r1 : std::min(r1, b0 + block);
+    for (std::int64_t b0 = r0; b0 < r1; b0 += block) {
+      const std::int64_t b1 = std::min(r1, b0 + block);
       const std::int64_t m = b1 - b0;
       detail::Strided Y(y + b0, n, m, Eigen::OuterStride<>(ldy));
       if (!in_out) {
@@ -83,7 +85,7 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
     }
   };
   if (pool)
-    pool->parallel_for(out, run, 64);
+    pool->parallel_for(out, run, block);
   else
     run(0, out, 0);
 }
