@@ -1,0 +1,165 @@
+// Whole-model properties on random models: batched prompt == token-by-token decoding, rewind,
+// causality, thread independence, input validation.
+#include <gtest/gtest.h>
+
+#include <loom/model/model.hpp>
+
+#include "random_model.hpp"
+
+namespace {
+
+using loom::Config;
+
+std::vector<Config> variants() {
+  std::vector<Config> v;
+  Config llama = loom::test::llama_config();
+  v.push_back(llama);
+  Config qwen = llama;  // q/k/v biases, interleaved RoPE, partial rotary
+  qwen.qkv_bias = true;
+  qwen.rope_layout = loom::RopeLayout::interleaved;
+  qwen.rope_dim = 4;
+  v.push_back(qwen);
+  Config mistral = llama;  // sliding window, multi-query
+  mistral.sliding_window = 4;
+  mistral.n_kv_heads = 1;
+  v.push_back(mistral);
+  v.push_back(loom::test::gpt2_config());
+  Config alibi = loom::test::gpt2_config();
+  alibi.architecture = "alibi";
+  alibi.position = loom::PositionKind::alibi;
+  alibi.activation = loom::Activation::gelu_erf;
+  v.push_back(alibi);
+  Config sinus = alibi;
+  sinus.position = loom::PositionKind::sinusoidal;
+  v.push_back(sinus);
+  return v;
+}
+
+double max_rel_diff(const float* a, const float* b, std::int64_t n) {
+  double scale = 1e-6, diff = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    scale = std::max(scale, double(std::abs(b[i])));
+    diff = std::max(diff, double(std::abs(a[i] - b[i])));
+  }
+  return diff / scale;
+}
+
+const std::vector<std::int32_t> kTokens{5, 17, 3, 96, 0, 42, 42, 7, 11, 60, 2};
+
+TEST(Model, BatchedPromptEqualsTokenByTokenDecoding) {
+  for (const Config& c : variants()) {
+    for (loom::DType t : {loom::DType::f32, loom::DType::f16}) {
+      const loom::Model m = loom::test::random_model(c, 3, t);
+      loom::KVCache kv1(c, 32), kv2(c, 32);
+      const auto all = m.logits(kTokens, 0, kv1, loom::Logits::all);
+      ASSERT_EQ(all.dim(0), std::int64_t(kTokens.size()));
+      for (std::size_t i = 0; i < kTokens.size(); ++i) {
+        const auto one = m.logits({&kTokens[i], 1}, std::int32_t(i), kv2);
+        EXPECT_LT(max_rel_diff(one.data(), all.row(std::int64_t(i)), c.vocab_size), 1e-4)
+            << c.architecture << " position " << i;
+      }
+      EXPECT_EQ(kv1.size(), std::int32_t(kTokens.size()));
+      EXPECT_EQ(kv2.size(), std::int32_t(kTokens.size()));
+    }
+  }
+}
+
+TEST(Model, RewindThenRedecodeReproducesLogits) {
+  for (const Config& c : variants()) {
+    const loom::Model m = loom::test::random_model(c, 4);
+    loom::KVCache kv(c, 32);
+    const auto all = m.logits(kTokens, 0, kv, loom::Logits::all);
+    kv.rewind(4);
+    const std::span<const std::int32_t> rest(kTokens.begin() + 4, kTokens.end());
+    const auto again = m.logits(rest, 4, kv, loom::Logits::all);
+    for (std::int64_t i = 0; i < again.dim(0); ++i)
+      EXPECT_LT(max_rel_diff(again.row(i), all.row(i + 4), c.vocab_size), 1e-5) << c.architecture;
+    // Different tokens after the rewind point give different logits there but the same before.
+    kv.rewind(6);
+    const std::int32_t other = 1;
+    const auto changed = m.logits({&other, 1}, 6, kv);
+    EXPECT_GT(max_rel_diff(changed.data(), all.row(6), c.vocab_size), 1e-3);
+  }
+}
+
+TEST(Model, CausalityLaterTokensNeverChangeEarlierLogits) {
+  for (const Config& c : variants()) {
+    const loom::Model m = loom::test::random_model(c, 5);
+    loom::KVCache kv(c, 32);
+    const auto a = m.logits(kTokens, 0, kv, loom::Logits::all);
+    auto changed = kTokens;
+    changed.back() = 1;
+    kv.clear();
+    const auto b = m.logits(changed, 0, kv, loom::Logits::all);
+    const std::int64_t n = std::int64_t(kTokens.size());
+    for (std::int64_t i = 0; i + 1 < n; ++i)
+      for (std::int64_t j = 0; j < c.vocab_size; ++j) ASSERT_EQ(a.row(i)[j], b.row(i)[j]) << c.architecture;
+    EXPECT_GT(max_rel_diff(a.row(n - 1), b.row(n - 1), c.vocab_size), 1e-3);
+  }
+}
+
+TEST(Model, LogitsDoNotDependOnThreadCount) {
+  for (const Config& c : variants()) {
+    const loom::Model m = loom::test::random_model(c, 6);
+    loom::ThreadPool p1(1), p2(2), p3(3);
+    loom::KVCache kv(c, 32);
+    const auto a = m.logits(kTokens, 0, kv, loom::Logits::all, &p1);
+    kv.clear();
+    const auto b = m.logits(kTokens, 0, kv, loom::Logits::all, &p2);
+    kv.clear();
+    const auto d = m.logits(kTokens, 0, kv, loom::Logits::all, &p3);
+    for (std::int64_t i = 0; i < a.numel(); ++i) {
+      ASSERT_EQ(a.data()[i], b.data()[i]);
+      ASSERT_EQ(a.data()[i], d.data()[i]);
+    }
+  }
+}
+
+TEST(Model, RejectsBadTokensAndPositions) {
+  const Config c = loom::test::llama_config();
+  const loom::Model m = loom::test::random_model(c);
+  loom::KVCache kv(c, 8);
+  auto expect = [&](auto&& f, loom::ErrorKind kind, const char* needle) {
+    try {
+      f();
+      FAIL() << "no error";
+    } catch (const loom::Error& e) {
+      EXPECT_EQ(e.kind(), kind) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const std::vector<std::int32_t> too_big{1, c.vocab_size}, negative{-1};
+  expect([&] { m.logits(too_big, 0, kv); }, loom::ErrorKind::invalid_argument, "token id 97 at index 1");
+  expect([&] { m.logits(negative, 0, kv); }, loom::ErrorKind::invalid_argument, "token id -1");
+  expect([&] { m.logits({}, 0, kv); }, loom::ErrorKind::invalid_argument, "at least one token");
+  const std::vector<std::int32_t> nine(9, 1);
+  expect([&] { m.logits(nine, 0, kv); }, loom::ErrorKind::capacity, "context size 8");
+  EXPECT_EQ(kv.size(), 0);  // nothing was written
+  const std::vector<std::int32_t> three(3, 1);
+  expect([&] { m.logits(three, 1, kv); }, loom::ErrorKind::invalid_argument, "position 1");
+  // Learned positions cannot go past the table.
+  Config g = loom::test::gpt2_config();
+  g.max_seq_len = 4;
+  const loom::Model gm = loom::test::random_model(g);
+  loom::KVCache gkv(g, 8);
+  const std::vector<std::int32_t> five(5, 1);
+  expect([&] { gm.logits(five, 0, gkv); }, loom::ErrorKind::capacity, "learned positions");
+}
+
+TEST(Model, RejectsWeightsThatDoNotMatchTheConfig) {
+  Config c = loom::test::llama_config();
+  const loom::Model m = loom::test::random_model(c);
+  loom::Weights w = m.weights();
+  w.layers[1].wk.weight.shape = loom::Shape{8, 32};
+  try {
+    loom::Model bad(c, w);
+    FAIL();
+  } catch (const loom::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.1.wk.weight': expected shape [16, 32], got [8, 32]"), std::string::npos)
+        << e.what();
+  }
+  c.n_kv_heads = 3;  // does not divide 4 heads
+  EXPECT_THROW(loom::Model(c, m.weights()), loom::Error);
+}
+
+}  // namespace
