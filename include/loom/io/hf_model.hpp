@@ -1,0 +1,291 @@
+// Hugging Face checkpoints → loom::Config + loom::Weights.
+//
+// `load_hf_model(path)` reads a model folder (config.json, model.safetensors or
+// model.safetensors.index.json with its shards, optional generation_config.json) or a
+// `.safetensors` file with config.json beside it. Tensors are matched by ONE name table per
+// architecture, each Hugging Face name written once in module order with its expected shape;
+// weights stay in their stored dtype (F32/F16/BF16) as views into the mapped files, which the
+// returned Weights keeps alive through `storage`.
+//
+// Errors: Error(io) when a file cannot be opened; Error(format, "hf_model") naming the tensor for
+// missing, unexpected or wrongly shaped tensors (with expected and actual shapes);
+// Error(unsupported) for dtypes the kernels do not read; config and safetensors errors as in
+// hf_config.hpp and safetensors.hpp.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "loom/error.hpp"
+#include "loom/io/hf_config.hpp"
+#include "loom/io/safetensors.hpp"
+#include "loom/model/config.hpp"
+#include "loom/model/weights.hpp"
+#include "loom/tensor.hpp"
+
+namespace loom::io {
+
+/// A loaded Hugging Face checkpoint.
+struct HfModel {
+  Config config;                   ///< the architecture, converted from config.json
+  Weights weights;                 ///< views into `files`; `weights.storage` keeps them mapped
+  HfConfig hf_config;              ///< config.json as read
+  SpecialTokens special_tokens;    ///< bos/eos ids from config.json
+  HfGenerationConfig generation;   ///< generation_config.json (all fields absent when there is none)
+  bool has_generation_config = false;
+  std::vector<std::shared_ptr<const SafetensorsFile>> files;  ///< the mapped safetensors files
+};
+
+namespace detail {
+
+/// Symbolic dimensions of an expected tensor shape, resolved against a Config.
+enum class HfDim : std::uint8_t { d, q, kv, qkv, ffn, vocab, ctx };
+
+/// An expected shape of rank 1 or 2 in symbolic dimensions.
+struct HfShape {
+  HfDim a, b;
+  int rank;
+  Shape resolve(const Config& c) const {
+    auto v = [&](HfDim x) -> std::int64_t {
+      switch (x) {
+        case HfDim::d: return c.dim;
+        case HfDim::q: return c.q_dim();
+        case HfDim::kv: return c.kv_dim();
+        case HfDim::qkv: return std::int64_t(c.q_dim()) + 2 * std::int64_t(c.kv_dim());
+        case HfDim::ffn: return c.ffn_dim;
+        case HfDim::vocab: return c.vocab_size;
+        case HfDim::ctx: return c.max_seq_len;
+      }
+      return 0;
+    };
+    return rank == 1 ? Shape{v(a)} : Shape{v(a), v(b)};
+  }
+};
+constexpr HfShape vec(HfDim a) { return {a, a, 1}; }
+constexpr HfShape mat(HfDim rows, HfDim cols) { return {rows, cols, 2}; }
+
+/// Where a tensor goes in Weights.
+using HfSlot = TensorRef& (*)(Weights&, LayerWeights&);
+template <auto Member>
+TensorRef& model_tensor(Weights& w, LayerWeights&) { return w.*Member; }
+template <auto Member, auto Field>
+TensorRef& model_part(Weights& w, LayerWeights&) { return (w.*Member).*Field; }
+template <auto Member, auto Field>
+TensorRef& layer_part(Weights&, LayerWeights& l) { return (l.*Member).*Field; }
+
+/// When a table entry applies.
+enum class HfWhen : std::uint8_t {
+  always,
+  qkv_bias,  ///< Config::qkv_bias
+  out_bias,  ///< Config::out_bias
+  ffn_bias,  ///< Config::ffn_bias
+  lm_head,   ///< optional output projection: absent ⇒ tied to the token embedding
+};
+
+/// One Hugging Face tensor name; `{i}` stands for the layer number.
+struct HfTensorName {
+  std::string_view name;
+  HfSlot slot;
+  HfShape shape;
+  HfWhen when = HfWhen::always;
+};
+
+/// The tensor names of one architecture family.
+struct HfNameTable {
+  std::span<const HfTensorName> names;
+  std::span<const std::string_view> skip;  ///< buffers saved with some checkpoints, not weights
+  std::string_view optional_prefix;        ///< accepted before every name except lm_head ("transformer.")
+  bool conv1d = false;                     ///< the layers' linear weights are stored [in, out]
+};
+
+using L = LayerWeights;
+using W = Weights;
+using D = HfDim;
+
+// GPT2LMHeadModel. Conv1D weights are [in, out].
+inline constexpr HfTensorName gpt2_names[] = {
+    {"wte.weight", model_tensor<&W::token_embedding>, mat(D::vocab, D::d)},
+    {"wpe.weight", model_tensor<&W::position_embedding>, mat(D::ctx, D::d)},
+    {"h.{i}.ln_1.weight", layer_part<&L::attn_norm, &NormWeights::weight>, vec(D::d)},
+    {"h.{i}.ln_1.bias", layer_part<&L::attn_norm, &NormWeights::bias>, vec(D::d)},
+    {"h.{i}.attn.c_attn.weight", layer_part<&L::wqkv, &Linear::weight>, mat(D::d, D::qkv)},
+    {"h.{i}.attn.c_attn.bias", layer_part<&L::wqkv, &Linear::bias>, vec(D::qkv)},
+    {"h.{i}.attn.c_proj.weight", layer_part<&L::wo, &Linear::weight>, mat(D::q, D::d)},
+    {"h.{i}.attn.c_proj.bias", layer_part<&L::wo, &Linear::bias>, vec(D::d)},
+    {"h.{i}.ln_2.weight", layer_part<&L::ffn_norm, &NormWeights::weight>, vec(D::d)},
+    {"h.{i}.ln_2.bias", layer_part<&L::ffn_norm, &NormWeights::bias>, vec(D::d)},
+    {"h.{i}.mlp.c_fc.weight", layer_part<&L::w_up, &Linear::weight>, mat(D::d, D::ffn)},
+    {"h.{i}.mlp.c_fc.bias", layer_part<&L::w_up, &Linear::bias>, vec(D::ffn)},
+    {"h.{i}.mlp.c_proj.weight", layer_part<&L::w_down, &Linear::weight>, mat(D::ffn, D::d)},
+    {"h.{i}.mlp.c_proj.bias", layer_part<&L::w_down, &Linear::bias>, vec(D::d)},
+    {"ln_f.weight", model_part<&W::final_norm, &NormWeights::weight>, vec(D::d)},
+    {"ln_f.bias", model_part<&W::final_norm, &NormWeights::bias>, vec(D::d)},
+    {"lm_head.weight", model_part<&W::output, &Linear::weight>, mat(D::vocab, D::d), HfWhen::lm_head},
+};
+inline constexpr std::string_view gpt2_skip[] = {"h.{i}.attn.bias", "h.{i}.attn.masked_bias"};
+
+// LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM. nn.Linear weights are [out, in].
+inline constexpr HfTensorName llama_names[] = {
+    {"model.embed_tokens.weight", model_tensor<&W::token_embedding>, mat(D::vocab, D::d)},
+    {"model.layers.{i}.input_layernorm.weight", layer_part<&L::attn_norm, &NormWeights::weight>, vec(D::d)},
+    {"model.layers.{i}.self_attn.q_proj.weight", layer_part<&L::wq, &Linear::weight>, mat(D::q, D::d)},
+    {"model.layers.{i}.self_attn.q_proj.bias", layer_part<&L::wq, &Linear::bias>, vec(D::q), HfWhen::qkv_bias},
+    {"model.layers.{i}.self_attn.k_proj.weight", layer_part<&L::wk, &Linear::weight>, mat(D::kv, D::d)},
+    {"model.layers.{i}.self_attn.k_proj.bias", layer_part<&L::wk, &Linear::bias>, vec(D::kv), HfWhen::qkv_bias},
+    {"model.layers.{i}.self_attn.v_proj.weight", layer_part<&L::wv, &Linear::weight>, mat(D::kv, D::d)},
+    {"model.layers.{i}.self_attn.v_proj.bias", layer_part<&L::wv, &Linear::bias>, vec(D::kv), HfWhen::qkv_bias},
+    {"model.layers.{i}.self_attn.o_proj.weight", layer_part<&L::wo, &Linear::weight>, mat(D::d, D::q)},
+    {"model.layers.{i}.self_attn.o_proj.bias", layer_part<&L::wo, &Linear::bias>, vec(D::d), HfWhen::out_bias},
+    {"model.layers.{i}.post_attention_layernorm.weight", layer_part<&L::ffn_norm, &NormWeights::weight>, vec(D::d)},
+    {"model.layers.{i}.mlp.gate_proj.weight", layer_part<&L::w_gate, &Linear::weight>, mat(D::ffn, D::d)},
+    {"model.layers.{i}.mlp.gate_proj.bias", layer_part<&L::w_gate, &Linear::bias>, vec(D::ffn), HfWhen::ffn_bias},
+    {"model.layers.{i}.mlp.up_proj.weight", layer_part<&L::w_up, &Linear::weight>, mat(D::ffn, D::d)},
+    {"model.layers.{i}.mlp.up_proj.bias", layer_part<&L::w_up, &Linear::bias>, vec(D::ffn), HfWhen::ffn_bias},
+    {"model.layers.{i}.mlp.down_proj.weight", layer_part<&L::w_down, &Linear::weight>, mat(D::d, D::ffn)},
+    {"model.layers.{i}.mlp.down_proj.bias", layer_part<&L::w_down, &Linear::bias>, vec(D::d), HfWhen::ffn_bias},
+    {"model.norm.weight", model_part<&W::final_norm, &NormWeights::weight>, vec(D::d)},
+    {"lm_head.weight", model_part<&W::output, &Linear::weight>, mat(D::vocab, D::d), HfWhen::lm_head},
+};
+inline constexpr std::string_view llama_skip[] = {"model.layers.{i}.self_attn.rotary_emb.inv_freq"};
+
+inline HfNameTable hf_name_table(HfArch arch) {
+  if (arch == HfArch::gpt2) return {gpt2_names, gpt2_skip, "transformer.", true};
+  return {llama_names, llama_skip, "", false};
+}
+
+/// `pattern` with "{i}" replaced by `layer`.
+inline std::string hf_layer_name(std::string_view pattern, int layer) {
+  std::string s(pattern);
+  if (const auto at = s.find("{i}"); at != std::string::npos) s.replace(at, 3, std::to_string(layer));
+  return s;
+}
+
+}  // namespace detail
+
+/// Binds the tensors of `set` to a Weights struct following the architecture's name table.
+/// Every tensor the config needs must be present with its expected shape; any other tensor that
+/// is not a known buffer is an error. When the checkpoint has no `lm_head.weight` the output
+/// projection is tied to the token embedding and `config.tied_embeddings` is set.
+inline Weights bind_hf_weights(Config& config, const SafetensorsSet& set, detail::HfArch arch) {
+  using detail::HfWhen;
+  const detail::HfNameTable table = detail::hf_name_table(arch);
+  const std::string& source = set.source();
+
+  // Name as the table writes it → name in the file (the optional prefix removed).
+  std::map<std::string, std::string, std::less<>> names;
+  for (const auto& [name, entry] : set.tensors()) {
+    std::string key = name;
+    if (!table.optional_prefix.empty() && key.starts_with(table.optional_prefix) &&
+        !key.starts_with("lm_head."))
+      key.erase(0, table.optional_prefix.size());
+    if (auto [it, inserted] = names.emplace(key, name); !inserted)
+      fail(ErrorKind::format, "hf_model", "'", source, "': tensors '", it->second, "' and '", name,
+           "' are the same weight (with and without the '", table.optional_prefix, "' prefix)");
+  }
+
+  Weights w;
+  w.layers.resize(std::size_t(config.n_layers));
+  std::set<std::string, std::less<>> used;
+  LayerWeights none;  // slot argument for model-level entries
+  bool has_lm_head = false;
+  for (const detail::HfTensorName& e : table.names) {
+    const bool per_layer = e.name.find("{i}") != std::string_view::npos;
+    switch (e.when) {
+      case HfWhen::always:
+      case HfWhen::lm_head: break;
+      case HfWhen::qkv_bias:
+        if (!config.qkv_bias) continue;
+        break;
+      case HfWhen::out_bias:
+        if (!config.out_bias) continue;
+        break;
+      case HfWhen::ffn_bias:
+        if (!config.ffn_bias) continue;
+        break;
+    }
+    const Shape expected = e.shape.resolve(config);
+    for (int i = 0; i < (per_layer ? config.n_layers : 1); ++i) {
+      const std::string name = detail::hf_layer_name(e.name, i);
+      const auto it = names.find(name);
+      if (e.when == HfWhen::lm_head) {
+        if (it == names.end()) continue;  // absent ⇒ tied
+        used.insert(name);
+        if (config.tied_embeddings) continue;  // tied: the embedding is the output (as transformers does)
+        has_lm_head = true;
+      }
+      if (it == names.end())
+        fail(ErrorKind::format, "hf_model", "'", source, "': missing tensor '", name,
+             "' (expected shape ", expected.str(), ")");
+      const std::string& stored = it->second;
+      const TensorRef& ref = *set.find(stored);
+      if (ref.dtype != DType::f32 && ref.dtype != DType::f16 && ref.dtype != DType::bf16)
+        fail(ErrorKind::unsupported, "hf_model", "'", set.file_of(stored), "': tensor '", stored, "' has dtype ",
+             to_string(ref.dtype), "; model weights must be F32, F16 or BF16");
+      if (!(ref.shape == expected))
+        fail(ErrorKind::format, "hf_model", "'", set.file_of(stored), "': tensor '", stored, "': expected shape ",
+             expected.str(), ", got ", ref.shape.str());
+      e.slot(w, per_layer ? w.layers[std::size_t(i)] : none) = ref;
+      used.insert(name);
+    }
+  }
+
+  // Everything else must be a known buffer.
+  std::set<std::string, std::less<>> skip;
+  for (std::string_view pattern : table.skip)
+    for (int i = 0; i < config.n_layers; ++i) skip.insert(detail::hf_layer_name(pattern, i));
+  std::vector<std::string> unexpected;
+  for (const auto& [key, stored] : names)
+    if (!used.contains(key) && !skip.contains(key)) unexpected.push_back(stored);
+  if (!unexpected.empty()) {
+    std::string list;
+    for (std::size_t k = 0; k < unexpected.size() && k < 5; ++k) list += (k ? "', '" : "") + unexpected[k];
+    fail(ErrorKind::format, "hf_model", "'", source, "': unexpected tensor", unexpected.size() > 1 ? "s" : "", " '",
+         list, "'", unexpected.size() > 5 ? loom::detail::cat(" and ", unexpected.size() - 5, " more") : std::string(),
+         " (not used by a ", config.architecture, " model with this config)");
+  }
+
+  if (table.conv1d)
+    for (LayerWeights& l : w.layers) l.wqkv.in_out = l.wo.in_out = l.w_up.in_out = l.w_down.in_out = true;
+  if (!has_lm_head) {
+    config.tied_embeddings = true;
+    w.output.weight = w.token_embedding;
+  }
+  for (const auto& f : set.files()) w.storage.push_back(f);
+  validate_weights(config, w, "hf_model");
+  return w;
+}
+
+/// Loads a Hugging Face checkpoint: `path` is a model folder (config.json + model.safetensors or
+/// model.safetensors.index.json + shards, optional generation_config.json), or a `.safetensors`
+/// file (or `*.safetensors.index.json`) with config.json beside it.
+inline HfModel load_hf_model(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const bool is_dir = fs::is_directory(path, ec);
+  if (!is_dir && !fs::exists(path, ec))
+    fail(ErrorKind::io, "hf_model", "'", path.string(), "' does not exist");
+  const fs::path dir = is_dir ? path : path.parent_path().empty() ? fs::path(".") : path.parent_path();
+
+  HfModel m;
+  m.hf_config = read_hf_config(dir / "config.json");
+  m.config = to_config(m.hf_config);
+  m.special_tokens = m.hf_config.special_tokens();
+  if (const fs::path g = dir / "generation_config.json"; fs::exists(g, ec)) {
+    m.generation = read_hf_generation_config(g);
+    m.has_generation_config = true;
+  }
+  const SafetensorsSet set(path);
+  m.weights = bind_hf_weights(m.config, set, detail::hf_arch(m.hf_config));
+  m.files = set.files();
+  return m;
+}
+
+}  // namespace loom::io
