@@ -1,0 +1,92 @@
+// Kernel micro-benchmarks: matmul at model sizes (decode n = 1 and prompt n = 128) per stored
+// type, reporting bytes/s of weights read and FLOP/s; attention at context 128 / 1024.
+#include <benchmark/benchmark.h>
+
+#include <loom/kernels/matmul.hpp>
+#include <loom/nn/attention.hpp>
+#include <random>
+#include <vector>
+
+namespace {
+
+struct Weight {
+  std::vector<std::byte> bytes;
+  loom::TensorRef ref;
+};
+
+Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
+  Weight w;
+  w.bytes.resize(std::size_t(rows * cols) * loom::block_bytes(t));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  for (std::int64_t i = 0; i < rows * cols; ++i) {
+    const float v = dist(rng);
+    if (t == loom::DType::f32) std::memcpy(w.bytes.data() + 4 * i, &v, 4);
+    if (t == loom::DType::f16) {
+      const auto h = loom::to_f16(v);
+      std::memcpy(w.bytes.data() + 2 * i, &h, 2);
+    }
+    if (t == loom::DType::bf16) {
+      const auto h = loom::to_bf16(v);
+      std::memcpy(w.bytes.data() + 2 * i, &h, 2);
+    }
+  }
+  w.ref = loom::TensorRef{t, loom::Shape{rows, cols}, w.bytes.data(), w.bytes.size()};
+  return w;
+}
+
+// args: rows (out), cols (in), n tokens, threads, dtype
+void BM_Matmul(benchmark::State& state) {
+  const std::int64_t out = state.range(0), in = state.range(1), n = state.range(2);
+  const auto dtype = loom::DType(state.range(4));
+  loom::ThreadPool pool(int(state.range(3)));
+  const Weight w = make_weight(dtype, out, in);
+  std::vector<float> x(std::size_t(n * in), 0.5f), y(std::size_t(n * out));
+  for (auto _ : state) {
+    loom::kernels::matmul(x.data(), n, in, w.ref, false, y.data(), out, &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(std::string(loom::to_string(dtype)));
+  state.counters["weight_bytes/s"] =
+      benchmark::Counter(double(w.bytes.size()), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * double(out * in * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+// TinyLlama-1.1B shapes: q/o 2048x2048, gate/up 5632x2048, down 2048x5632.
+BENCHMARK(BM_Matmul)
+    ->ArgNames({"out", "in", "n", "threads", "dtype"})
+    ->Args({2048, 2048, 1, 1, int(loom::DType::f32)})
+    ->Args({2048, 2048, 1, 2, int(loom::DType::f32)})
+    ->Args({5632, 2048, 1, 2, int(loom::DType::f32)})
+    ->Args({2048, 2048, 1, 2, int(loom::DType::f16)})
+    ->Args({2048, 2048, 1, 2, int(loom::DType::bf16)})
+    ->Args({2048, 2048, 128, 2, int(loom::DType::f32)})
+    ->Args({2048, 2048, 128, 2, int(loom::DType::f16)})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// args: context length, threads. 32 heads, 4 KV heads, head_dim 64 (TinyLlama).
+void BM_Attention(benchmark::State& state) {
+  const int ctx = int(state.range(0));
+  loom::Config c;
+  c.n_layers = 1;
+  c.n_heads = 32;
+  c.n_kv_heads = 4;
+  c.head_dim = 64;
+  loom::KVCache kv(c, ctx);
+  kv.reserve_append(0, ctx);
+  kv.commit(ctx);
+  loom::ThreadPool pool(int(state.range(1)));
+  std::vector<float> q(32 * 64, 0.1f), out(32 * 64), scores(std::size_t(pool.size() * ctx));
+  const loom::nn::AttentionShape s{32, 4, 64, 0, nullptr};
+  for (auto _ : state) {
+    loom::nn::attention(q.data(), 32 * 64, 1, ctx - 1, kv, 0, s, out.data(), 32 * 64, scores.data(), &pool);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["kv_bytes/s"] =
+      benchmark::Counter(2.0 * ctx * 4 * 64 * 4, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Attention)->ArgNames({"ctx", "threads"})->Args({128, 1})->Args({1024, 1})->Args({1024, 2})->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,203 @@
+// Session: one conversation with a model. It owns its KV cache, scratch, thread pool and sampler
+// state and borrows the model, so many sessions can share one loaded model.
+//
+//   loom::Session session(model, {.n_ctx = 512, .n_threads = 2});
+//   auto stats = session.generate(prompt_ids, params, [&](std::int32_t id) {
+//     std::cout << decoder.push(id) << std::flush;
+//     return true;  // false stops generation
+//   });
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "loom/error.hpp"
+#include "loom/kernels/thread_pool.hpp"
+#include "loom/model/model.hpp"
+#include "loom/nn/kv_cache.hpp"
+#include "loom/sampling/sampler.hpp"
+
+namespace loom {
+
+struct SessionOptions {
+  std::int32_t n_ctx = 0;     ///< context size in tokens (0 ⇒ the model's trained maximum)
+  std::int32_t n_threads = 1; ///< threads for matrix products and attention
+};
+
+/// Why generate() returned.
+enum class StopReason {
+  end_of_generation,  ///< the model produced an end-of-generation token (not passed to on_token)
+  max_tokens,         ///< max_new_tokens were generated
+  context_full,       ///< the KV cache is full: no further token can be evaluated
+  callback,           ///< on_token returned false
+};
+
+constexpr const char* to_string(StopReason r) {
+  switch (r) {
+    case StopReason::end_of_generation: return "end of generation";
+    case StopReason::max_tokens: return "max tokens";
+    case StopReason::context_full: return "context full";
+    case StopReason::callback: return "stopped by callback";
+  }
+  return "unknown";
+}
+
+struct GenerateParams {
+  SamplerParams sampler;
+  std::int32_t max_new_tokens = -1;           ///< < 0 ⇒ until end of generation or a full context
+  std::vector<std::int32_t> end_of_generation;  ///< token ids that end generation (EOS, ...)
+  bool ignore_eos = false;                    ///< keep going through end-of-generation tokens
+  /// When set, the prompt pass computes logits for every prompt position and hands them here
+  /// ([n_prompt, vocab]) before sampling starts.
+  std::function<void(const Tensor<const float>&)> on_prompt_logits;
+};
+
+struct GenerateStats {
+  std::int32_t prompt_tokens = 0;
+  std::int32_t generated_tokens = 0;
+  double prompt_seconds = 0;   ///< time of the prompt pass
+  double decode_seconds = 0;   ///< time spent evaluating generated tokens
+  double first_token_seconds = 0;  ///< from the call to the first generated token
+  StopReason stop = StopReason::max_tokens;
+
+  double prompt_tokens_per_second() const { return prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0; }
+  /// Tokens evaluated during decoding per second (every generated token but the last is evaluated).
+  double decode_tokens_per_second() const {
+    const int evaluated = generated_tokens > 1 ? generated_tokens - 1 : 0;
+    return decode_seconds > 0 ? evaluated / decode_seconds : 0;
+  }
+};
+
+class Session {
+ public:
+  explicit Session(const Model& model, SessionOptions options = {})
+      : model_(&model),
+        pool_(options.n_threads),
+        kv_(model.config(), options.n_ctx > 0 ? options.n_ctx : model.config().max_seq_len) {
+    if (options.n_ctx < 0)
+      fail(ErrorKind::invalid_argument, "session", "n_ctx must be >= 0 (0 = model maximum), got ", options.n_ctx);
+  }
+
+  const Model& model() const { return *model_; }
+  const KVCache& cache() const { return kv_; }
+  /// Number of tokens in the context so far.
+  std::int32_t position() const { return kv_.size(); }
+  std::int32_t context_size() const { return kv_.capacity(); }
+  int n_threads() const { return pool_.size(); }
+
+  /// Forgets the whole context.
+  void reset() {
+    kv_.clear();
+    pending_ = -1;
+  }
+  /// Forgets positions p and later (e.g. to regenerate from a point).
+  void rewind(std::int32_t p) {
+    kv_.rewind(p);
+    pending_ = -1;
+  }
+
+  /// Appends `tokens` to the context and returns the logits of the last position (or all).
+  Tensor<const float> eval(std::span<const std::int32_t> tokens, Logits which = Logits::last) {
+    check_fits(tokens.size());
+    pending_ = -1;
+    return model_->forward(tokens, kv_.size(), kv_, act_, which, &pool_);
+  }
+
+  /// Appends the prompt to the context, then samples up to max_new_tokens tokens, calling
+  /// on_token(id) for each as soon as it is chosen. Calls continue one another: the next call
+  /// first evaluates the last token this one generated (unless it ended the generation), so a
+  /// conversation never re-processes its history. A prompt that does not fit the remaining
+  /// context is rejected before any work (Error(capacity), naming both lengths). After any
+  /// error the session is unchanged and usable.
+  GenerateStats generate(std::span<const std::int32_t> prompt, const GenerateParams& params,
+                         const std::function<bool(std::int32_t)>& on_token) {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    // The last token generated by a previous call was emitted but not evaluated: it goes first.
+    input_.clear();
+    if (pending_ >= 0) input_.push_back(pending_);
+    input_.insert(input_.end(), prompt.begin(), prompt.end());
+    if (input_.empty())
+      fail(ErrorKind::invalid_argument, "session", "the prompt is empty and there is nothing to continue from");
+    check_fits(input_.size());
+    const std::int32_t vocab = model_->config().vocab_size;
+    for (std::int32_t id : params.end_of_generation)
+      if (id < 0 || id >= vocab)
+        fail(ErrorKind::invalid_argument, "session", "end-of-generation id ", id, " is outside [0, ", vocab, ")");
+    Sampler sampler(params.sampler, vocab);
+    if (params.sampler.repeat_last_n != 0)
+      for (std::int32_t id : prompt) sampler.accept(id);
+
+    GenerateStats stats;
+    stats.prompt_tokens = std::int32_t(prompt.size());
+    const bool all = bool(params.on_prompt_logits) && !prompt.empty();
+    Tensor<const float> logits = model_->forward(input_, kv_.size(), kv_, act_, all ? Logits::all : Logits::last, &pool_);
+    pending_ = -1;
+    if (all) {
+      const std::int64_t skip = std::int64_t(input_.size() - prompt.size());
+      params.on_prompt_logits(Tensor<const float>::view(logits.row(skip), Shape{std::int64_t(prompt.size()), vocab}));
+      logits = Tensor<const float>::view(logits.row(logits.dim(0) - 1), Shape{1, vocab});
+    }
+    const auto t1 = clock::now();
+    stats.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+    double decode = 0;
+    for (;;) {
+      if (params.max_new_tokens >= 0 && stats.generated_tokens >= params.max_new_tokens) {
+        stats.stop = StopReason::max_tokens;
+        break;
+      }
+      const std::int32_t id = sampler.sample({logits.data(), std::size_t(vocab)});
+      sampler.accept(id);
+      if (stats.generated_tokens == 0) stats.first_token_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+      if (!params.ignore_eos && is_end(params, id)) {
+        stats.stop = StopReason::end_of_generation;
+        break;
+      }
+      ++stats.generated_tokens;
+      if (kv_.size() < kv_.capacity()) pending_ = id;  // evaluated by the next forward (here or next call)
+      if (!on_token(id)) {
+        stats.stop = StopReason::callback;
+        break;
+      }
+      if (params.max_new_tokens >= 0 && stats.generated_tokens >= params.max_new_tokens) {
+        stats.stop = StopReason::max_tokens;
+        break;
+      }
+      if (kv_.size() >= kv_.capacity()) {
+        stats.stop = StopReason::context_full;
+        break;
+      }
+      const auto s = clock::now();
+      logits = model_->forward({&id, 1}, kv_.size(), kv_, act_, Logits::last, &pool_);
+      pending_ = -1;
+      decode += std::chrono::duration<double>(clock::now() - s).count();
+    }
+    stats.decode_seconds = decode;
+    return stats;
+  }
+
+ private:
+  static bool is_end(const GenerateParams& p, std::int32_t id) {
+    for (std::int32_t e : p.end_of_generation)
+      if (e == id) return true;
+    return false;
+  }
+  void check_fits(std::size_t n) const {
+    if (std::uint64_t(kv_.size()) + n > std::uint64_t(kv_.capacity()))
+      fail(ErrorKind::capacity, "session", "the prompt has ", n, " tokens but the context has room for ",
+           kv_.capacity() - kv_.size(), " (context size ", kv_.capacity(), ", ", kv_.size(), " already used)");
+  }
+
+  const Model* model_;
+  ThreadPool pool_;
+  KVCache kv_;
+  Activations act_;
+  std::vector<std::int32_t> input_;  // prompt buffer (pending token + prompt)
+  std::int32_t pending_ = -1;        // last generated token, not yet in the cache (-1: none)
+};
+
+}  // namespace loom
