@@ -16,13 +16,10 @@
 #include <loom/io/hf_config.hpp>
 #include <loom/io/hf_model.hpp>
 #include <loom/io/safetensors.hpp>
+#include <loom/model/model.hpp>
 #include <string>
 #include <vector>
 
-#if __has_include(<loom/model/model.hpp>)
-#include <loom/model/model.hpp>
-#define LOOM_TEST_HAVE_MODEL 1
-#endif
 
 #include "fixtures.hpp"
 
@@ -95,7 +92,7 @@ float half_to_float(std::uint16_t h) {
 struct Spec {
   std::string name;
   std::vector<std::int64_t> shape;
-  std::string dtype = "F32";  // F32 or F16
+  std::string dtype = "F32";  // F32, F16 or BF16
 };
 
 /// Deterministic values: element k of tensor t is (t*1000 + k) / 4096 (exact in f16 for small k).
@@ -116,6 +113,9 @@ void write_safetensors(const fs::path& p, const std::vector<Spec>& specs, std::s
       const float v = synthetic_value(first_index + t, std::size_t(k));
       if (s.dtype == "F16") {
         const std::uint16_t h = loom::detail::f32_to_f16_scalar(v);
+        data.append(reinterpret_cast<const char*>(&h), 2);
+      } else if (s.dtype == "BF16") {
+        const std::uint16_t h = std::uint16_t(loom::detail::float_to_bits(v) >> 16);  // exact for these values
         data.append(reinterpret_cast<const char*>(&h), 2);
       } else {
         data.append(reinterpret_cast<const char*>(&v), 4);
@@ -403,7 +403,6 @@ TEST(HfModel, ConfigWithMoreLayersReportsMissingTensor) {
   expect_error([&] { loom::io::load_hf_model(dir.path()); }, ErrorKind::format, {"missing tensor", "h.2.ln_1.weight"});
 }
 
-#ifdef LOOM_TEST_HAVE_MODEL
 /// Runs the 9 reference tokens and compares every position's logits with llama.cpp's.
 void check_reference_logits(const fs::path& model_dir, const fs::path& ref_path, double tol) {
   auto m = loom::io::load_hf_model(model_dir);
@@ -443,7 +442,6 @@ TEST(HfModel, TinyGpt2ReferenceLogits) {
   LOOM_REQUIRE_FIXTURE(ref, "tiny-models/tiny-gpt2/reference_logits.json");
   check_reference_logits(dir, ref, 2e-4);
 }
-#endif
 
 // ---------------------------------------------------------------------------------------------
 // Synthetic checkpoints: sharding, name tables, missing and unexpected tensors
@@ -552,6 +550,7 @@ TEST(HfModel, NoLmHeadMeansTied) {
   TempDir dir;
   auto specs = tiny_llama_specs();
   specs.pop_back();
+  specs[2].dtype = "BF16";  // q_proj stays BF16
   write_safetensors(dir / "model.safetensors", specs);
   json cfg = tiny_llama_config();
   cfg["tie_word_embeddings"] = true;  // SmolLM style
@@ -559,6 +558,10 @@ TEST(HfModel, NoLmHeadMeansTied) {
   const auto m = loom::io::load_hf_model(dir.path());
   EXPECT_TRUE(m.config.tied_embeddings);
   EXPECT_EQ(m.weights.output.weight.data, m.weights.token_embedding.data);
+  const loom::TensorRef& q = m.weights.layers[0].wq.weight;
+  EXPECT_EQ(q.dtype, loom::DType::bf16);
+  EXPECT_TRUE(inside(*m.files[0], q));
+  EXPECT_EQ(loom::to_float(q.as<loom::bf16>()(1, 3)), synthetic_value(2, 11));
 }
 
 TEST(HfModel, UnsupportedWeightDtype) {
@@ -863,6 +866,9 @@ TEST(HfConfig, MissingRequiredField) {
     j.erase(key);
     expect_error([&] { convert(j); }, ErrorKind::format, {"missing required key", key});
   }
+  json k = tiny_llama_config();
+  k.erase("num_hidden_layers");
+  expect_error([&] { convert(k); }, ErrorKind::format, {"'num_hidden_layers' (or 'n_layer')"});
   json j = tiny_llama_config();
   j["hidden_size"] = nullptr;  // null is absent
   expect_error([&] { convert(j); }, ErrorKind::format, {"missing required key", "hidden_size"});

@@ -346,16 +346,17 @@ inline Config to_config(const HfConfig& hf) {
   struct Field {
     std::optional<std::int64_t> value;
     std::string key;
+    std::string alt = {};  ///< the other spelling, for "missing" messages
   };
   auto either = [&](const std::optional<std::int64_t>& a, const char* ka, const std::optional<std::int64_t>& b,
                     const char* kb) -> Field {
     if (a && b && *a != *b) bad("keys '", ka, "' (", *a, ") and '", kb, "' (", *b, ") disagree");
     if (a) return {a, ka};
     if (b) return {b, kb};
-    return {std::nullopt, std::string(ka) + "' (or '" + kb};
+    return {std::nullopt, ka, kb};
   };
   auto required = [&](const Field& f) -> std::int64_t {
-    if (!f.value) bad("missing required key '", f.key, "'");
+    if (!f.value) bad("missing required key '", f.key, "'", f.alt.empty() ? std::string() : " (or '" + f.alt + "')");
     return *f.value;
   };
   auto positive32 = [&](std::int64_t v, const std::string& key) -> std::int32_t {

@@ -46,6 +46,9 @@ struct HfModel {
 
 namespace detail {
 
+/// The Hugging Face name tables and their building blocks (short aliases kept local to them).
+namespace hf_tables {
+
 /// Symbolic dimensions of an expected tensor shape, resolved against a Config.
 enum class HfDim : std::uint8_t { d, q, kv, qkv, ffn, vocab, ctx };
 
@@ -156,7 +159,10 @@ inline constexpr HfTensorName llama_names[] = {
 };
 inline constexpr std::string_view llama_skip[] = {"model.layers.{i}.self_attn.rotary_emb.inv_freq"};
 
-inline HfNameTable hf_name_table(HfArch arch) {
+}  // namespace hf_tables
+
+inline hf_tables::HfNameTable hf_name_table(HfArch arch) {
+  using namespace hf_tables;
   if (arch == HfArch::gpt2) return {gpt2_names, gpt2_skip, "transformer.", true};
   return {llama_names, llama_skip, "", false};
 }
@@ -175,8 +181,8 @@ inline std::string hf_layer_name(std::string_view pattern, int layer) {
 /// is not a known buffer is an error. When the checkpoint has no `lm_head.weight` the output
 /// projection is tied to the token embedding and `config.tied_embeddings` is set.
 inline Weights bind_hf_weights(Config& config, const SafetensorsSet& set, detail::HfArch arch) {
-  using detail::HfWhen;
-  const detail::HfNameTable table = detail::hf_name_table(arch);
+  using detail::hf_tables::HfWhen;
+  const detail::hf_tables::HfNameTable table = detail::hf_name_table(arch);
   const std::string& source = set.source();
 
   // Name as the table writes it → name in the file (the optional prefix removed).
@@ -196,7 +202,7 @@ inline Weights bind_hf_weights(Config& config, const SafetensorsSet& set, detail
   std::set<std::string, std::less<>> used;
   LayerWeights none;  // slot argument for model-level entries
   bool has_lm_head = false;
-  for (const detail::HfTensorName& e : table.names) {
+  for (const detail::hf_tables::HfTensorName& e : table.names) {
     const bool per_layer = e.name.find("{i}") != std::string_view::npos;
     switch (e.when) {
       case HfWhen::always:

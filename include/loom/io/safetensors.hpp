@@ -114,7 +114,7 @@ inline bool known_unsupported_safetensors_dtype(std::string_view s) {
 }
 
 /// A JSON value as a non-negative integer (no floats, no negatives).
-inline std::optional<std::uint64_t> json_u64(const nlohmann::json& j) {
+inline std::optional<std::uint64_t> json_non_negative(const nlohmann::json& j) {
   if (j.is_number_unsigned()) return j.get<std::uint64_t>();
   if (j.is_number_integer()) {
     const std::int64_t v = j.get<std::int64_t>();
@@ -123,7 +123,8 @@ inline std::optional<std::uint64_t> json_u64(const nlohmann::json& j) {
   return std::nullopt;
 }
 
-inline std::uint64_t read_u64_le(const std::byte* p) {
+/// The little-endian uint64 at the start of a safetensors file.
+inline std::uint64_t safetensors_header_length(const std::byte* p) {
   std::uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | std::uint64_t(std::to_integer<std::uint8_t>(p[i]));
   return v;
@@ -195,7 +196,7 @@ class SafetensorsFile {
     if (size < 8)
       fail(ErrorKind::format, "safetensors", "'", path(), "': file is ", size,
            " bytes, too short for the 8-byte header length");
-    const std::uint64_t n = detail::read_u64_le(file_.data());
+    const std::uint64_t n = detail::safetensors_header_length(file_.data());
     if (n > size - 8)
       fail(ErrorKind::format, "safetensors", "'", path(), "': header length ", n, " (", loom::detail::hex(n),
            ") extends past the end of the file (", size, " bytes)");
@@ -251,7 +252,7 @@ class SafetensorsFile {
       if (!sh->is_array()) bad(name, cat("'shape' is a ", detail::json_type(*sh), ", expected an array"));
       std::vector<std::int64_t> dims;
       for (const json& d : *sh) {
-        const std::optional<std::uint64_t> v = detail::json_u64(d);
+        const std::optional<std::uint64_t> v = detail::json_non_negative(d);
         if (!v || *v > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
           bad(name, cat("shape ", detail::json_brief(*sh), " holds ", detail::json_brief(d),
                         ", expected non-negative integers"));
@@ -266,7 +267,7 @@ class SafetensorsFile {
       if (off == entry.end()) bad(name, "missing 'data_offsets'");
       if (!off->is_array() || off->size() != 2)
         bad(name, cat("'data_offsets' is ", detail::json_brief(*off), ", expected [begin, end]"));
-      const std::optional<std::uint64_t> begin = detail::json_u64((*off)[0]), end = detail::json_u64((*off)[1]);
+      const std::optional<std::uint64_t> begin = detail::json_non_negative((*off)[0]), end = detail::json_non_negative((*off)[1]);
       if (!begin || !end)
         bad(name, cat("data_offsets ", detail::json_brief(*off), " must be non-negative integers"));
       const std::string offs = cat("data_offsets [", *begin, ", ", *end, "]");
