@@ -39,7 +39,7 @@ inline Tokenizer load_llama2c_tokenizer_bytes(std::span<const std::byte> data, s
     fail(ErrorKind::invalid_argument, "llama2c", "'", source, "': vocab_size must be positive, got ", vocab_size);
   std::size_t off = 0;
   auto read_i32 = [&](const char* what, std::int32_t id) {
-    if (data.size() - off < 4) bad("truncated: ", what, id >= 0 ? detail::cat(" of token ", id) : "", " at offset ", off, " (file has ", data.size(), " bytes)");
+    if (data.size() - off < 4) bad("truncated: ", what, id >= 0 ? loom::detail::cat(" of token ", id) : "", " at offset ", off, " (file has ", data.size(), " bytes)");
     std::int32_t v;
     std::memcpy(&v, data.data() + off, 4);
     off += 4;
@@ -69,7 +69,7 @@ inline Tokenizer load_llama2c_tokenizer_bytes(std::span<const std::byte> data, s
     spec.pieces[std::size_t(id)].assign(reinterpret_cast<const char*>(data.data() + off), std::size_t(len));
     spec.scores[std::size_t(id)] = score;
     off += std::size_t(len);
-    if (detail::parse_byte_piece(spec.pieces[std::size_t(id)]) >= 0) spec.types[std::size_t(id)] = TokenType::byte;
+    if (loom::detail::parse_byte_piece(spec.pieces[std::size_t(id)]) >= 0) spec.types[std::size_t(id)] = TokenType::byte;
   }
 
   spec.merge_mode = MergeMode::scores;

@@ -1,0 +1,73 @@
+// A small command-line parser shared by the examples: flags with values, strict number parsing,
+// and a UsageError that the examples turn into exit status 2 with a one-line reason.
+#pragma once
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loom::cli {
+
+/// A bad flag or value: the program prints the message and exits with status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline std::int64_t parse_int(std::string_view flag, std::string_view v, std::int64_t lo, std::int64_t hi) {
+  std::int64_t x = 0;
+  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (ec != std::errc() || p != v.data() + v.size() || v.empty())
+    throw UsageError(std::string(flag) + ": expected an integer, got '" + std::string(v) + "'");
+  if (x < lo || x > hi)
+    throw UsageError(std::string(flag) + ": " + std::string(v) + " is outside [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "]");
+  return x;
+}
+
+inline float parse_float(std::string_view flag, std::string_view v) {
+  const std::string s(v);
+  char* end = nullptr;
+  errno = 0;
+  const double x = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || errno == ERANGE || !std::isfinite(x))
+    throw UsageError(std::string(flag) + ": expected a number, got '" + s + "'");
+  return float(x);
+}
+
+/// Comma-separated integers: "1,2,3".
+inline std::vector<std::int32_t> parse_int_list(std::string_view flag, std::string_view v) {
+  std::vector<std::int32_t> out;
+  if (v.empty()) throw UsageError(std::string(flag) + ": expected comma-separated token ids");
+  std::size_t start = 0;
+  while (start <= v.size()) {
+    const std::size_t comma = v.find(',', start);
+    const std::string_view item = v.substr(start, comma == std::string_view::npos ? v.npos : comma - start);
+    out.push_back(std::int32_t(parse_int(flag, item, 0, INT32_MAX)));
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+/// Walks argv: `next_value(flag)` returns the argument after a flag or throws UsageError.
+class Args {
+ public:
+  Args(int argc, char** argv) : args_(argv + 1, argv + argc) {}
+  bool done() const { return i_ >= args_.size(); }
+  std::string_view next() { return args_[i_++]; }
+  std::string_view value(std::string_view flag) {
+    if (done()) throw UsageError(std::string(flag) + ": missing value");
+    return next();
+  }
+
+ private:
+  std::vector<std::string_view> args_;
+  std::size_t i_ = 0;
+};
+
+}  // namespace loom::cli

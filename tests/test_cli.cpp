@@ -1,0 +1,102 @@
+// The command-line programs, run as a user would: outputs against reference fixtures, exit codes.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "fixtures.hpp"
+
+#ifndef LOOM_GENERATE_BIN
+#define LOOM_GENERATE_BIN ""
+#endif
+
+namespace {
+
+struct Result {
+  int status = -1;
+  std::string out;
+};
+
+// Runs a shell command, capturing stdout (stderr is discarded unless redirected by the caller).
+Result sh(const std::string& cmd) {
+  Result r;
+  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string quote(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+std::string last_line(const std::string& s) {
+  std::string t = s;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  const auto nl = t.rfind('\n');
+  return nl == std::string::npos ? t : t.substr(nl + 1);
+}
+
+const std::string gen = LOOM_GENERATE_BIN;
+
+TEST(Cli, GenerateGreedyStories260KMatchesRunC) {
+  ASSERT_FALSE(gen.empty()) << "generate was not built";
+  LOOM_REQUIRE_FIXTURE(model, "stories260K/stories260K.bin");
+  LOOM_REQUIRE_FIXTURE(tok, "stories260K/tok512_placeholder.bin");
+  LOOM_REQUIRE_FIXTURE(ref, "stories260K/greedy_tokens.json");
+  const auto expected = nlohmann::json::parse(loom::test::read_text(ref));
+  for (const std::string extra : {std::string(" -z ") + quote(tok), std::string()}) {
+    const Result r = sh(gen + " -m " + quote(model) + extra + " --temp 0 -n 200 --ids");
+    ASSERT_EQ(r.status, 0);
+    EXPECT_EQ(nlohmann::json::parse(last_line(r.out)), expected);
+  }
+}
+
+TEST(Cli, DumpLogitsMatchesRunC) {
+  ASSERT_FALSE(gen.empty());
+  LOOM_REQUIRE_FIXTURE(model, "stories260K/stories260K.bin");
+  LOOM_REQUIRE_FIXTURE(ref_path, "stories260K/logits_steps_0-7.json");
+  const auto ref = nlohmann::json::parse(loom::test::read_text(ref_path));
+  std::string ids;
+  for (const auto& t : ref["input_token"]) ids += (ids.empty() ? "" : ",") + std::to_string(t.get<int>());
+  const auto out = std::filesystem::temp_directory_path() / "loom_test_cli_logits.bin";
+  const Result r = sh(gen + " -m " + quote(model) + " --prompt-ids " + ids + " -n 1 --temp 0 --dump-logits " + quote(out));
+  ASSERT_EQ(r.status, 0);
+  const std::string bytes = loom::test::read_text(out);
+  ASSERT_EQ(bytes.size(), 8u * 512u * 4u);
+  const auto* logits = reinterpret_cast<const float*>(bytes.data());
+  double max_err = 0;
+  for (int s = 0; s < 8; ++s)
+    for (int i = 0; i < 512; ++i)
+      max_err = std::max(max_err, std::abs(double(logits[s * 512 + i]) - double(float(ref["logits"][s][i].get<double>()))));
+  EXPECT_LT(max_err, 1e-4);
+}
+
+TEST(Cli, BadFlagsAndValuesExitTwo) {
+  ASSERT_FALSE(gen.empty());
+  LOOM_REQUIRE_FIXTURE(model, "stories260K/stories260K.bin");
+  const std::string m = " -m " + quote(model);
+  for (const std::string args : {m + " --bogus", m + " -n", m + " -n abc", m + " -n 1.5", m + " --temp -1",
+                                 m + " --temp nan", m + " --top-p 0", m + " --top-p 1.5", m + " --top-k -1",
+                                 m + " --min-p 2", m + " -t 0", m + " -c -5", m + " --prompt-ids 1,x",
+                                 m + " --prompt-ids 1,,2", m + " --prompt-ids 600", m + " --repeat-penalty 0",
+                                 std::string(" -p hello"), m + " --prompt-ids 1 -p hi"})
+    EXPECT_EQ(sh(gen + args).status, 2) << args;
+  EXPECT_EQ(sh(gen + " -h").status, 0);
+}
+
+TEST(Cli, BadModelFilesExitOneWithTheReason) {
+  ASSERT_FALSE(gen.empty());
+  const auto junk = std::filesystem::temp_directory_path() / "loom_test_cli_junk.bin";
+  std::ofstream(junk, std::ios::binary) << "this is not a model";
+  const Result r = sh(gen + " -m " + quote(junk) + " 2>&1");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(sh(gen + " -m /nonexistent/model.bin").status, 1);
+}
+
+}  // namespace
