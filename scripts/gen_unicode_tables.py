@@ -2,8 +2,8 @@
 """Generates include/loom/tokenizer/unicode_tables.hpp from the Unicode Character Database.
 
 Input: the UCD text files as installed by Debian's `unicode-data` package (/usr/share/unicode),
-or any directory holding UnicodeData.txt, PropList.txt, CaseFolding.txt and
-DerivedCoreProperties.txt of one Unicode version.
+or any directory holding UnicodeData.txt, PropList.txt, CaseFolding.txt,
+DerivedNormalizationProps.txt and DerivedCoreProperties.txt of one Unicode version.
 
 Usage: scripts/gen_unicode_tables.py [UCD_DIR] [OUTPUT]
 Standard library only. The output is deterministic for a given UCD version.
@@ -77,6 +77,34 @@ def property_ranges(ucd, filename, prop):
     return merged
 
 
+def nfc_quick_check(ucd):
+    """(first, last, 'N' or 'M') ranges of NFC_Quick_Check No / Maybe."""
+    out = []
+    for line in read_lines(os.path.join(ucd, "DerivedNormalizationProps.txt")):
+        fields = [s.strip() for s in line.split(";")]
+        if len(fields) < 3 or fields[1] != "NFC_QC":
+            continue
+        a, _, b = fields[0].partition("..")
+        out.append((int(a, 16), int(b or a, 16), fields[2]))
+    out.sort()
+    return out
+
+
+def combining_classes(ucd):
+    """(first, last, ccc) runs of equal non-zero Canonical_Combining_Class."""
+    runs = []
+    for line in read_lines(os.path.join(ucd, "UnicodeData.txt")):
+        fields = line.split(";")
+        cp, ccc = int(fields[0], 16), int(fields[3])
+        if ccc == 0:
+            continue
+        if runs and runs[-1][2] == ccc and runs[-1][1] + 1 == cp:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp, ccc])
+    return runs
+
+
 def ascii_case_folds(ucd):
     """Code points whose simple case folding (status C or S) is an ASCII lowercase letter."""
     out = []
@@ -108,15 +136,20 @@ def main():
     runs = general_category_runs(ucd)
     ws = property_ranges(ucd, "PropList.txt", "White_Space")
     folds = ascii_case_folds(ucd)
+    nfc_qc = nfc_quick_check(ucd)
+    cccs = combining_classes(ucd)
 
     cat_rows = ["{0x%X, 0x%X, %s}," % (a, b, g) for a, b, g in runs]
     ws_rows = ["{0x%X, 0x%X}," % (a, b) for a, b in ws]
     fold_rows = ["{0x%X, '%s'}," % (a, chr(t)) for a, t in folds]
+    qc_rows = ["{0x%X, 0x%X, %s}," % (a, b, "true" if v == "M" else "false") for a, b, v in nfc_qc]
+    ccc_rows = ["{0x%X, 0x%X, %d}," % (a, b, c) for a, b, c in cccs]
     enum_body = ", ".join(CATEGORIES)
 
     text = f"""// GENERATED FILE - DO NOT EDIT. Produced by scripts/gen_unicode_tables.py from the Unicode
-// Character Database {version} (UnicodeData.txt, PropList.txt, CaseFolding.txt; Debian package
-// `unicode-data`). Regenerate with: python3 scripts/gen_unicode_tables.py /usr/share/unicode
+// Character Database {version} (UnicodeData.txt, PropList.txt, CaseFolding.txt,
+// DerivedNormalizationProps.txt, as shipped by Debian's package `unicode-data`).
+// Regenerate with: python3 scripts/gen_unicode_tables.py /usr/share/unicode
 //
 // Tables of sorted, non-overlapping, inclusive code-point ranges; look-ups are binary searches
 // (see loom/tokenizer/unicode.hpp).
@@ -148,6 +181,18 @@ struct Range {{
   char32_t last;
 }};
 
+struct QuickCheckRange {{
+  char32_t first;
+  char32_t last;
+  bool maybe;  // NFC_QC = Maybe (else No)
+}};
+
+struct ClassRange {{
+  char32_t first;
+  char32_t last;
+  std::uint8_t ccc;  // Canonical_Combining_Class
+}};
+
 struct FoldPair {{
   char32_t code;
   char folded;  // an ASCII lowercase letter
@@ -166,6 +211,17 @@ inline constexpr Range kWhiteSpaceRanges[] = {{
 {emit_rows(ws_rows, 6)}
 }};
 
+// NFC_Quick_Check No / Maybe from DerivedNormalizationProps.txt ({len(nfc_qc)} ranges); all others
+// are Yes.
+inline constexpr QuickCheckRange kNfcQuickCheckRanges[] = {{
+{emit_rows(qc_rows, 4)}
+}};
+
+// Non-zero Canonical_Combining_Class from UnicodeData.txt ({len(cccs)} runs); all others are 0.
+inline constexpr ClassRange kCombiningClassRanges[] = {{
+{emit_rows(ccc_rows, 5)}
+}};
+
 // Code points whose simple case folding (CaseFolding.txt status C or S) is an ASCII lowercase
 // letter; used for case-insensitive matching of ASCII patterns such as (?i:'s|'t|...).
 inline constexpr FoldPair kAsciiFolds[] = {{
@@ -178,7 +234,8 @@ inline constexpr FoldPair kAsciiFolds[] = {{
     with open(out_path, "w", encoding="utf-8") as f:
         f.write(text)
     print(f"wrote {out_path}: Unicode {version}, {len(runs)} category runs, "
-          f"{len(ws)} white-space ranges, {len(folds)} ASCII folds")
+          f"{len(ws)} white-space ranges, {len(folds)} ASCII folds, {len(nfc_qc)} NFC_QC ranges, "
+          f"{len(cccs)} combining-class runs")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -346,6 +347,15 @@ TEST(Llama2Json, StreamingWaitsForCompleteCharacters) {
   EXPECT_EQ(d.push(29889), "\xEF\xBF\xBD.");  // broken sequence → U+FFFD, then '.'
   EXPECT_EQ(d.push(243), "");
   EXPECT_EQ(d.finish(), "\xEF\xBF\xBD");
+
+  // Streaming only the continuation of an already-printed prompt keeps its leading space.
+  const Ids prompt = t.encode("Hello");
+  loom::StreamDecoder cont(t);
+  cont.skip(prompt);
+  EXPECT_EQ(cont.push(3186), " world");
+  loom::StreamDecoder fresh(t);
+  fresh.skip(Ids{1});  // only BOS shown so far: the first word loses the dummy-prefix space
+  EXPECT_EQ(fresh.push(15043), "Hello");
 }
 
 // ---- llama2.c tokenizer.bin ------------------------------------------------------------------
@@ -596,6 +606,214 @@ TEST(Llama3StyleJson, SplitThenByteLevelWithIgnoreMerges) {
   EXPECT_EQ(ids, (Ids{bot, base + 3, base + 5, 'l', 'd', base + 8, '4', eot}));
   EXPECT_EQ(t.decode(ids), "hello world1234");
   EXPECT_EQ(t.decode(ids, true), "<|begin_of_text|>hello world1234<|eot_id|>");
+}
+
+// ---- GGUF vocabularies (a minimal metadata reader, enough for the vocab-only test files) -------
+
+struct GgufReader {
+  std::string data;
+  std::size_t off = 0;
+  template <typename T>
+  T get() {
+    if (data.size() - off < sizeof(T)) throw std::runtime_error("gguf: truncated");
+    T v;
+    std::memcpy(&v, data.data() + off, sizeof(T));
+    off += sizeof(T);
+    return v;
+  }
+  std::string str() {
+    const auto n = get<std::uint64_t>();
+    if (data.size() - off < n) throw std::runtime_error("gguf: truncated string");
+    std::string s = data.substr(off, n);
+    off += n;
+    return s;
+  }
+  // Reads one value of type t; scalars widen into the out-parameters the caller cares about.
+  void value(std::uint32_t t, std::int64_t* i, double* f, std::string* s, bool* b) {
+    switch (t) {
+      case 0: *i = get<std::uint8_t>(); break;
+      case 1: *i = get<std::int8_t>(); break;
+      case 2: *i = get<std::uint16_t>(); break;
+      case 3: *i = get<std::int16_t>(); break;
+      case 4: *i = get<std::uint32_t>(); break;
+      case 5: *i = get<std::int32_t>(); break;
+      case 6: *f = get<float>(); break;
+      case 7: *b = get<std::uint8_t>() != 0; break;
+      case 8: *s = str(); break;
+      case 10: *i = std::int64_t(get<std::uint64_t>()); break;
+      case 11: *i = get<std::int64_t>(); break;
+      case 12: *f = get<double>(); break;
+      default: throw std::runtime_error("gguf: bad type");
+    }
+  }
+};
+
+loom::GgufVocab read_gguf_vocab(const std::filesystem::path& path) {
+  GgufReader r{loom::test::read_text(path)};
+  if (r.data.substr(0, 4) != "GGUF") throw std::runtime_error("not GGUF");
+  r.off = 4;
+  r.get<std::uint32_t>();
+  r.get<std::uint64_t>();
+  const auto kv = r.get<std::uint64_t>();
+  loom::GgufVocab v;
+  for (std::uint64_t k = 0; k < kv; ++k) {
+    const std::string key = r.str();
+    const auto type = r.get<std::uint32_t>();
+    std::int64_t i = 0;
+    double f = 0;
+    std::string s;
+    bool b = false;
+    if (type == 9) {
+      const auto et = r.get<std::uint32_t>();
+      const auto count = r.get<std::uint64_t>();
+      for (std::uint64_t e = 0; e < count; ++e) {
+        r.value(et, &i, &f, &s, &b);
+        if (key == "tokenizer.ggml.tokens") v.tokens.push_back(s);
+        if (key == "tokenizer.ggml.merges") v.merges.push_back(s);
+        if (key == "tokenizer.ggml.scores") v.scores.push_back(float(f));
+        if (key == "tokenizer.ggml.token_type") v.token_types.push_back(std::int32_t(i));
+      }
+      continue;
+    }
+    r.value(type, &i, &f, &s, &b);
+    if (key == "tokenizer.ggml.model") v.model = s;
+    if (key == "tokenizer.ggml.pre") v.pre = s;
+    if (key == "tokenizer.ggml.bos_token_id") v.bos_id = i;
+    if (key == "tokenizer.ggml.eos_token_id") v.eos_id = i;
+    if (key == "tokenizer.ggml.unknown_token_id") v.unk_id = i;
+    if (key == "tokenizer.ggml.add_bos_token") v.add_bos = b;
+    if (key == "tokenizer.ggml.add_eos_token") v.add_eos = b;
+    if (key == "tokenizer.ggml.add_space_prefix") v.add_space_prefix = b;
+  }
+  return v;
+}
+
+TEST(Gguf, Gpt2VocabRankedMerges) {
+  LOOM_REQUIRE_FIXTURE(gguf, "tokenizers/ggml-vocab-gpt-2.gguf");
+  LOOM_REQUIRE_FIXTURE(inp, "tokenizers/ggml-vocab-gpt-2.gguf.inp");
+  LOOM_REQUIRE_FIXTURE(out, "tokenizers/ggml-vocab-gpt-2.gguf.out");
+  const Tokenizer t(loom::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
+  EXPECT_EQ(t.vocab_size(), 50257);
+  EXPECT_FALSE(t.add_bos());  // no add_bos_token key
+  EXPECT_EQ(t.bos_id(), 50256);
+  EXPECT_TRUE(t.is_end_of_generation(50256));
+  check_vectors(t, inp, out, false);
+}
+
+TEST(Gguf, LlamaSpmVocabScores) {
+  LOOM_REQUIRE_FIXTURE(gguf, "tokenizers/ggml-vocab-llama-spm.gguf");
+  LOOM_REQUIRE_FIXTURE(inp, "tokenizers/ggml-vocab-llama-spm.gguf.inp");
+  LOOM_REQUIRE_FIXTURE(out, "tokenizers/ggml-vocab-llama-spm.gguf.out");
+  const Tokenizer t(loom::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
+  EXPECT_TRUE(t.add_bos());
+  EXPECT_FALSE(t.add_eos());
+  EXPECT_EQ(t.token_type(0), loom::TokenType::unknown);
+  EXPECT_EQ(t.encode("Hello world, this is a test."), (Ids{1, 15043, 3186, 29892, 445, 338, 263, 1243, 29889}));
+  check_vectors(t, inp, out, true);
+}
+
+TEST(Gguf, BadVocabs) {
+  loom::GgufVocab v;
+  v.model = "gpt2";
+  v.tokens = {"a", "b", "ab"};
+  v.merges = {"a b"};
+  EXPECT_EQ(Tokenizer(loom::gguf_tokenizer_spec(v, "v.gguf")).encode("ab"), Ids{2});
+  v.merges = {"a c"};
+  std::string e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  EXPECT_NE(e.find("tokenizer.ggml.merges[0]"), std::string::npos) << e;
+  v.merges = {"b a"};  // "ba" is not a piece: rejected when the Tokenizer is built
+  e = error_of([&] { Tokenizer(loom::gguf_tokenizer_spec(v, "v.gguf")); });
+  EXPECT_NE(e.find("merge 0"), std::string::npos) << e;
+  v.merges = {};
+  v.pre = "mystery";
+  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  EXPECT_NE(e.find("[loom.unsupported.tokenizer]"), std::string::npos) << e;
+  v.pre = "";
+  v.model = "bert";
+  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  EXPECT_NE(e.find("bert"), std::string::npos) << e;
+  v.model = "llama";
+  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });  // no scores
+  EXPECT_NE(e.find("tokenizer.ggml.scores"), std::string::npos) << e;
+  v.scores = {0, 0, 0};
+  v.token_types = {1, 9, 1};
+  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  EXPECT_NE(e.find("token_type[1]"), std::string::npos) << e;
+  v.token_types = {};
+  v.bos_id = 7;
+  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  EXPECT_NE(e.find("bos_token_id"), std::string::npos) << e;
+}
+
+// ---- randomized robustness ---------------------------------------------------------------------
+
+TEST(Robustness, RandomBytesRoundTrip) {
+  LOOM_REQUIRE_FIXTURE(g, "tokenizers/hf/gpt2-tokenizer.json");
+  LOOM_REQUIRE_FIXTURE(l, "tokenizers/hf/llama2-tokenizer.nbsp-restored.json");
+  std::mt19937 rng(1234);
+  const std::string alphabet[] = {"a", "Z", " ", "  ", "\n", "\t", "'s", "'LL", "1", "½", "é", "\xCC\x81", "🦙",
+                                  "\xE2\x80\x8D", "\xC2\xA0", "<s>", "<|endoftext|>", "\xFF", "\x80", "\xE2\x82", "."};
+  for (int round = 0; round < 300; ++round) {
+    std::string text;
+    const int n = int(rng() % 24);
+    for (int k = 0; k < n; ++k) {
+      if (rng() % 4 == 0) text += char(rng() % 256);
+      else text += alphabet[rng() % std::size(alphabet)];
+    }
+    for (const Tokenizer* t : {&gpt2(), &llama2()}) {
+      for (bool parse : {false, true}) {
+        const Ids ids = t->encode(text, true, parse);
+        if (!parse) {
+          EXPECT_EQ(t->decode(ids), text) << show(text);
+        }
+        EXPECT_EQ(stream_decode(*t, ids), loom::unicode::sanitize_utf8(t->decode(ids))) << show(text);
+      }
+    }
+  }
+}
+
+TEST(Robustness, MutatedFilesOnlyThrowLoomError) {
+  std::mt19937 rng(99);
+  // tokenizer.bin: random truncations and byte flips.
+  const std::string bin = bin_file(5, {{0, "<unk>"}, {0, "<s>"}, {0, "</s>"}, {-1, "a"}, {-2, "b"}, {-0.5f, "ab"}});
+  for (int round = 0; round < 2000; ++round) {
+    std::string m = bin.substr(0, rng() % (bin.size() + 1));
+    for (int k = int(rng() % 4); k > 0 && !m.empty(); --k) m[rng() % m.size()] = char(rng() % 256);
+    const std::string e = error_of([&] { from_bin(m, 6).encode("abba"); });
+    EXPECT_TRUE(e == "no error" || e.rfind("[loom.", 0) == 0) << e;
+  }
+  // tokenizer.json: random truncations and character flips.
+  const std::string json = mini_json(R"({"type":"BPE",)" + kVocab + R"(,"merges":["a b"]})",
+                                     R"("post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"c","type_id":0}},{"Sequence":{"id":"A","type_id":0}}]},)");
+  const std::string chars = "{}[]\":,0123456789abc -nulltrue";
+  for (int round = 0; round < 3000; ++round) {
+    std::string m = json;
+    if (rng() % 3 == 0) m = m.substr(0, rng() % (m.size() + 1));
+    for (int k = int(rng() % 3) + 1; k > 0 && !m.empty(); --k) m[rng() % m.size()] = chars[rng() % chars.size()];
+    const std::string e = error_of([&] { loom::io::load_tokenizer_json_string(m, "m.json").encode("abcab"); });
+    EXPECT_TRUE(e == "no error" || e.rfind("[loom.", 0) == 0) << e << "\n" << m;
+  }
+}
+
+TEST(Unicode, NfcQuickCheck) {
+  using loom::unicode::NfcQuickCheck;
+  using loom::unicode::nfc_quick_check;
+  EXPECT_EQ(nfc_quick_check("plain ASCII, caf\xC3\xA9, \xE4\xB8\x80, \xF0\x9F\xA6\x99"), NfcQuickCheck::yes);
+  EXPECT_EQ(nfc_quick_check("cafe\xCC\x81"), NfcQuickCheck::maybe);          // e + U+0301
+  EXPECT_EQ(nfc_quick_check("\xE2\x84\xAB"), NfcQuickCheck::no);             // U+212B ANGSTROM SIGN
+  EXPECT_EQ(nfc_quick_check("a\xCC\x81\xCC\xA3"), NfcQuickCheck::no);         // ccc 230 then 220
+  EXPECT_EQ(loom::unicode::combining_class(0x0301), 230);
+  EXPECT_EQ(loom::unicode::combining_class(U'a'), 0);
+}
+
+TEST(NfcJson, AcceptsNfcTextRejectsOther) {
+  const std::string j = R"({"normalizer":{"type":"NFC"},"pre_tokenizer":{"type":"ByteLevel","use_regex":false},)"
+                        R"("model":{"type":"BPE",)" + kVocab + R"(,"merges":["a b"]}})";
+  const Tokenizer t = loom::io::load_tokenizer_json_string(j, "nfc.json");
+  EXPECT_EQ(t.encode("abc"), (Ids{2, 3}));
+  const std::string e = error_of([&] { t.encode("ab\xE2\x84\xAB"); });
+  EXPECT_NE(e.find("[loom.unsupported.tokenizer]"), std::string::npos) << e;
+  EXPECT_NE(e.find("U+212B"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 //
 // Supported: model BPE (vocab object; merges as "a b" strings or ["a","b"] pairs; byte_fallback,
 // fuse_unk, ignore_merges, unk_token); normalizers Sequence / Prepend / Replace (string
-// pattern); pre-tokenizers Sequence / ByteLevel / Split (a known regex, Isolated) / Metaspace /
+// pattern) / NFC (only for input that passes the NFC quick check: loom has no composer); pre-tokenizers Sequence / ByteLevel / Split (a known regex, Isolated) / Metaspace /
 // Digits; decoders Sequence / ByteLevel / Replace / ByteFallback / Fuse / Strip / Metaspace;
 // post-processors TemplateProcessing / ByteLevel / RobertaProcessing / BertProcessing / Sequence;
 // added_tokens. `truncation` and `padding` are ignored. Anything else is rejected with
@@ -29,14 +29,12 @@
 #include "loom/tokenizer/pretokenizer.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 
-namespace loom::io {
-
-namespace detail {
-
-using nlohmann::json;
+namespace loom::detail {
 
 /// Reads tokenizer.json text; every error names the source and the JSON path of the field.
 class TokenizerJsonReader {
+  using json = nlohmann::json;
+
  public:
   TokenizerJsonReader(std::string source) : source_(std::move(source)) {}
 
@@ -211,6 +209,9 @@ class TokenizerJsonReader {
       const std::string from = str(pat["String"], where + ".pattern.String");
       if (from.empty()) bad(where + ".pattern.String", "empty pattern");
       spec_.normalizers.push_back({NormalizerStep::Kind::replace, from, str(member(n, "content", where), where + ".content")});
+    } else if (type == "NFC") {
+      // Accepted for text that is already NFC (the usual case); other text fails at encode time.
+      spec_.normalizers.push_back({NormalizerStep::Kind::nfc, {}, {}});
     } else {
       unsupported(where, "normalizer '" + type + "'");
     }
@@ -443,15 +444,15 @@ class TokenizerJsonReader {
   std::optional<std::string> unk_token_;
 };
 
-inline json parse_json_text(std::string_view text, const std::string& source, std::string_view area) {
+inline nlohmann::json tokenizer_json_parse(std::string_view text, const std::string& source, std::string_view area) {
   try {
-    return json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
+    return nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::format, area, "'", source, "': invalid JSON: ", e.what());
   }
 }
 
-inline std::string read_whole_file(const std::filesystem::path& path, std::string_view area) {
+inline std::string tokenizer_json_read_file(const std::filesystem::path& path, std::string_view area) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(ErrorKind::io, area, "cannot open '", path.string(), "'");
   std::string s{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
@@ -459,7 +460,9 @@ inline std::string read_whole_file(const std::filesystem::path& path, std::strin
   return s;
 }
 
-}  // namespace detail
+}  // namespace loom::detail
+
+namespace loom::io {
 
 /// Builds a Tokenizer from tokenizer.json text. `source` names it in error messages;
 /// `config_json` is the text of tokenizer_config.json (empty: none).
@@ -467,14 +470,14 @@ inline std::string read_whole_file(const std::filesystem::path& path, std::strin
 /// loom does not implement.
 inline Tokenizer load_tokenizer_json_string(std::string_view json_text, std::string source = "<string>",
                                             std::string_view config_json = {}) {
-  const auto root = detail::parse_json_text(json_text, source, "tokenizer.json");
+  const auto root = loom::detail::tokenizer_json_parse(json_text, source, "tokenizer.json");
   std::optional<nlohmann::json> config;
   if (!config_json.empty()) {
-    config = detail::parse_json_text(config_json, source + " (tokenizer_config.json)", "tokenizer.json");
+    config = loom::detail::tokenizer_json_parse(config_json, source + " (tokenizer_config.json)", "tokenizer.json");
     if (!config->is_object()) fail(ErrorKind::format, "tokenizer.json", "'", source, "': tokenizer_config.json is not an object");
   }
   try {
-    detail::TokenizerJsonReader reader(source);
+    loom::detail::TokenizerJsonReader reader(source);
     return Tokenizer(reader.read(root, config ? &*config : nullptr));
   } catch (const nlohmann::json::exception& e) {  // safety net; the reader checks types itself
     fail(ErrorKind::format, "tokenizer.json", "'", source, "': ", e.what());
@@ -486,10 +489,10 @@ inline Tokenizer load_tokenizer_json_string(std::string_view json_text, std::str
 inline Tokenizer load_tokenizer_json(const std::filesystem::path& path) {
   std::filesystem::path file = path;
   if (std::filesystem::is_directory(file)) file /= "tokenizer.json";
-  const std::string text = detail::read_whole_file(file, "tokenizer.json");
+  const std::string text = loom::detail::tokenizer_json_read_file(file, "tokenizer.json");
   std::string config;
   const auto config_path = file.parent_path() / "tokenizer_config.json";
-  if (std::filesystem::is_regular_file(config_path)) config = detail::read_whole_file(config_path, "tokenizer.json");
+  if (std::filesystem::is_regular_file(config_path)) config = loom::detail::tokenizer_json_read_file(config_path, "tokenizer.json");
   return load_tokenizer_json_string(text, file.string(), config);
 }
 

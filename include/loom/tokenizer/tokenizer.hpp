@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <queue>
 #include <span>
 #include <string>
@@ -63,6 +64,8 @@ struct NormalizerStep {
   enum class Kind {
     prepend,  ///< prepend `text` to a non-empty fragment (HF `Prepend`, SentencePiece dummy prefix)
     replace,  ///< replace every occurrence of `text` by `with` (HF `Replace` with a String pattern)
+    nfc,      ///< Unicode NFC. Only text that is already NFC is accepted (UAX #15 quick check):
+              ///< other input → Error(unsupported) naming the code point; loom has no composer.
   };
   Kind kind = Kind::prepend;
   std::string text;
@@ -284,6 +287,13 @@ class Tokenizer {
     }
   };
 
+  static std::string code_point_name(char32_t cp) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string digits;
+    for (; cp || digits.size() < 4; cp >>= 4) digits.insert(digits.begin(), hex[cp & 15]);
+    return "U+" + digits;
+  }
+
   static std::uint64_t pair_key(std::int32_t a, std::int32_t b) {
     return (std::uint64_t(std::uint32_t(a)) << 32) | std::uint32_t(b);
   }
@@ -434,6 +444,11 @@ class Tokenizer {
     for (const auto& n : s_.normalizers) {
       if (n.kind == NormalizerStep::Kind::prepend) {
         if (!text.empty()) text.insert(0, n.text);
+      } else if (n.kind == NormalizerStep::Kind::nfc) {
+        char32_t culprit = 0;
+        if (unicode::nfc_quick_check(text, &culprit) != unicode::NfcQuickCheck::yes)
+          fail(ErrorKind::unsupported, "tokenizer", "'", s_.source, "': the text needs NFC normalization (at ",
+               code_point_name(culprit), "), which loom does not implement; normalize it before encoding");
       } else {
         replace_all(text, n.text, n.with);
       }
@@ -625,6 +640,13 @@ class StreamDecoder {
   explicit StreamDecoder(const Tokenizer& tok, bool render_special = false)
       : tok_(&tok), render_special_(render_special) {}
 
+  /// Declares `ids` as already shown (e.g. the prompt when streaming only generated tokens): they
+  /// update the leading-space state but produce no output.
+  void skip(std::span<const std::int32_t> ids) {
+    std::string scratch;
+    for (const std::int32_t id : ids) tok_->append_decoded(state_, id, render_special_, scratch);
+  }
+
   /// Text that became printable with token `id` (possibly empty).
   std::string push(std::int32_t id) {
     std::string bytes, out;
@@ -647,5 +669,122 @@ class StreamDecoder {
   detail::DecodeState state_;
   unicode::Utf8Sanitizer utf8_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// GGUF vocabularies. The GGUF reader extracts the `tokenizer.ggml.*` keys into GgufVocab; this
+// turns them into a TokenizerSpec with llama.cpp's semantics.
+// ---------------------------------------------------------------------------------------------
+
+/// The `tokenizer.ggml.*` metadata of a GGUF file (optional keys as std::optional / empty).
+struct GgufVocab {
+  std::string model;                 ///< tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+  std::string pre;                   ///< tokenizer.ggml.pre: "default", "gpt-2", "llama-bpe", "qwen2", ...
+  std::vector<std::string> tokens;   ///< tokenizer.ggml.tokens
+  std::vector<float> scores;         ///< tokenizer.ggml.scores (SentencePiece)
+  std::vector<std::int32_t> token_types;  ///< tokenizer.ggml.token_type (1 normal, 2 unknown,
+                                          ///< 3 control, 4 user-defined, 5 unused, 6 byte)
+  std::vector<std::string> merges;   ///< tokenizer.ggml.merges ("left right")
+  std::optional<std::int64_t> bos_id, eos_id, unk_id, eot_id, eom_id;
+  std::optional<bool> add_bos, add_eos, add_space_prefix;
+};
+
+/// The TokenizerSpec for a GGUF vocabulary. Throws Error(unsupported, "tokenizer") for a model
+/// or pre-tokenizer type loom does not implement, Error(format, "tokenizer") for inconsistent
+/// data (sizes, ids, a merge naming an unknown token). `source` names the file in messages.
+inline TokenizerSpec gguf_tokenizer_spec(const GgufVocab& v, const std::string& source) {
+  auto bad = [&](const auto&... parts) { fail(ErrorKind::format, "tokenizer", "'", source, "': ", parts...); };
+  TokenizerSpec s;
+  s.source = source;
+  const std::size_t n = v.tokens.size();
+  if (n == 0) bad("tokenizer.ggml.tokens is empty");
+  s.pieces = v.tokens;
+  if (!v.token_types.empty()) {
+    if (v.token_types.size() != n) bad("tokenizer.ggml.token_type has ", v.token_types.size(), " entries for ", n, " tokens");
+    s.types.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      switch (v.token_types[i]) {
+        case 1: s.types[i] = TokenType::normal; break;
+        case 2: s.types[i] = TokenType::unknown; break;
+        case 3: s.types[i] = TokenType::control; break;
+        case 4: s.types[i] = TokenType::user_defined; break;
+        case 5: s.types[i] = TokenType::unused; break;
+        case 6: s.types[i] = TokenType::byte; break;
+        default: bad("tokenizer.ggml.token_type[", i, "] = ", v.token_types[i], " is not a known token type");
+      }
+    }
+  }
+  auto id_of = [&](const std::optional<std::int64_t>& id, const char* key) -> std::int32_t {
+    if (!id) return -1;
+    if (*id < 0 || std::uint64_t(*id) >= n) bad(key, " = ", *id, " is outside the vocabulary [0, ", n, ")");
+    return std::int32_t(*id);
+  };
+  s.bos_id = id_of(v.bos_id, "tokenizer.ggml.bos_token_id");
+  s.eos_id = id_of(v.eos_id, "tokenizer.ggml.eos_token_id");
+  s.unk_id = id_of(v.unk_id, "tokenizer.ggml.unknown_token_id");
+  for (const auto& [id, key] : {std::pair{v.eot_id, "tokenizer.ggml.eot_token_id"}, std::pair{v.eom_id, "tokenizer.ggml.eom_token_id"}})
+    if (const std::int32_t e = id_of(id, key); e >= 0 && e != s.eos_id) s.eog_ids.push_back(e);
+
+  bool add_bos = false;
+  if (v.model == "llama") {
+    if (v.scores.size() != n) bad("tokenizer.ggml.scores has ", v.scores.size(), " entries for ", n, " tokens");
+    s.scores = v.scores;
+    s.merge_mode = MergeMode::scores;
+    s.byte_fallback = true;
+    const bool prefix = v.add_space_prefix.value_or(true);
+    const std::string marker = "\xE2\x96\x81";  // ▁
+    if (prefix) s.normalizers.push_back({NormalizerStep::Kind::prepend, marker, {}});
+    s.normalizers.push_back({NormalizerStep::Kind::replace, " ", marker});
+    s.decoder.space_marker = marker;
+    s.decoder.byte_tokens = true;
+    s.decoder.strip = prefix ? StripSpace::first_piece : StripSpace::none;
+    add_bos = v.add_bos.value_or(true);
+  } else if (v.model == "gpt2") {
+    PreTokenizerStep split;
+    split.kind = PreTokenizerStep::Kind::split;
+    if (v.pre == "gpt-2" || v.pre == "default" || v.pre.empty()) {
+      split.pattern = SplitPattern::gpt2;
+    } else if (v.pre == "llama-bpe" || v.pre == "llama3") {
+      split.pattern = SplitPattern::llama3;
+      s.ignore_merges = true;
+      add_bos = true;
+    } else if (v.pre == "qwen2") {
+      split.pattern = SplitPattern::qwen2;
+    } else {
+      fail(ErrorKind::unsupported, "tokenizer", "'", source, "': tokenizer.ggml.pre '", v.pre, "' (pre-tokenizer not implemented)");
+    }
+    PreTokenizerStep bytes;
+    bytes.kind = PreTokenizerStep::Kind::byte_level;
+    bytes.use_regex = false;
+    s.pre_tokenizers = {split, bytes};
+    s.decoder.byte_level = true;
+    add_bos = v.add_bos.value_or(add_bos);
+    // Merges: "left right", split at the one space (byte-level pieces never contain ' ').
+    std::unordered_map<std::string_view, std::int32_t> ids;
+    ids.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) ids.emplace(s.pieces[i], std::int32_t(i));
+    s.merges.reserve(v.merges.size());
+    for (std::size_t r = 0; r < v.merges.size(); ++r) {
+      const std::string_view m = v.merges[r];
+      const auto sp = m.find(' ');
+      if (sp == std::string_view::npos || m.find(' ', sp + 1) != std::string_view::npos)
+        bad("tokenizer.ggml.merges[", r, "] = '", m, "' is not two tokens separated by one space");
+      const auto a = ids.find(m.substr(0, sp)), b = ids.find(m.substr(sp + 1));
+      if (a == ids.end() || b == ids.end())
+        bad("tokenizer.ggml.merges[", r, "] = '", m, "' names a token that is not in the vocabulary");
+      s.merges.emplace_back(a->second, b->second);
+    }
+  } else {
+    fail(ErrorKind::unsupported, "tokenizer", "'", source, "': tokenizer.ggml.model '", v.model, "' (only gpt2 and llama are implemented)");
+  }
+  if (add_bos && s.bos_id >= 0) s.prefix_ids = {s.bos_id};
+  if (v.add_eos.value_or(false) && s.eos_id >= 0) s.suffix_ids = {s.eos_id};
+  // Other end-of-generation control tokens by their usual names (as llama.cpp does).
+  for (std::size_t i = 0; i < n; ++i) {
+    if (s.types.empty() || s.types[i] != TokenType::control || std::int32_t(i) == s.eos_id) continue;
+    for (const char* name : {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"})
+      if (s.pieces[i] == name) s.eog_ids.push_back(std::int32_t(i));
+  }
+  return s;
+}
 
 }  // namespace loom

@@ -139,6 +139,59 @@ inline char fold_to_ascii(char32_t cp) noexcept {
   return 0;
 }
 
+/// Canonical_Combining_Class of `cp` (0 for most characters).
+inline std::uint8_t combining_class(char32_t cp) noexcept {
+  if (cp < 0x300) return 0;
+  const auto* begin = std::begin(detail::kCombiningClassRanges);
+  const auto* end = std::end(detail::kCombiningClassRanges);
+  const auto* it = std::lower_bound(begin, end, cp, [](const detail::ClassRange& r, char32_t c) { return r.last < c; });
+  return it == end || it->first > cp ? 0 : it->ccc;
+}
+
+/// Result of the NFC quick check (UAX #15): `yes` means the text is certainly in NFC.
+enum class NfcQuickCheck { yes, no, maybe };
+
+/// The NFC_Quick_Check property of one code point.
+inline NfcQuickCheck nfc_quick_check(char32_t cp) noexcept {
+  if (cp < 0x300) return NfcQuickCheck::yes;
+  const auto* begin = std::begin(detail::kNfcQuickCheckRanges);
+  const auto* end = std::end(detail::kNfcQuickCheckRanges);
+  const auto* it = std::lower_bound(begin, end, cp, [](const detail::QuickCheckRange& r, char32_t c) { return r.last < c; });
+  if (it == end || it->first > cp) return NfcQuickCheck::yes;
+  return it->maybe ? NfcQuickCheck::maybe : NfcQuickCheck::no;
+}
+
+/// The UAX #15 quick check of a whole string. Invalid UTF-8 bytes count as `yes` characters.
+/// Returns the code point that decided a `no`/`maybe` result through `culprit` (if non-null).
+inline NfcQuickCheck nfc_quick_check(std::string_view s, char32_t* culprit = nullptr) noexcept {
+  std::uint8_t last_class = 0;
+  NfcQuickCheck result = NfcQuickCheck::yes;
+  for (std::size_t pos = 0; pos < s.size();) {
+    const auto u = decode_utf8(s, pos);
+    pos += u.len;
+    if (!u.valid || u.cp < 0x300) {
+      last_class = 0;
+      continue;
+    }
+    const std::uint8_t cls = combining_class(u.cp);
+    if (cls != 0 && last_class > cls) {  // marks out of canonical order
+      if (culprit) *culprit = u.cp;
+      return NfcQuickCheck::no;
+    }
+    const NfcQuickCheck q = nfc_quick_check(u.cp);
+    if (q == NfcQuickCheck::no) {
+      if (culprit) *culprit = u.cp;
+      return q;
+    }
+    if (q == NfcQuickCheck::maybe && result == NfcQuickCheck::yes) {
+      result = q;
+      if (culprit) *culprit = u.cp;
+    }
+    last_class = cls;
+  }
+  return result;
+}
+
 /// Incremental UTF-8 sanitizer: feed bytes, get only complete, well-formed characters; every
 /// maximal ill-formed subsequence becomes one U+FFFD (the W3C / Unicode "maximal subpart"
 /// practice). Bytes of an unfinished character wait in the sanitizer until it completes.
