@@ -463,7 +463,7 @@ class Tokenizer {
             for (auto v : split_words(p.pattern, w)) next.emplace_back(v);
             break;
           case PreTokenizerStep::Kind::byte_level: {
-            if (p.add_prefix_space && w.front() != ' ') w.insert(0, 1, ' ');
+            if (p.add_prefix_space && (w.empty() || w.front() != ' ')) w.insert(0, 1, ' ');
             if (p.use_regex) {
               for (auto v : split_words(p.pattern, w)) next.push_back(byte_level_encode(v));
             } else {
