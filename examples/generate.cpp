@@ -167,7 +167,10 @@ int run(const Options& o) {
 
   std::vector<std::int32_t> generated;
   std::optional<loom::StreamDecoder> decoder;
-  if (tok) decoder.emplace(*tok);
+  if (tok) {
+    decoder.emplace(*tok);
+    decoder->skip(prompt);  // the prompt is not printed, but it decides e.g. the leading-space rule
+  }
   const loom::GenerateStats stats = session.generate(prompt, params, [&](std::int32_t id) {
     generated.push_back(id);
     if (decoder) {

@@ -42,7 +42,12 @@ std::string last_line(const std::string& s) {
   return nl == std::string::npos ? t : t.substr(nl + 1);
 }
 
+#ifndef LOOM_TOKENIZE_BIN
+#define LOOM_TOKENIZE_BIN ""
+#endif
+
 const std::string gen = LOOM_GENERATE_BIN;
+const std::string tokenize = LOOM_TOKENIZE_BIN;
 
 TEST(Cli, GenerateGreedyStories260KMatchesRunC) {
   ASSERT_FALSE(gen.empty()) << "generate was not built";
@@ -97,6 +102,40 @@ TEST(Cli, BadModelFilesExitOneWithTheReason) {
   const Result r = sh(gen + " -m " + quote(junk) + " 2>&1");
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(sh(gen + " -m /nonexistent/model.bin").status, 1);
+}
+
+TEST(Cli, TokenizeGpt2HelloWorld) {
+  ASSERT_FALSE(tokenize.empty()) << "tokenize was not built";
+  LOOM_REQUIRE_FIXTURE(tok, "tokenizers/hf/gpt2-tokenizer.json");
+  const Result r = sh(tokenize + " -m " + quote(tok) + " -p 'Hello world, this is a test.' --ids");
+  ASSERT_EQ(r.status, 0);
+  EXPECT_EQ(last_line(r.out), "[15496, 995, 11, 428, 318, 257, 1332, 13]");
+}
+
+// generate -m DIR --prompt-ids ... --dump-logits F reproduces llama.cpp's logits for the tiny
+// Hugging Face checkpoints (every position, 2e-4 absolute as the fixtures README suggests).
+TEST(Cli, DumpLogitsTinyHfModelsMatchLlamaCpp) {
+  ASSERT_FALSE(gen.empty());
+  for (const std::string name : {"tiny-llama", "tiny-gpt2"}) {
+    LOOM_REQUIRE_FIXTURE(dir, "tiny-models/" + name + "/hf");
+    LOOM_REQUIRE_FIXTURE(ref_path, "tiny-models/" + name + "/reference_logits.json");
+    const auto ref = nlohmann::json::parse(loom::test::read_text(ref_path));
+    std::string ids;
+    for (const auto& t : ref["tokens"]) ids += (ids.empty() ? "" : ",") + std::to_string(t.get<int>());
+    const auto out = std::filesystem::temp_directory_path() / ("loom_test_cli_" + name + ".bin");
+    const Result r = sh(gen + " -m " + quote(dir) + " --prompt-ids " + ids + " -n 1 --temp 0 --dump-logits " + quote(out));
+    ASSERT_EQ(r.status, 0) << name;
+    const std::string bytes = loom::test::read_text(out);
+    const std::size_t n = ref["tokens"].size(), vocab = ref["logits"][0].size();
+    ASSERT_EQ(bytes.size(), n * vocab * 4) << name;
+    const auto* logits = reinterpret_cast<const float*>(bytes.data());
+    for (std::size_t s = 0; s < n; ++s) {
+      double max_err = 0;
+      for (std::size_t i = 0; i < vocab; ++i)
+        max_err = std::max(max_err, std::abs(double(logits[s * vocab + i]) - double(float(ref["logits"][s][i].get<double>()))));
+      EXPECT_LT(max_err, 2e-4) << name << " position " << s;
+    }
+  }
 }
 
 }  // namespace

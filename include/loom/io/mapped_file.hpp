@@ -74,9 +74,9 @@ class MappedFile {
   std::span<const std::byte> bytes(std::uint64_t offset, std::uint64_t size, std::string_view area,
                                    std::string_view what) const {
     if (offset > size_ || size > size_ - offset)
-      fail(ErrorKind::format, area, "'", path_, "': ", what, ": bytes [", detail::hex(offset), ", ",
-           offset > UINT64_MAX - size ? std::string("overflow") : detail::hex(offset + size),
-           ") extend past the end of the file (", detail::hex(size_), " bytes)");
+      fail(ErrorKind::format, area, "'", path_, "': ", what, ": bytes [", loom::detail::hex(offset), ", ",
+           offset > UINT64_MAX - size ? std::string("overflow") : loom::detail::hex(offset + size),
+           ") extend past the end of the file (", loom::detail::hex(size_), " bytes)");
     return {data_ + offset, std::size_t(size)};
   }
 
