@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <loom/loom.hpp>
 #include <optional>
@@ -23,7 +24,9 @@ struct Options {
   std::optional<std::vector<std::int32_t>> prompt_ids;
   bool has_prompt = false;
   std::int32_t n_predict = -1, n_ctx = 0, threads = 1;
-  loom::SamplerParams sampler;
+  /// Sampler flags the user gave; applied over the model's defaults (generation_config.json),
+  /// which are applied over llama.cpp's.
+  std::vector<std::function<void(loom::SamplerParams&)>> sampler_flags;
   bool ids = false, ignore_eos = false;
 };
 
@@ -60,6 +63,9 @@ Options parse(int argc, char** argv) {
   using namespace loom::cli;
   Options o;
   Args args(argc, argv);
+  auto set_sampler = [&](auto member, auto value) {
+    o.sampler_flags.push_back([member, value](loom::SamplerParams& s) { s.*member = value; });
+  };
   while (!args.done()) {
     const std::string_view f = args.next();
     if (f == "-h" || f == "--help") {
@@ -89,23 +95,23 @@ Options parse(int argc, char** argv) {
     } else if (f == "-t" || f == "--threads") {
       o.threads = std::int32_t(parse_int(f, args.value(f), 1, 1024));
     } else if (f == "-s" || f == "--seed") {
-      o.sampler.seed = std::uint64_t(parse_int(f, args.value(f), 0, INT64_MAX));
+      set_sampler(&loom::SamplerParams::seed, std::uint64_t(parse_int(f, args.value(f), 0, INT64_MAX)));
     } else if (f == "--temp") {
-      o.sampler.temperature = parse_float(f, args.value(f));
+      set_sampler(&loom::SamplerParams::temperature, parse_float(f, args.value(f)));
     } else if (f == "--top-k") {
-      o.sampler.top_k = std::int32_t(parse_int(f, args.value(f), INT32_MIN, INT32_MAX));
+      set_sampler(&loom::SamplerParams::top_k, std::int32_t(parse_int(f, args.value(f), INT32_MIN, INT32_MAX)));
     } else if (f == "--top-p") {
-      o.sampler.top_p = parse_float(f, args.value(f));
+      set_sampler(&loom::SamplerParams::top_p, parse_float(f, args.value(f)));
     } else if (f == "--min-p") {
-      o.sampler.min_p = parse_float(f, args.value(f));
+      set_sampler(&loom::SamplerParams::min_p, parse_float(f, args.value(f)));
     } else if (f == "--repeat-penalty") {
-      o.sampler.repeat_penalty = parse_float(f, args.value(f));
+      set_sampler(&loom::SamplerParams::repeat_penalty, parse_float(f, args.value(f)));
     } else if (f == "--repeat-last-n") {
-      o.sampler.repeat_last_n = std::int32_t(parse_int(f, args.value(f), INT32_MIN, INT32_MAX));
+      set_sampler(&loom::SamplerParams::repeat_last_n, std::int32_t(parse_int(f, args.value(f), INT32_MIN, INT32_MAX)));
     } else if (f == "--presence-penalty") {
-      o.sampler.presence_penalty = parse_float(f, args.value(f));
+      set_sampler(&loom::SamplerParams::presence_penalty, parse_float(f, args.value(f)));
     } else if (f == "--frequency-penalty") {
-      o.sampler.frequency_penalty = parse_float(f, args.value(f));
+      set_sampler(&loom::SamplerParams::frequency_penalty, parse_float(f, args.value(f)));
     } else if (f == "--ignore-eos") {
       o.ignore_eos = true;
     } else if (f == "--ids") {
@@ -118,8 +124,10 @@ Options parse(int argc, char** argv) {
   }
   if (o.model.empty()) throw UsageError("-m MODEL is required (see -h)");
   if (o.prompt_ids && o.has_prompt) throw UsageError("--prompt-ids and -p/-f are mutually exclusive");
+  loom::SamplerParams check;
+  for (const auto& f : o.sampler_flags) f(check);
   try {
-    o.sampler.validate();
+    check.validate();
   } catch (const loom::Error& e) {
     throw UsageError(e.what());
   }
@@ -153,7 +161,9 @@ int run(const Options& o) {
 
   loom::Session session(model, {.n_ctx = o.n_ctx, .n_threads = o.threads});
   loom::GenerateParams params;
-  params.sampler = o.sampler;
+  params.sampler = loaded.sampler;
+  for (const auto& f : o.sampler_flags) f(params.sampler);
+  params.sampler.validate();
   params.max_new_tokens = o.n_predict;
   params.ignore_eos = o.ignore_eos;
   params.end_of_generation = loaded.end_of_generation;
