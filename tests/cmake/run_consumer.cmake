@@ -1,0 +1,26 @@
+# Builds and runs one consumer project: cmake -DMODE=find_package|add_subdirectory|fetchcontent
+#   -DLOOM_SOURCE_DIR=... -DLOOM_BINARY_DIR=... -DWORK_DIR=... -P run_consumer.cmake
+set(consumer ${LOOM_SOURCE_DIR}/tests/cmake/${MODE})
+file(REMOVE_RECURSE ${WORK_DIR})
+set(extra)
+if(MODE STREQUAL "find_package")
+  execute_process(COMMAND ${CMAKE_COMMAND} --install ${LOOM_BINARY_DIR} --prefix ${WORK_DIR}/prefix
+                  RESULT_VARIABLE rc OUTPUT_QUIET)
+  if(rc)
+    message(FATAL_ERROR "installing loom failed")
+  endif()
+  set(extra -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/build -DCMAKE_BUILD_TYPE=Release
+                        -DLOOM_SOURCE_DIR=${LOOM_SOURCE_DIR} ${extra} RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "configuring the ${MODE} consumer failed")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "building the ${MODE} consumer failed")
+endif()
+execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "the ${MODE} consumer failed (${rc})")
+endif()
