@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ struct Loaded {
   std::int32_t bos_id = -1;                    ///< the id that starts a sequence (-1: none)
   std::vector<std::int32_t> end_of_generation; ///< ids that end generation
   SamplerParams sampler;                       ///< llama.cpp's defaults with the model's generation_config.json applied
+  std::string chat_template;                   ///< the model's Jinja chat template (empty: none); see chat.hpp
   FileFormat format = FileFormat::unknown;
 };
 
@@ -45,6 +47,24 @@ inline std::string read_head(const std::filesystem::path& p, std::size_t n) {
   f.read(s.data(), std::streamsize(n));
   s.resize(std::size_t(f.gcount()));
   return s;
+}
+
+/// `chat_template` from a tokenizer_config.json: a string, or a list of {name, template} entries
+/// (the "default" one is used). Absent or unreadable ⇒ empty.
+inline std::string read_chat_template(const std::filesystem::path& folder) {
+  const auto path = folder / "tokenizer_config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return {};
+  std::ifstream f(path, std::ios::binary);
+  const auto j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("chat_template")) return {};
+  const auto& t = j["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const auto& e : t)
+      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        return e["template"].get<std::string>();
+  return {};
 }
 
 inline void add_unique(std::vector<std::int32_t>& v, std::int64_t id) {
@@ -104,6 +124,7 @@ inline Loaded load(const std::filesystem::path& model_path, const std::filesyste
       for (std::int32_t id : hf.special_tokens.eos) detail::add_unique(out.end_of_generation, id);
       for (std::int64_t id : hf.generation.eos_token_id) detail::add_unique(out.end_of_generation, id);
       if (auto b = hf.special_tokens.bos_id()) out.bos_id = *b;
+      out.chat_template = detail::read_chat_template(folder);
       const io::HfGenerationConfig& g = hf.generation;
       if (g.greedy()) out.sampler.temperature = 0.0f;
       if (g.temperature && !g.greedy()) out.sampler.temperature = float(*g.temperature);
