@@ -1,6 +1,10 @@
 // Matrix products of f32 activations by stored weights: y[n, out] = x[n, in] · Wᵀ, with W kept
 // in its stored type (f32 in place; f16/bf16 converted block by block on the fly). n = 1 is the
 // decode case (matrix-vector), n > 1 the prompt case (matrix-matrix, Eigen's blocked GEMM).
+// Quantized weights (q8_0, q4_0, q4_k, q6_k; [out, in] only): for small n the activations are
+// quantized to 8-bit blocks once per thread and every output is an integer dot product on the
+// weight blocks in place (kernels/quant.hpp); for larger n, 64-row blocks are dequantized to f32
+// scratch and multiplied with Eigen's GEMM, which is faster there.
 // Work is split over output rows across the thread pool, so results do not depend on the
 // thread count. `matmul_reference` is the plain scalar version the optimized path is tested against.
 #pragma once
@@ -14,6 +18,7 @@
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
 #include "loom/kernels/ops.hpp"
+#include "loom/kernels/quant.hpp"
 #include "loom/kernels/thread_pool.hpp"
 #include "loom/tensor.hpp"
 
@@ -32,9 +37,42 @@ inline float* conversion_buffer(std::size_t n) {
   return buf.data();
 }
 
-inline void check_plain(const TensorRef& w) {
-  if (w.dtype != DType::f32 && w.dtype != DType::f16 && w.dtype != DType::bf16)
+/// Per-thread buffer for quantized activations (float-aligned); reused like conversion_buffer.
+inline std::byte* activation_buffer(std::size_t bytes) {
+  thread_local std::vector<float> buf;
+  if (buf.size() * sizeof(float) < bytes) buf.resize((bytes + sizeof(float) - 1) / sizeof(float));
+  return reinterpret_cast<std::byte*>(buf.data());
+}
+
+/// Throws Error(unsupported) for weights matmul cannot read: f64, or quantized stored [in, out].
+inline void check_weight(const TensorRef& w, bool in_out) {
+  if (w.dtype != DType::f32 && w.dtype != DType::f16 && w.dtype != DType::bf16 && !is_quantized(w.dtype))
     fail(ErrorKind::unsupported, "kernels", "matmul with ", to_string(w.dtype), " weights is not implemented");
+  if (in_out && is_quantized(w.dtype))
+    fail(ErrorKind::unsupported, "kernels", "matmul with ", to_string(w.dtype),
+         " weights stored [in, out] is not implemented (quantized weights must be [out, in])");
+}
+
+}  // namespace detail
+
+/// Up to this many rows of x, quantized weights use integer dot products per output; above it,
+/// blocks are dequantized to f32 and multiplied with Eigen's GEMM (see bench/bench_quant.cpp).
+inline constexpr std::int64_t quant_dot_max_rows = 8;
+
+namespace detail {
+
+/// The integer path for quantized weights: outputs [r0, r1) of y[n, out] = x[n, in] · Wᵀ. Every
+/// output is one dot product whatever range it falls in, so results do not depend on threads.
+inline void matmul_quant_rows(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, float* y,
+                              std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
+  const std::int64_t in = w.cols();
+  const std::size_t abytes = activation_bytes(w.dtype, in);
+  std::byte* act = activation_buffer(abytes * std::size_t(n));  // (n, quantized in)
+  for (std::int64_t t = 0; t < n; ++t) quantize_activation(w.dtype, x + t * ldx, act + std::size_t(t) * abytes, in);
+  for (std::int64_t o = r0; o < r1; ++o) {
+    const std::byte* wr = w.row(o);
+    for (std::int64_t t = 0; t < n; ++t) y[t * ldy + o] = dot_quantized(w.dtype, in, wr, act + std::size_t(t) * abytes);
+  }
 }
 
 }  // namespace detail
@@ -43,13 +81,21 @@ inline void check_plain(const TensorRef& w) {
 /// when `in_out` (W stored [in, out], GPT-2 Conv1D).
 inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, bool in_out, float* y,
                    std::int64_t ldy, ThreadPool* pool = nullptr) {
-  detail::check_plain(w);
+  detail::check_weight(w, in_out);
   const std::int64_t in = in_out ? w.rows() : w.cols();
   const std::int64_t out = in_out ? w.cols() : w.rows();
   const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
+  constexpr std::int64_t block = 64;
+  if (is_quantized(w.dtype) && n <= quant_dot_max_rows) {
+    auto run_q = [&](std::int64_t r0, std::int64_t r1, int) { detail::matmul_quant_rows(x, n, ldx, w, y, ldy, r0, r1); };
+    if (pool)
+      pool->parallel_for(out, run_q, block);
+    else
+      run_q(0, out, 0);
+    return;
+  }
   // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
   // thread runs them, so that every output is computed the same way for any thread count.
-  constexpr std::int64_t block = 64;
 
   auto run = [&](std::int64_t r0, std::int64_t r1, int) {
     for (std::int64_t b0 = r0; b0 < r1; b0 += block) {
@@ -90,10 +136,11 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
     run(0, out, 0);
 }
 
-/// Scalar reference for `matmul`: plain loops, double accumulation.
+/// Scalar reference for `matmul`: plain loops, double accumulation; quantized weights are
+/// dequantized with the scalar reference and multiplied by the unquantized x.
 inline void matmul_reference(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, bool in_out,
                              float* y, std::int64_t ldy) {
-  detail::check_plain(w);
+  detail::check_weight(w, in_out);
   const std::int64_t in = in_out ? w.rows() : w.cols();
   const std::int64_t out = in_out ? w.cols() : w.rows();
   std::vector<float> wf(std::size_t(w.numel()));

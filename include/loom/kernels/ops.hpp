@@ -1,5 +1,5 @@
 // Element-wise and row-wise math on f32 activations: softmax, activations, residual add, and the
-// conversion of stored rows (f32 / f16 / bf16) to f32. Model-agnostic.
+// conversion of stored rows (f32 / f16 / bf16 / quantized blocks) to f32. Model-agnostic.
 #pragma once
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
+#include "loom/kernels/quant.hpp"
 #include "loom/tensor.hpp"
 
 #if defined(__AVX2__) && defined(__F16C__)
@@ -53,7 +54,8 @@ inline void add(std::span<float> y, std::span<const float> x) {
   for (std::size_t i = 0; i < y.size(); ++i) y[i] += x[i];
 }
 
-/// Converts n elements of a stored row (f32, f16, bf16) to f32.
+/// Converts n elements of a stored row (f32, f16, bf16, f64, or quantized blocks with n a
+/// multiple of the block size) to f32.
 inline void to_f32(DType t, const std::byte* src, float* dst, std::int64_t n) {
   switch (t) {
     case DType::f32:
@@ -79,6 +81,12 @@ inline void to_f32(DType t, const std::byte* src, float* dst, std::int64_t n) {
       for (std::int64_t i = 0; i < n; ++i) dst[i] = float(d[i]);
       return;
     }
+    case DType::q8_0:
+    case DType::q4_0:
+    case DType::q4_k:
+    case DType::q6_k:
+      dequantize_row(t, src, dst, n);
+      return;
     default:
       fail(ErrorKind::unsupported, "kernels", "conversion of ", to_string(t), " rows to f32 is not implemented");
   }

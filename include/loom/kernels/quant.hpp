@@ -1,0 +1,618 @@
+// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_K, Q6_K): scalar reference dequantization,
+// reference quantization to Q8_0 / Q4_0, quantization of f32 activations to 8-bit blocks, and
+// dot products of a weight row with quantized activations in integer arithmetic.
+//
+// Every dot product has a portable scalar version (the reference) and, when the compiler targets
+// them, AVX2 and AVX-512 versions (VNNI `vpdpbusd` where available); `dot_*` picks the widest one
+// compiled in. The SIMD versions compute the same integer sums per block as the scalar ones; only
+// the order of the final float accumulation differs.
+//
+// Block layouts (see dtype.hpp for the structs):
+//   Q8_0  32 weights: w = d·q,            q int8
+//   Q4_0  32 weights: w = d·(q − 8),      q 4-bit; byte j holds weight j (low nibble), j+16 (high)
+//   Q4_K 256 weights: 8 sub-blocks of 32: w = d·sc_j·q − dmin·m_j, q 4-bit, sc_j / m_j 6-bit
+//         packed in 12 bytes; qs byte 32k+l holds weight 64k+l (low) and 64k+32+l (high)
+//   Q6_K 256 weights: 16 sub-blocks of 16: w = d·sc_j·(q − 32), q 6-bit = 4 low bits in ql,
+//         2 high bits in qh; sc_j int8
+//
+// Activations are quantized per weight type: Q8_0 / Q4_0 rows use `block_q8_a` (32 values, f32
+// scale, sum of the quants), Q4_K / Q6_K rows use `block_q8_k` (256 values, one f32 scale, sums
+// of every 16) so that a whole super-block is one integer sum.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "loom/dtype.hpp"
+#include "loom/error.hpp"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace loom::kernels {
+
+/// 32 activations quantized to int8: x ≈ d·qs. `sum` = Σ qs (used by Q4_0's −8 offset).
+struct block_q8_a {
+  float d;
+  std::int32_t sum;
+  std::int8_t qs[qk8_0];
+};
+/// 256 activations quantized to int8 with one scale: x ≈ d·qs; bsums[j] = Σ qs[16j .. 16j+15].
+struct block_q8_k {
+  float d;
+  std::int8_t qs[qk_k];
+  std::int16_t bsums[qk_k / 16];
+};
+static_assert(sizeof(block_q8_a) == 40);
+static_assert(sizeof(block_q8_k) == 292);
+
+namespace detail {
+
+inline float f16f(f16 h) { return to_float(h); }
+
+inline void check_multiple(std::int64_t n, std::int64_t block, const char* what) {
+  if (n < 0 || n % block != 0)
+    fail(ErrorKind::invalid_argument, "kernels", what, ": row length ", n, " is not a multiple of ", block);
+}
+
+}  // namespace detail
+
+// ---- Q4_K scale unpacking ------------------------------------------------------------------
+
+/// The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block. Bytes 0-3 hold the low 6
+/// bits of scales 0-3, bytes 4-7 the low 6 bits of mins 0-3; bytes 8-11 hold the low 4 bits of
+/// scale / min 4-7 (low / high nibble), whose top 2 bits are the top bits of bytes 0-3 / 4-7.
+inline void q4_k_scale_min(int j, const std::uint8_t* s, std::uint8_t& sc, std::uint8_t& m) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = std::uint8_t((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4));
+    m = std::uint8_t((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+// ---- scalar reference dequantization --------------------------------------------------------
+
+/// Q8_0 row of n weights (n a multiple of 32) → f32.
+inline void dequantize_row_q8_0(const block_q8_0* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    const float d = detail::f16f(x[b].d);
+    for (int j = 0; j < qk8_0; ++j) y[b * qk8_0 + j] = d * float(x[b].qs[j]);
+  }
+}
+
+/// Q4_0 row of n weights (n a multiple of 32) → f32.
+inline void dequantize_row_q4_0(const block_q4_0* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    const float d = detail::f16f(x[b].d);
+    float* o = y + b * qk4_0;
+    for (int j = 0; j < qk4_0 / 2; ++j) {
+      o[j] = d * float(int(x[b].qs[j] & 0x0f) - 8);
+      o[j + qk4_0 / 2] = d * float(int(x[b].qs[j] >> 4) - 8);
+    }
+  }
+}
+
+/// Q4_K row of n weights (n a multiple of 256) → f32.
+inline void dequantize_row_q4_k(const block_q4_k* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float d = detail::f16f(x[b].d), dmin = detail::f16f(x[b].dmin);
+    float* o = y + b * qk_k;
+    for (int k = 0; k < 4; ++k) {  // 64 weights: sub-blocks 2k (low nibbles) and 2k+1 (high)
+      std::uint8_t sc0, m0, sc1, m1;
+      q4_k_scale_min(2 * k, x[b].scales, sc0, m0);
+      q4_k_scale_min(2 * k + 1, x[b].scales, sc1, m1);
+      const std::uint8_t* q = x[b].qs + 32 * k;
+      for (int l = 0; l < 32; ++l) {
+        o[64 * k + l] = d * float(sc0) * float(q[l] & 0x0f) - dmin * float(m0);
+        o[64 * k + 32 + l] = d * float(sc1) * float(q[l] >> 4) - dmin * float(m1);
+      }
+    }
+  }
+}
+
+/// The 6-bit quant (0..63) of weight e (0..255) of a Q6_K super-block.
+inline int q6_k_quant(const block_q6_k& b, int e) {
+  const int h = e / 128, r = e % 128, g = r / 32, l = r % 32;  // half, group of 32, index
+  const std::uint8_t lo = b.ql[64 * h + 32 * (g & 1) + l];
+  const int low4 = (g < 2) ? (lo & 0x0f) : (lo >> 4);
+  const int high2 = (b.qh[32 * h + l] >> (2 * g)) & 3;
+  return low4 | (high2 << 4);
+}
+
+/// Q6_K row of n weights (n a multiple of 256) → f32.
+inline void dequantize_row_q6_k(const block_q6_k* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float d = detail::f16f(x[b].d);
+    for (int e = 0; e < qk_k; ++e)
+      y[b * qk_k + e] = d * float(x[b].scales[e / 16]) * float(q6_k_quant(x[b], e) - 32);
+  }
+}
+
+/// Dequantizes n weights of a quantized row (n a multiple of the block size) to f32.
+inline void dequantize_row(DType t, const std::byte* src, float* dst, std::int64_t n) {
+  detail::check_multiple(n, block_elems(t), "dequantize_row");
+  switch (t) {
+    case DType::q8_0: return dequantize_row_q8_0(reinterpret_cast<const block_q8_0*>(src), dst, n);
+    case DType::q4_0: return dequantize_row_q4_0(reinterpret_cast<const block_q4_0*>(src), dst, n);
+    case DType::q4_k: return dequantize_row_q4_k(reinterpret_cast<const block_q4_k*>(src), dst, n);
+    case DType::q6_k: return dequantize_row_q6_k(reinterpret_cast<const block_q6_k*>(src), dst, n);
+    default: fail(ErrorKind::invalid_argument, "kernels", "dequantize_row: ", to_string(t), " is not quantized");
+  }
+}
+
+// ---- reference quantization of weights -------------------------------------------------------
+
+/// f32 → Q8_0 (n a multiple of 32), as ggml's reference: d = max|x| / 127, q = round(x / d)
+/// (half away from zero), d stored as f16.
+inline void quantize_row_q8_0(const float* x, block_q8_0* y, std::int64_t n) {
+  detail::check_multiple(n, qk8_0, "quantize_row_q8_0");
+  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    const float* v = x + b * qk8_0;
+    float amax = 0.0f;
+    for (int j = 0; j < qk8_0; ++j) amax = std::max(amax, std::fabs(v[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = to_f16(d);
+    for (int j = 0; j < qk8_0; ++j) y[b].qs[j] = std::int8_t(std::round(v[j] * id));
+  }
+}
+
+/// f32 → Q4_0 (n a multiple of 32), as ggml's reference: m = the value of largest magnitude (with
+/// its sign), d = m / −8, q = min(15, trunc(x / d + 8.5)), d stored as f16.
+inline void quantize_row_q4_0(const float* x, block_q4_0* y, std::int64_t n) {
+  detail::check_multiple(n, qk4_0, "quantize_row_q4_0");
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    const float* v = x + b * qk4_0;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < qk4_0; ++j)
+      if (std::fabs(v[j]) > amax) {
+        amax = std::fabs(v[j]);
+        max = v[j];
+      }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = to_f16(d);
+    for (int j = 0; j < qk4_0 / 2; ++j) {
+      const int q0 = std::min(15, int(std::int8_t(v[j] * id + 8.5f)));
+      const int q1 = std::min(15, int(std::int8_t(v[j + qk4_0 / 2] * id + 8.5f)));
+      y[b].qs[j] = std::uint8_t(q0 | (q1 << 4));
+    }
+  }
+}
+
+/// Quantizes n f32 values to Q8_0 or Q4_0 (n a multiple of 32).
+inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n) {
+  switch (t) {
+    case DType::q8_0: return quantize_row_q8_0(x, reinterpret_cast<block_q8_0*>(dst), n);
+    case DType::q4_0: return quantize_row_q4_0(x, reinterpret_cast<block_q4_0*>(dst), n);
+    default: fail(ErrorKind::unsupported, "kernels", "quantization to ", to_string(t), " is not implemented");
+  }
+}
+
+// ---- activation quantization -----------------------------------------------------------------
+
+/// f32 → block_q8_a (n a multiple of 32): d = max|x| / 127, q = round-to-nearest-even(x / d).
+inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    const float* v = x + b * qk8_0;
+    float amax = 0.0f;
+    for (int j = 0; j < qk8_0; ++j) amax = std::max(amax, std::fabs(v[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    std::int32_t sum = 0;
+    for (int j = 0; j < qk8_0; ++j) {
+      const int q = int(std::nearbyint(v[j] * id));
+      y[b].qs[j] = std::int8_t(q);
+      sum += q;
+    }
+    y[b].d = d;
+    y[b].sum = sum;
+  }
+}
+
+/// f32 → block_q8_k (n a multiple of 256): d = max|x| / 127 per 256 values, q = round(x / d),
+/// with the sums of every 16 quants.
+inline void quantize_row_q8_k(const float* x, block_q8_k* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float* v = x + b * qk_k;
+    float amax = 0.0f;
+    for (int j = 0; j < qk_k; ++j) amax = std::max(amax, std::fabs(v[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < qk_k; ++j) y[b].qs[j] = std::int8_t(std::nearbyint(v[j] * id));
+    for (int g = 0; g < qk_k / 16; ++g) {
+      int s = 0;
+      for (int j = 0; j < 16; ++j) s += y[b].qs[16 * g + j];
+      y[b].bsums[g] = std::int16_t(s);
+    }
+    y[b].d = d;
+  }
+}
+
+/// Bytes of quantized activations a row of n values needs for a weight of type w.
+constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
+  switch (w) {
+    case DType::q8_0:
+    case DType::q4_0: return std::size_t(n / qk8_0) * sizeof(block_q8_a);
+    case DType::q4_k:
+    case DType::q6_k: return std::size_t(n / qk_k) * sizeof(block_q8_k);
+    default: return 0;
+  }
+}
+
+/// Quantizes an f32 activation row of n values (a multiple of w's block size) into `dst`
+/// (activation_bytes(w, n) bytes, aligned for float) in the format w's dot product reads.
+inline void quantize_activation(DType w, const float* x, std::byte* dst, std::int64_t n) {
+  detail::check_multiple(n, block_elems(w), "quantize_activation");
+  switch (w) {
+    case DType::q8_0:
+    case DType::q4_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n);
+    case DType::q4_k:
+    case DType::q6_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n);
+    default: fail(ErrorKind::invalid_argument, "kernels", "quantize_activation: ", to_string(w), " is not quantized");
+  }
+}
+
+// ---- dot products: scalar reference ------------------------------------------------------------
+
+namespace detail {
+
+/// Σ w·x over n values, Q8_0 weights.
+inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+  float sum = 0.0f;
+  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    std::int32_t isum = 0;
+    for (int j = 0; j < qk8_0; ++j) isum += std::int32_t(w[b].qs[j]) * a[b].qs[j];
+    sum += f16f(w[b].d) * a[b].d * float(isum);
+  }
+  return sum;
+}
+
+inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
+  float sum = 0.0f;
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    std::int32_t isum = 0;
+    for (int j = 0; j < qk4_0 / 2; ++j) {
+      isum += (int(w[b].qs[j] & 0x0f) - 8) * a[b].qs[j];
+      isum += (int(w[b].qs[j] >> 4) - 8) * a[b].qs[j + qk4_0 / 2];
+    }
+    sum += f16f(w[b].d) * a[b].d * float(isum);
+  }
+  return sum;
+}
+
+/// Q4_K: Σ_j (d·sc_j·Σ q·a − dmin·m_j·Σ a) · d_a, with Σ a of a sub-block from the 16-sums.
+inline float dot_q4_k_scalar(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    std::int32_t isum = 0, msum = 0;
+    for (int k = 0; k < 4; ++k) {
+      std::uint8_t sc0, m0, sc1, m1;
+      q4_k_scale_min(2 * k, w[b].scales, sc0, m0);
+      q4_k_scale_min(2 * k + 1, w[b].scales, sc1, m1);
+      std::int32_t s0 = 0, s1 = 0;
+      const std::uint8_t* q = w[b].qs + 32 * k;
+      const std::int8_t* x = a[b].qs + 64 * k;
+      for (int l = 0; l < 32; ++l) {
+        s0 += int(q[l] & 0x0f) * x[l];
+        s1 += int(q[l] >> 4) * x[32 + l];
+      }
+      isum += sc0 * s0 + sc1 * s1;
+      msum += m0 * (a[b].bsums[4 * k] + a[b].bsums[4 * k + 1]) + m1 * (a[b].bsums[4 * k + 2] + a[b].bsums[4 * k + 3]);
+    }
+    sum += a[b].d * (f16f(w[b].d) * float(isum) - f16f(w[b].dmin) * float(msum));
+  }
+  return sum;
+}
+
+/// Q6_K: d · d_a · Σ_j sc_j · Σ (q − 32)·a.
+inline float dot_q6_k_scalar(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    std::int32_t isum = 0;
+    for (int j = 0; j < qk_k / 16; ++j) {
+      std::int32_t s = 0;
+      for (int l = 0; l < 16; ++l) s += (q6_k_quant(w[b], 16 * j + l) - 32) * a[b].qs[16 * j + l];
+      isum += w[b].scales[j] * s;
+    }
+    sum += f16f(w[b].d) * a[b].d * float(isum);
+  }
+  return sum;
+}
+
+// ---- dot products: AVX2 --------------------------------------------------------------------------
+
+#if defined(__AVX2__) && defined(__FMA__)
+#define LOOM_QUANT_AVX2 1
+
+inline float hsum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline std::int32_t hsum_epi32_avx2(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+/// 8 int32 lanes, each the sum of 4 products of signed bytes w·x.
+inline __m256i dot_s8s8_avx2(__m256i w, __m256i x) {
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));  // |w|·(±x)
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+/// 32 nibbles of 16 bytes: low nibbles in bytes 0-15, high nibbles in bytes 16-31.
+inline __m256i unpack_nibbles_avx2(const std::uint8_t* p) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0f);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs));
+    const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * a[b].d), acc);
+  }
+  return hsum_avx2(acc);
+}
+
+inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[b].qs), _mm256_set1_epi8(8));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs));
+    const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * a[b].d), acc);
+  }
+  return hsum_avx2(acc);
+}
+
+inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    std::uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) q4_k_scale_min(j, w[b].scales, sc[j], mn[j]);
+    __m256i isum = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
+      const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 64 * k));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 64 * k + 32));
+      // maddubs: pairs of q·x in int16 (|15·127·2| fits); madd by the sub-block scale → int32.
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * k])));
+      isum = _mm256_add_epi32(isum,
+                              _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * k + 1])));
+    }
+    std::int32_t msum = 0;
+    for (int j = 0; j < 8; ++j) msum += mn[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+    sum += a[b].d * (f16f(w[b].d) * float(hsum_epi32_avx2(isum)) - f16f(w[b].dmin) * float(msum));
+  }
+  return sum;
+}
+
+inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
+      for (int g = 0; g < 4; ++g) {
+        const __m256i l = (g & 1) ? ql1 : ql0;
+        const __m256i low = g < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m2);
+        const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));  // 0..63, unsigned
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * g));
+        const int s = 8 * h + 2 * g;  // sub-blocks s (bytes 0-15) and s+1 (bytes 16-31)
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(w[b].scales[s + 1]), _mm_set1_epi16(w[b].scales[s]));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+      }
+    }
+    std::int32_t corr = 0;  // Σ sc_j · 32 · Σ a over sub-block j
+    for (int j = 0; j < 16; ++j) corr += w[b].scales[j] * a[b].bsums[j];
+    sum += f16f(w[b].d) * a[b].d * float(hsum_epi32_avx2(isum) - 32 * corr);
+  }
+  return sum;
+}
+#endif  // AVX2
+
+// ---- dot products: AVX-512 -------------------------------------------------------------------------
+
+#if defined(LOOM_QUANT_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define LOOM_QUANT_AVX512 1
+
+/// 16 int32 lanes, each the sum of 4 products of unsigned bytes u and signed bytes s.
+inline __m512i dot_u8s8_512(__m512i u, __m512i s) {
+#if defined(__AVX512VNNI__)
+  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+#else
+  return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+#endif
+}
+/// Signed × signed bytes: |w| · (x with w's sign).
+inline __m512i dot_s8s8_512(__m512i w, __m512i x) {
+  const __mmask64 neg = _mm512_movepi8_mask(w);
+  const __m512i sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+  return dot_u8s8_512(_mm512_abs_epi8(w), sx);
+}
+// Horizontal sums through memory: GCC 12's 512→256-bit casts and _mm512_reduce_add_* warn about
+// an undefined operand (-Wuninitialized) inside its own headers.
+inline float hsum_512(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  return hsum_avx2(_mm256_add_ps(_mm256_load_ps(t), _mm256_load_ps(t + 8)));
+}
+inline std::int32_t hsum_epi32_512(__m512i v) {
+  alignas(64) std::int32_t t[16];
+  _mm512_store_si512(t, v);
+  return hsum_epi32_avx2(_mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(t)),
+                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(t + 8))));
+}
+inline __m512i join256(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+}
+inline __m512 join_scales(float lo, float hi) {
+  return _mm512_insertf32x8(_mm512_zextps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
+}
+
+inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+  __m512 acc = _mm512_setzero_ps();
+  const std::int64_t nb = n / qk8_0;
+  std::int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {  // two blocks per 512-bit register
+    const __m512i wq = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + 1].qs)));
+    const __m512i xq = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
+    const __m512 p = _mm512_cvtepi32_ps(dot_s8s8_512(wq, xq));
+    acc = _mm512_fmadd_ps(p, join_scales(f16f(w[b].d) * a[b].d, f16f(w[b + 1].d) * a[b + 1].d), acc);
+  }
+  float sum = hsum_512(acc);
+  if (b < nb) sum += dot_q8_0_scalar(qk8_0, w + b, a + b);
+  return sum;
+}
+
+inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
+  __m512 acc = _mm512_setzero_ps();
+  const std::int64_t nb = n / qk4_0;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  auto nibbles = [&](const std::uint8_t* p) {  // bytes 0-15 low nibbles, 16-31 high nibbles
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m256i q2 = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+    return _mm256_and_si256(q2, m4);
+  };
+  const __m512i eight = _mm512_set1_epi8(8);
+  std::int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const __m512i wq = join256(nibbles(w[b].qs), nibbles(w[b + 1].qs));  // 0..15, unsigned
+    const __m512i xq = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
+    // Σ (q − 8)·x = Σ q·x − Σ 8·x, both as unsigned × signed byte products.
+    const __m512i d = _mm512_sub_epi32(dot_u8s8_512(wq, xq), dot_u8s8_512(eight, xq));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), join_scales(f16f(w[b].d) * a[b].d, f16f(w[b + 1].d) * a[b + 1].d),
+                          acc);
+  }
+  float sum = hsum_512(acc);
+  if (b < nb) sum += dot_q4_0_scalar(qk4_0, w + b, a + b);
+  return sum;
+}
+
+inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    std::uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) q4_k_scale_min(j, w[b].scales, sc[j], mn[j]);
+    __m512i isum = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {  // weights 64k .. 64k+63 = sub-blocks 2k, 2k+1
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
+      const __m512i wq = join256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+      const __m512i xq = _mm512_loadu_si512(a[b].qs + 64 * k);
+      const __m512i scv = join256(_mm256_set1_epi32(sc[2 * k]), _mm256_set1_epi32(sc[2 * k + 1]));
+      isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot_u8s8_512(wq, xq), scv));
+    }
+    std::int32_t msum = 0;
+    for (int j = 0; j < 8; ++j) msum += mn[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+    sum += a[b].d * (f16f(w[b].d) * float(hsum_epi32_512(isum)) - f16f(w[b].dmin) * float(msum));
+  }
+  return sum;
+}
+
+inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3);
+  // Lane i of a 64-weight chunk covers weights 4i..4i+3, i.e. sub-block i/4 of the chunk.
+  const __m512i lane_sub = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales)));
+    __m512i isum = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(w[b].ql + 64 * h);  // [ql0 | ql1], 32 bytes each
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
+      const __m512i h01 = join256(qh, _mm256_srli_epi16(qh, 2));
+      const __m512i h23 = join256(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
+      // weights 128h + 0..63 and 128h + 64..127 (each 0..63, unsigned)
+      const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4));
+      const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4));
+      const __m512i p01 = dot_u8s8_512(q01, _mm512_loadu_si512(a[b].qs + 128 * h));
+      const __m512i p23 = dot_u8s8_512(q23, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
+      const __m512i s01 = _mm512_permutexvar_epi32(_mm512_add_epi32(lane_sub, _mm512_set1_epi32(8 * h)), sc);
+      const __m512i s23 = _mm512_permutexvar_epi32(_mm512_add_epi32(lane_sub, _mm512_set1_epi32(8 * h + 4)), sc);
+      isum = _mm512_add_epi32(isum, _mm512_add_epi32(_mm512_mullo_epi32(p01, s01), _mm512_mullo_epi32(p23, s23)));
+    }
+    // −32 · Σ_j sc_j · Σ a over sub-block j
+    const __m512i bs = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums)));
+    const std::int32_t corr = hsum_epi32_512(_mm512_mullo_epi32(sc, bs));
+    sum += f16f(w[b].d) * a[b].d * float(hsum_epi32_512(isum) - 32 * corr);
+  }
+  return sum;
+}
+#endif  // AVX-512
+
+}  // namespace detail
+
+// ---- dot products: dispatch ----------------------------------------------------------------------
+
+/// The instruction set the dot products below use: "avx512-vnni", "avx512", "avx2" or "scalar".
+constexpr const char* quant_simd_name() noexcept {
+#if defined(LOOM_QUANT_AVX512) && defined(__AVX512VNNI__)
+  return "avx512-vnni";
+#elif defined(LOOM_QUANT_AVX512)
+  return "avx512";
+#elif defined(LOOM_QUANT_AVX2)
+  return "avx2";
+#else
+  return "scalar";
+#endif
+}
+
+#if defined(LOOM_QUANT_AVX512)
+#define LOOM_QUANT_DOT(name) detail::name##_avx512
+#elif defined(LOOM_QUANT_AVX2)
+#define LOOM_QUANT_DOT(name) detail::name##_avx2
+#else
+#define LOOM_QUANT_DOT(name) detail::name##_scalar
+#endif
+
+/// Σ w·x over n values (a multiple of 32) of a Q8_0 row and quantized activations.
+inline float dot_q8_0(std::int64_t n, const block_q8_0* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q8_0)(n, w, a); }
+/// Σ w·x over n values (a multiple of 32) of a Q4_0 row and quantized activations.
+inline float dot_q4_0(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q4_0)(n, w, a); }
+/// Σ w·x over n values (a multiple of 256) of a Q4_K row and quantized activations.
+inline float dot_q4_k(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q4_k)(n, w, a); }
+/// Σ w·x over n values (a multiple of 256) of a Q6_K row and quantized activations.
+inline float dot_q6_k(std::int64_t n, const block_q6_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q6_k)(n, w, a); }
+
+#undef LOOM_QUANT_DOT
+
+/// Σ w·x of a quantized weight row of type t (n values) and activations made by
+/// quantize_activation(t, ...).
+inline float dot_quantized(DType t, std::int64_t n, const std::byte* w, const std::byte* act) {
+  switch (t) {
+    case DType::q8_0:
+      return dot_q8_0(n, reinterpret_cast<const block_q8_0*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::q4_0:
+      return dot_q4_0(n, reinterpret_cast<const block_q4_0*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::q4_k:
+      return dot_q4_k(n, reinterpret_cast<const block_q4_k*>(w), reinterpret_cast<const block_q8_k*>(act));
+    case DType::q6_k:
+      return dot_q6_k(n, reinterpret_cast<const block_q6_k*>(w), reinterpret_cast<const block_q8_k*>(act));
+    default: fail(ErrorKind::invalid_argument, "kernels", "dot_quantized: ", to_string(t), " is not quantized");
+  }
+}
+
+}  // namespace loom::kernels

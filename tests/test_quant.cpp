@@ -1,0 +1,451 @@
+// Quantized blocks: quantize / dequantize against formulas written here from the ggml block
+// specification, SIMD dot products against the scalar ones, and matmul with quantized weights
+// against matmul_reference and a naive double product.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <loom/dtype.hpp>
+#include <loom/kernels/matmul.hpp>
+#include <loom/kernels/ops.hpp>
+#include <loom/kernels/quant.hpp>
+#include <loom/kernels/thread_pool.hpp>
+#include <random>
+#include <vector>
+
+namespace {
+
+using loom::DType;
+using namespace loom::kernels;
+
+std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+float f16_value(float v) { return loom::to_float(loom::to_f16(v)); }
+
+// ---- Q8_0 / Q4_0 quantization ------------------------------------------------------------------
+
+TEST(Quant, Q8_0RoundTripFollowsTheSpec) {
+  auto x = random_vector(32 * 64, 1, 3.0f);
+  for (int j = 0; j < 32; ++j) x[32 * 5 + j] = 0.0f;  // an all-zero block: d = 0, q = 0
+  x[32 * 7 + 3] = -1000.0f;                            // one outlier dominates its block
+  std::vector<loom::block_q8_0> q(64);
+  quantize_row_q8_0(x.data(), q.data(), std::int64_t(x.size()));
+  std::vector<float> y(x.size());
+  dequantize_row_q8_0(q.data(), y.data(), std::int64_t(x.size()));
+  for (int b = 0; b < 64; ++b) {
+    double amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(double(x[32 * b + j])));
+    const float d = float(amax / 127.0);  // spec: d = max|x| / 127 (stored as f16)
+    EXPECT_EQ(q[b].d.bits, loom::to_f16(d).bits) << "block " << b;
+    for (int j = 0; j < 32; ++j) {
+      const float id = d != 0 ? 1.0f / d : 0.0f;
+      const int expected = int(std::round(x[32 * b + j] * id));  // round half away from zero
+      ASSERT_EQ(q[b].qs[j], expected) << "block " << b << " element " << j;
+      EXPECT_LE(std::abs(expected), 127);
+      EXPECT_EQ(y[32 * b + j], f16_value(d) * float(expected));
+      // Round trip error: half a step plus the f16 rounding of d.
+      EXPECT_NEAR(y[32 * b + j], x[32 * b + j], 0.5 * d + 127 * std::fabs(f16_value(d) - d) + 1e-6);
+    }
+  }
+}
+
+TEST(Quant, Q4_0RoundTripFollowsTheSpec) {
+  auto x = random_vector(32 * 64, 2, 2.0f);
+  for (int j = 0; j < 32; ++j) x[32 * 9 + j] = 0.0f;
+  x[32 * 3 + 30] = 7.5f;  // positive extreme: d < 0
+  std::vector<loom::block_q4_0> q(64);
+  quantize_row_q4_0(x.data(), q.data(), std::int64_t(x.size()));
+  std::vector<float> y(x.size());
+  dequantize_row_q4_0(q.data(), y.data(), std::int64_t(x.size()));
+  for (int b = 0; b < 64; ++b) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; ++j)
+      if (std::fabs(x[32 * b + j]) > amax) amax = std::fabs(x[32 * b + j]), max = x[32 * b + j];
+    const float d = max / -8.0f;  // spec: the extreme value maps to q = 0, i.e. −8
+    EXPECT_EQ(q[b].d.bits, loom::to_f16(d).bits);
+    for (int j = 0; j < 32; ++j) {
+      const float id = d != 0 ? 1.0f / d : 0.0f;
+      const int expected = std::min(15, int(std::floor(x[32 * b + j] * id + 8.5f)));
+      // byte j: element j in the low nibble, element j+16 in the high nibble
+      const int stored = j < 16 ? (q[b].qs[j] & 15) : (q[b].qs[j - 16] >> 4);
+      ASSERT_EQ(stored, expected) << "block " << b << " element " << j;
+      EXPECT_EQ(y[32 * b + j], f16_value(d) * float(expected - 8));
+      // Half a step, or a whole step where +8 is clamped to 7 (values opposite the extreme).
+      const double step = expected == 15 ? 1.0 : 0.5;
+      EXPECT_NEAR(y[32 * b + j], x[32 * b + j], step * std::fabs(d) + 8 * std::fabs(f16_value(d) - d) + 1e-6);
+    }
+  }
+}
+
+TEST(Quant, RowLengthMustBeWholeBlocks) {
+  std::vector<float> x(40), y(40);
+  std::vector<loom::block_q8_0> q(2);
+  EXPECT_THROW(quantize_row_q8_0(x.data(), q.data(), 40), loom::Error);
+  EXPECT_THROW(loom::kernels::to_f32(DType::q8_0, reinterpret_cast<const std::byte*>(q.data()), y.data(), 40),
+               loom::Error);
+  EXPECT_THROW(dequantize_row(DType::q4_k, reinterpret_cast<const std::byte*>(q.data()), y.data(), 32), loom::Error);
+}
+
+// ---- k-quants: hand-built blocks ------------------------------------------------------------------
+
+/// Packs eight 6-bit scales and mins the Q4_K way (written from the layout description).
+void pack_q4_k_scales(const int sc[8], const int m[8], std::uint8_t out[12]) {
+  for (int j = 0; j < 4; ++j) {
+    out[j] = std::uint8_t((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+    out[j + 4] = std::uint8_t((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+    out[j + 8] = std::uint8_t((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+  }
+}
+
+TEST(Quant, Q4_KHandBuiltBlocksDequantizeBySpec) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 20; ++trial) {
+    loom::block_q4_k b{};
+    int sc[8], m[8], q[256];
+    for (int j = 0; j < 8; ++j) sc[j] = int(rng() % 64), m[j] = int(rng() % 64);
+    if (trial == 0)
+      for (int j = 0; j < 8; ++j) sc[j] = m[j] = 63;  // every bit set
+    for (int e = 0; e < 256; ++e) q[e] = int(rng() % 16);
+    pack_q4_k_scales(sc, m, b.scales);
+    // qs byte 32k + l: weight 64k + l in the low nibble, 64k + 32 + l in the high nibble.
+    for (int k = 0; k < 4; ++k)
+      for (int l = 0; l < 32; ++l) b.qs[32 * k + l] = std::uint8_t(q[64 * k + l] | (q[64 * k + 32 + l] << 4));
+    b.d = loom::to_f16(0.0123f);
+    b.dmin = loom::to_f16(0.0045f);
+    float y[256];
+    dequantize_row_q4_k(&b, y, 256);
+    const float d = f16_value(0.0123f), dmin = f16_value(0.0045f);
+    for (int e = 0; e < 256; ++e) {
+      const int j = e / 32;  // sub-block of 32 weights
+      EXPECT_FLOAT_EQ(y[e], d * float(sc[j]) * float(q[e]) - dmin * float(m[j])) << "weight " << e;
+    }
+    for (int j = 0; j < 8; ++j) {
+      std::uint8_t s, mm;
+      q4_k_scale_min(j, b.scales, s, mm);
+      EXPECT_EQ(s, sc[j]);
+      EXPECT_EQ(mm, m[j]);
+    }
+  }
+}
+
+/// Q6_K weight e: low 4 bits in ql, high 2 bits in qh, placed as the layout describes: within
+/// each half of 128, group g = (e % 128) / 32 and index l = e % 32 use ql[64h + 32(g&1) + l]
+/// (low nibble for g < 2, high for g ≥ 2) and bits 2g..2g+1 of qh[32h + l].
+void pack_q6_k(const int q[256], loom::block_q6_k& b) {
+  std::memset(b.ql, 0, sizeof b.ql);
+  std::memset(b.qh, 0, sizeof b.qh);
+  for (int e = 0; e < 256; ++e) {
+    const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+    std::uint8_t& lo = b.ql[64 * h + 32 * (g & 1) + l];
+    lo = std::uint8_t(lo | ((q[e] & 15) << (g < 2 ? 0 : 4)));
+    b.qh[32 * h + l] = std::uint8_t(b.qh[32 * h + l] | ((q[e] >> 4) << (2 * g)));
+  }
+}
+
+TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
+  std::mt19937 rng(4);
+  for (int trial = 0; trial < 20; ++trial) {
+    loom::block_q6_k b{};
+    int q[256];
+    for (int e = 0; e < 256; ++e) q[e] = int(rng() % 64);
+    if (trial == 0) q[0] = 63, q[255] = 0, q[100] = 32;
+    pack_q6_k(q, b);
+    for (int j = 0; j < 16; ++j) b.scales[j] = std::int8_t(int(rng() % 256) - 128);
+    b.d = loom::to_f16(-0.0071f);
+    float y[256];
+    dequantize_row_q6_k(&b, y, 256);
+    const float d = f16_value(-0.0071f);
+    for (int e = 0; e < 256; ++e) EXPECT_FLOAT_EQ(y[e], d * float(b.scales[e / 16]) * float(q[e] - 32)) << e;
+  }
+  // One hand-set byte pattern: ql[0] = 0xA5, qh[0] = 0b11100100 → weights 0, 32, 64, 96 of the
+  // first half are (5 | 0<<4), (0 | 1<<4)... with ql[32] = 0 they are 5, 16, 10 | 2<<4 = 42, 48.
+  loom::block_q6_k b{};
+  b.ql[0] = 0xA5;
+  b.qh[0] = 0xE4;
+  b.d = loom::to_f16(1.0f);
+  for (auto& s : b.scales) s = 1;
+  float y[256];
+  dequantize_row_q6_k(&b, y, 256);
+  EXPECT_EQ(y[0], 5 - 32.0f);
+  EXPECT_EQ(y[32], 16 - 32.0f);
+  EXPECT_EQ(y[64], 42 - 32.0f);
+  EXPECT_EQ(y[96], 48 - 32.0f);
+  EXPECT_EQ(y[1], -32.0f);
+}
+
+// ---- activation quantization -------------------------------------------------------------------
+
+TEST(Quant, ActivationBlocks) {
+  auto x = random_vector(512, 5, 2.0f);
+  std::vector<block_q8_a> a(16);
+  quantize_row_q8_a(x.data(), a.data(), 512);
+  for (int b = 0; b < 16; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
+    EXPECT_EQ(a[b].d, amax / 127.0f);
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      sum += a[b].qs[j];
+      EXPECT_NEAR(a[b].d * a[b].qs[j], x[32 * b + j], 0.5001 * a[b].d);
+    }
+    EXPECT_EQ(a[b].sum, sum);
+  }
+  std::vector<block_q8_k> k(2);
+  quantize_row_q8_k(x.data(), k.data(), 512);
+  for (int b = 0; b < 2; ++b)
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int j = 0; j < 16; ++j) {
+        s += k[b].qs[16 * g + j];
+        EXPECT_NEAR(k[b].d * k[b].qs[16 * g + j], x[256 * b + 16 * g + j], 0.5001 * k[b].d);
+      }
+      EXPECT_EQ(k[b].bsums[g], s);
+    }
+}
+
+// ---- dot products ---------------------------------------------------------------------------------
+
+/// Random weights of type t for n values: q8_0 / q4_0 via the quantizer, k-quants as random bytes
+/// with reasonable scales (unit scales when `unit`, so every dot product is an exact integer).
+std::vector<std::byte> random_weights(DType t, std::int64_t rows, std::int64_t n, std::uint32_t seed, bool unit) {
+  std::mt19937 rng(seed);
+  const std::size_t bytes = std::size_t(*loom::row_bytes(t, n)) * std::size_t(rows);
+  std::vector<std::byte> w(bytes);
+  for (auto& b : w) b = std::byte(rng() & 0xff);
+  const std::int64_t nb = rows * n / loom::block_elems(t);
+  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
+  for (std::int64_t i = 0; i < nb; ++i) {
+    std::byte* blk = w.data() + std::size_t(i) * loom::block_bytes(t);
+    auto set = [&](loom::f16* p, float v) { *p = loom::to_f16(unit ? 1.0f : v); };
+    switch (t) {
+      case DType::q8_0: set(&reinterpret_cast<loom::block_q8_0*>(blk)->d, scale(rng)); break;
+      case DType::q4_0: set(&reinterpret_cast<loom::block_q4_0*>(blk)->d, scale(rng)); break;
+      case DType::q4_k:
+        set(&reinterpret_cast<loom::block_q4_k*>(blk)->d, scale(rng) * 0.1f);
+        set(&reinterpret_cast<loom::block_q4_k*>(blk)->dmin, scale(rng) * 0.1f);
+        break;
+      case DType::q6_k: set(&reinterpret_cast<loom::block_q6_k*>(blk)->d, scale(rng) * 0.1f); break;
+      default: break;
+    }
+  }
+  return w;
+}
+
+/// Activations for weight type t; with `unit` the blocks are random integers with scale 1.
+std::vector<std::byte> random_activation(DType t, std::int64_t n, std::uint32_t seed, bool unit) {
+  std::vector<std::byte> a(activation_bytes(t, n));
+  auto x = random_vector(std::size_t(n), seed, 1.0f);
+  if (unit) {
+    std::mt19937 rng(seed);
+    for (auto& v : x) v = float(int(rng() % 255) - 127);  // integers in [−127, 127]
+    for (std::int64_t i = 0; i < n; i += loom::block_elems(t) == 256 ? 256 : 32) x[std::size_t(i)] = 127;
+  }
+  quantize_activation(t, x.data(), a.data(), n);
+  return a;
+}
+
+class QuantDot : public ::testing::TestWithParam<DType> {};
+
+using DotFn = float (*)(std::int64_t, const std::byte*, const std::byte*);
+template <typename W, typename A, float (*F)(std::int64_t, const W*, const A*)>
+float call(std::int64_t n, const std::byte* w, const std::byte* a) {
+  return F(n, reinterpret_cast<const W*>(w), reinterpret_cast<const A*>(a));
+}
+
+/// Every compiled implementation of the dot product for t, scalar first.
+std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
+  std::vector<std::pair<const char*, DotFn>> v;
+  using loom::block_q4_0, loom::block_q4_k, loom::block_q6_k, loom::block_q8_0;
+  namespace d = loom::kernels::detail;
+  switch (t) {
+    case DType::q8_0:
+      v.push_back({"scalar", call<block_q8_0, block_q8_a, d::dot_q8_0_scalar>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<block_q8_0, block_q8_a, d::dot_q8_0_avx2>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<block_q8_0, block_q8_a, d::dot_q8_0_avx512>});
+#endif
+      break;
+    case DType::q4_0:
+      v.push_back({"scalar", call<block_q4_0, block_q8_a, d::dot_q4_0_scalar>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<block_q4_0, block_q8_a, d::dot_q4_0_avx2>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<block_q4_0, block_q8_a, d::dot_q4_0_avx512>});
+#endif
+      break;
+    case DType::q4_k:
+      v.push_back({"scalar", call<block_q4_k, block_q8_k, d::dot_q4_k_scalar>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<block_q4_k, block_q8_k, d::dot_q4_k_avx2>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<block_q4_k, block_q8_k, d::dot_q4_k_avx512>});
+#endif
+      break;
+    case DType::q6_k:
+      v.push_back({"scalar", call<block_q6_k, block_q8_k, d::dot_q6_k_scalar>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<block_q6_k, block_q8_k, d::dot_q6_k_avx2>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<block_q6_k, block_q8_k, d::dot_q6_k_avx512>});
+#endif
+      break;
+    default: break;
+  }
+  return v;
+}
+
+/// Double-precision Σ w·x from the dequantized weights and activations.
+double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* act) {
+  std::vector<float> wf(static_cast<std::size_t>(n)), xf(static_cast<std::size_t>(n));
+  dequantize_row(t, w, wf.data(), n);
+  if (loom::block_elems(t) == 32) {
+    const auto* a = reinterpret_cast<const block_q8_a*>(act);
+    for (std::int64_t i = 0; i < n; ++i) xf[std::size_t(i)] = a[i / 32].d * float(a[i / 32].qs[i % 32]);
+  } else {
+    const auto* a = reinterpret_cast<const block_q8_k*>(act);
+    for (std::int64_t i = 0; i < n; ++i) xf[std::size_t(i)] = a[i / 256].d * float(a[i / 256].qs[i % 256]);
+  }
+  double s = 0;
+  for (std::int64_t i = 0; i < n; ++i) s += double(wf[std::size_t(i)]) * xf[std::size_t(i)];
+  return s;
+}
+
+TEST_P(QuantDot, SimdEqualsScalarExactlyOnIntegerData) {
+  const DType t = GetParam();
+  const auto impls = implementations(t);
+  std::printf("  %s: %zu implementations (dispatch uses %s)\n", std::string(to_string(t)).c_str(), impls.size(),
+              quant_simd_name());
+  for (std::int64_t n : {256, 512, 2048, 256 * 7}) {  // odd block counts exercise the pair tails
+    const auto w = random_weights(t, 1, n, std::uint32_t(n), true);
+    const auto a = random_activation(t, n, std::uint32_t(n) + 1, true);
+    // With unit scales every value is an integer below 2^24: any order of summation is exact.
+    const float ref = impls[0].second(n, w.data(), a.data());
+    EXPECT_EQ(double(ref), dot_double(t, n, w.data(), a.data())) << "n = " << n;
+    for (const auto& [name, fn] : impls) EXPECT_EQ(fn(n, w.data(), a.data()), ref) << name << ", n = " << n;
+    EXPECT_EQ(dot_quantized(t, n, w.data(), a.data()), ref);
+  }
+}
+
+TEST_P(QuantDot, SimdMatchesScalarOnRandomData) {
+  const DType t = GetParam();
+  const auto impls = implementations(t);
+  for (std::uint32_t seed = 0; seed < 20; ++seed) {
+    const std::int64_t n = 256 * (1 + seed % 9);
+    const auto w = random_weights(t, 1, n, seed, false);
+    const auto a = random_activation(t, n, seed + 100, false);
+    const double exact = dot_double(t, n, w.data(), a.data());
+    // Scale of the terms, for a relative tolerance.
+    std::vector<float> wf(static_cast<std::size_t>(n));
+    dequantize_row(t, w.data(), wf.data(), n);
+    double mag = 0;
+    for (float v : wf) mag += std::fabs(v);
+    for (const auto& [name, fn] : impls)
+      EXPECT_NEAR(fn(n, w.data(), a.data()), exact, 1e-5 * mag * 4 + 1e-6) << name << ", seed " << seed;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantDot, ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_k, DType::q6_k),
+                         [](const auto& info) { return std::string(loom::to_string(info.param)); });
+
+// ---- matmul with quantized weights --------------------------------------------------------------
+
+class QuantMatmul : public ::testing::TestWithParam<DType> {};
+
+TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
+  const DType t = GetParam();
+  const std::int64_t in = 512, out = 150;  // out not a multiple of 64: a partial last block
+  const auto wbytes = random_weights(t, out, in, 7, false);
+  const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
+  std::vector<float> wf(std::size_t(out * in));
+  loom::kernels::to_f32(t, wbytes.data(), wf.data(), out * in);
+  loom::ThreadPool pool(2);
+  for (std::int64_t n : {1, 3, 8, 9, 33}) {  // integer path up to quant_dot_max_rows, GEMM above
+    const std::int64_t ldx = in + 5, ldy = out + 3;
+    const auto x = random_vector(std::size_t(n * ldx), std::uint32_t(n));
+    std::vector<float> y(std::size_t(n * ldy), -7.0f), yr(y.size(), -7.0f);
+    loom::kernels::matmul(x.data(), n, ldx, w, false, y.data(), ldy, &pool);
+    loom::kernels::matmul_reference(x.data(), n, ldx, w, false, yr.data(), ldy);
+    double max_err = 0;
+    for (std::int64_t r = 0; r < n; ++r) {
+      // The integer path quantizes x per block: each value moves by at most half a step.
+      const bool int_path = n <= loom::kernels::quant_dot_max_rows;
+      const std::int64_t ab = loom::block_elems(t) == 32 ? 32 : 256;
+      for (std::int64_t o = 0; o < out; ++o) {
+        double exact = 0, bound = 0;
+        for (std::int64_t b = 0; b < in; b += ab) {
+          double amax = 0;
+          for (std::int64_t i = b; i < b + ab; ++i) amax = std::max(amax, std::fabs(double(x[std::size_t(r * ldx + i)])));
+          for (std::int64_t i = b; i < b + ab; ++i) {
+            const double wv = wf[std::size_t(o * in + i)], xv = x[std::size_t(r * ldx + i)];
+            exact += wv * xv;
+            bound += std::fabs(wv) * ((int_path ? amax / 127.0 * 0.5 : 0.0) + 1e-5 * std::fabs(xv));
+          }
+        }
+        const float got = y[std::size_t(r * ldy + o)];
+        EXPECT_NEAR(got, exact, bound + 1e-6) << "n " << n << " row " << r << " out " << o;
+        EXPECT_NEAR(yr[std::size_t(r * ldy + o)], exact, 1e-5 * bound + 1e-5);
+        max_err = std::max(max_err, std::fabs(got - exact));
+      }
+      for (std::int64_t o = out; o < ldy; ++o) EXPECT_EQ(y[std::size_t(r * ldy + o)], -7.0f);  // padding untouched
+    }
+    std::printf("  %s n=%lld: max |matmul − exact| = %.3g\n", std::string(to_string(t)).c_str(), (long long)n, max_err);
+  }
+}
+
+TEST_P(QuantMatmul, ResultDoesNotDependOnThreadCount) {
+  const DType t = GetParam();
+  const std::int64_t in = 768, out = 200;
+  const auto wbytes = random_weights(t, out, in, 9, false);
+  const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
+  loom::ThreadPool p1(1), p3(3);
+  for (std::int64_t n : {1, 5, 40}) {
+    const auto x = random_vector(std::size_t(n * in), 11);
+    std::vector<float> a(std::size_t(n * out)), b(a.size()), c(a.size());
+    loom::kernels::matmul(x.data(), n, in, w, false, a.data(), out, &p1);
+    loom::kernels::matmul(x.data(), n, in, w, false, b.data(), out, &p3);
+    loom::kernels::matmul(x.data(), n, in, w, false, c.data(), out, nullptr);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0) << "n = " << n;
+    EXPECT_EQ(std::memcmp(a.data(), c.data(), a.size() * 4), 0) << "n = " << n;
+  }
+}
+
+TEST_P(QuantMatmul, InOutLayoutIsUnsupported) {
+  const DType t = GetParam();
+  const auto wbytes = random_weights(t, 4, 256, 1, false);
+  const loom::TensorRef w{t, loom::Shape{4, 256}, wbytes.data(), wbytes.size()};
+  std::vector<float> x(4), y(256);
+  try {
+    loom::kernels::matmul(x.data(), 1, 4, w, true, y.data(), 256);
+    FAIL() << "expected an error";
+  } catch (const loom::Error& e) {
+    EXPECT_EQ(e.kind(), loom::ErrorKind::unsupported);
+    EXPECT_NE(std::string(e.what()).find(std::string(to_string(t))), std::string::npos) << e.what();
+  }
+}
+
+TEST_P(QuantMatmul, EmbeddingRowLookupDequantizes) {
+  const DType t = GetParam();
+  const auto wbytes = random_weights(t, 6, 512, 3, false);
+  const loom::TensorRef w{t, loom::Shape{6, 512}, wbytes.data(), wbytes.size()};
+  std::vector<float> all(6 * 512), row(512);
+  dequantize_row(t, wbytes.data(), all.data(), 6 * 512);
+  loom::kernels::row_to_f32(w, 4, row.data());
+  for (int i = 0; i < 512; ++i) EXPECT_EQ(row[std::size_t(i)], all[std::size_t(4 * 512 + i)]);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantMatmul,
+                         ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_k, DType::q6_k),
+                         [](const auto& info) { return std::string(loom::to_string(info.param)); });
+
+}  // namespace
