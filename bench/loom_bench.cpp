@@ -1,0 +1,340 @@
+// loom-bench: llama-bench's table for loom, plus how close each result is to the machine's limit.
+//
+//   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16])
+//              [-p 128] [-n 64] [-t 2] [-r 3] [-o md|json]
+//
+// pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time.
+// For tg the last column is the fraction of the measured read bandwidth reached
+// (weight bytes per token × t/s ÷ bandwidth); for pp, the fraction of the measured f32 GEMM rate
+// reached (2 × matmul parameters × t/s ÷ GEMM rate). Both limits are measured at start with the
+// same thread count and printed.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <loom/loom.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../examples/cli.hpp"
+#include "machine.hpp"
+
+namespace {
+
+using loom::cli::UsageError;
+
+struct Options {
+  std::string model, shape, type = "f32", output = "md";
+  std::vector<int> threads{2};
+  int n_prompt = 128, n_gen = 64, reps = 3;
+};
+
+struct Shape {
+  const char* name;
+  loom::Config config;
+};
+
+loom::Config shape_config(const std::string& name) {
+  loom::Config c;
+  c.norm_eps = 1e-5f;
+  if (name == "tinyllama-1.1b") {
+    c.architecture = "llama";
+    c.vocab_size = 32000, c.dim = 2048, c.n_layers = 22, c.n_heads = 32, c.n_kv_heads = 4, c.head_dim = 64;
+    c.ffn_dim = 5632, c.max_seq_len = 2048, c.rope_layout = loom::RopeLayout::half_split, c.tied_embeddings = false;
+  } else if (name == "llama2-7b-layer") {
+    c.architecture = "llama";
+    c.vocab_size = 32000, c.dim = 4096, c.n_layers = 1, c.n_heads = 32, c.n_kv_heads = 32, c.head_dim = 128;
+    c.ffn_dim = 11008, c.max_seq_len = 4096, c.rope_layout = loom::RopeLayout::half_split, c.tied_embeddings = false;
+  } else if (name == "gpt2-124m") {
+    c.architecture = "gpt2";
+    c.vocab_size = 50257, c.dim = 768, c.n_layers = 12, c.n_heads = 12, c.n_kv_heads = 12, c.head_dim = 64;
+    c.ffn_dim = 3072, c.max_seq_len = 1024, c.norm = loom::NormKind::layer_norm;
+    c.position = loom::PositionKind::learned, c.activation = loom::Activation::gelu_tanh, c.gated_ffn = false;
+    c.qkv_bias = c.out_bias = c.ffn_bias = true, c.tied_embeddings = true;
+  } else {
+    throw UsageError("--shape: unknown shape '" + name + "' (tinyllama-1.1b, gpt2-124m, llama2-7b-layer)");
+  }
+  return c;
+}
+
+loom::DType parse_type(const std::string& t) {
+  static const std::map<std::string, loom::DType> types{{"f32", loom::DType::f32}, {"f16", loom::DType::f16},
+                                                        {"bf16", loom::DType::bf16}};
+  const auto it = types.find(t);
+  if (it == types.end()) throw UsageError("--type: unsupported type '" + t + "' (f32, f16, bf16)");
+  return it->second;
+}
+
+/// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1) stored as `t`.
+std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DType t) {
+  loom::Weights w;
+  std::uint64_t state = 0x9e3779b97f4a7c15ull;
+  auto make = [&](loom::Shape shape, loom::DType dt, bool ones = false) {
+    const std::size_t n = std::size_t(shape.numel());
+    auto buf = std::make_shared<std::vector<std::byte>>(n * loom::block_bytes(dt));
+    for (std::size_t i = 0; i < n; ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      const float v = ones ? 1.0f : (float(state >> 40) / float(1 << 24) - 0.5f) * 0.1f;
+      if (dt == loom::DType::f32) std::memcpy(buf->data() + 4 * i, &v, 4);
+      if (dt == loom::DType::f16) {
+        const auto h = loom::to_f16(v);
+        std::memcpy(buf->data() + 2 * i, &h, 2);
+      }
+      if (dt == loom::DType::bf16) {
+        const auto h = loom::to_bf16(v);
+        std::memcpy(buf->data() + 2 * i, &h, 2);
+      }
+    }
+    w.storage.push_back(buf);
+    return loom::TensorRef{dt, shape, buf->data(), buf->size()};
+  };
+  auto linear = [&](std::int64_t out, std::int64_t in, bool bias) {
+    loom::Linear l;
+    l.weight = make({out, in}, t);
+    if (bias) l.bias = make({out}, loom::DType::f32);
+    return l;
+  };
+  auto norm = [&] {
+    loom::NormWeights n;
+    n.weight = make({c.dim}, loom::DType::f32, true);
+    if (c.norm == loom::NormKind::layer_norm) n.bias = make({c.dim}, loom::DType::f32);
+    return n;
+  };
+  w.token_embedding = make({c.vocab_size, c.dim}, t);
+  if (c.position == loom::PositionKind::learned) w.position_embedding = make({c.max_seq_len, c.dim}, loom::DType::f32);
+  for (int l = 0; l < c.n_layers; ++l) {
+    loom::LayerWeights lw;
+    lw.attn_norm = norm();
+    if (c.architecture == "gpt2") {
+      lw.wqkv = linear(c.q_dim() + 2 * c.kv_dim(), c.dim, c.qkv_bias);
+    } else {
+      lw.wq = linear(c.q_dim(), c.dim, c.qkv_bias);
+      lw.wk = linear(c.kv_dim(), c.dim, c.qkv_bias);
+      lw.wv = linear(c.kv_dim(), c.dim, c.qkv_bias);
+    }
+    lw.wo = linear(c.dim, c.q_dim(), c.out_bias);
+    lw.ffn_norm = norm();
+    if (c.gated_ffn) lw.w_gate = linear(c.ffn_dim, c.dim, c.ffn_bias);
+    lw.w_up = linear(c.ffn_dim, c.dim, c.ffn_bias);
+    lw.w_down = linear(c.dim, c.ffn_dim, c.ffn_bias);
+    w.layers.push_back(lw);
+  }
+  w.final_norm = norm();
+  if (c.tied_embeddings)
+    w.output.weight = w.token_embedding;
+  else
+    w.output = linear(c.vocab_size, c.dim, false);
+  return std::make_shared<const loom::Model>(c, std::move(w));
+}
+
+/// Bytes of weights one decoded token reads: every matrix of every linear layer and the output.
+double weight_bytes_per_token(const loom::Model& m) {
+  double bytes = 0;
+  auto add = [&](const loom::Linear& l) {
+    if (!l.empty()) bytes += double(l.weight.nbytes);
+  };
+  for (const auto& l : m.weights().layers)
+    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
+  add(m.weights().output);
+  return bytes;
+}
+
+/// Parameters taking part in matrix products per token (2 FLOPs each).
+double matmul_params(const loom::Model& m) {
+  double n = 0;
+  auto add = [&](const loom::Linear& l) {
+    if (!l.empty()) n += double(l.weight.numel());
+  };
+  for (const auto& l : m.weights().layers)
+    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
+  add(m.weights().output);
+  return n;
+}
+
+double total_params(const loom::Model& m) {
+  const auto& c = m.config();
+  return matmul_params(m) + (c.tied_embeddings ? 0.0 : double(c.vocab_size) * c.dim);
+}
+
+double total_bytes(const loom::Model& m) {
+  const auto& w = m.weights();
+  return weight_bytes_per_token(m) + (m.config().tied_embeddings ? 0.0 : double(w.token_embedding.nbytes));
+}
+
+double peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) * 1024.0;
+}
+
+struct Stat {
+  double mean = 0, sd = 0, median = 0;
+};
+Stat stats(std::vector<double> v) {
+  Stat s;
+  for (double x : v) s.mean += x;
+  s.mean /= double(v.size());
+  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(s.sd / double(v.size() - 1)) : 0.0;
+  std::sort(v.begin(), v.end());
+  s.median = v[v.size() / 2];
+  return s;
+}
+
+Options parse(int argc, char** argv) {
+  using namespace loom::cli;
+  Options o;
+  Args args(argc, argv);
+  while (!args.done()) {
+    const std::string_view f = args.next();
+    if (f == "-m") {
+      o.model = args.value(f);
+    } else if (f == "--shape") {
+      o.shape = args.value(f);
+    } else if (f == "--type") {
+      o.type = args.value(f);
+    } else if (f == "-p") {
+      o.n_prompt = int(parse_int(f, args.value(f), 0, 1 << 16));
+    } else if (f == "-n") {
+      o.n_gen = int(parse_int(f, args.value(f), 0, 1 << 16));
+    } else if (f == "-t") {
+      o.threads.clear();
+      for (std::int32_t t : parse_int_list(f, args.value(f))) {
+        if (t < 1 || t > 1024) throw UsageError("-t: thread counts must be in [1, 1024]");
+        o.threads.push_back(t);
+      }
+    } else if (f == "-r") {
+      o.reps = int(parse_int(f, args.value(f), 1, 1000));
+    } else if (f == "-o") {
+      o.output = args.value(f);
+      if (o.output != "md" && o.output != "json") throw UsageError("-o: expected md or json");
+    } else if (f == "-h" || f == "--help") {
+      std::printf(
+          "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16])\n"
+          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-r 3] [-o md|json]\n");
+      std::exit(0);
+    } else {
+      throw UsageError("unknown flag '" + std::string(f) + "'");
+    }
+  }
+  if (o.model.empty() == o.shape.empty()) throw UsageError("give exactly one of -m MODEL and --shape NAME");
+  if (!o.shape.empty()) {
+    shape_config(o.shape);
+    parse_type(o.type);
+  }
+  return o;
+}
+
+int run(const Options& o) {
+  std::shared_ptr<const loom::Model> model;
+  std::string name;
+  if (!o.model.empty()) {
+    model = loom::load(o.model).model;
+    name = o.model;
+  } else {
+    model = random_model(shape_config(o.shape), parse_type(o.type));
+    name = o.shape + " " + o.type;
+  }
+  const auto& c = model->config();
+  const double bytes_per_token = weight_bytes_per_token(*model);
+  const int ctx = std::min(c.max_seq_len, o.n_prompt + o.n_gen + 1);
+
+  struct Row {
+    int threads;
+    std::string test;
+    Stat tps;
+    double fraction;
+  };
+  std::vector<Row> rows;
+  std::map<int, loom::bench::MachineLimits> limits;
+  for (int t : o.threads) {
+    loom::ThreadPool pool(t);
+    limits[t] = loom::bench::measure_machine(pool);
+    std::fprintf(stderr, "threads %d: read bandwidth %.2f GB/s, f32 GEMM %.1f GFLOP/s\n", t,
+                 limits[t].read_bytes_per_second / 1e9, limits[t].gemm_flops_per_second / 1e9);
+    loom::KVCache kv(c, ctx);
+    loom::Activations act;
+    std::vector<std::int32_t> prompt(std::size_t(std::max(o.n_prompt, 1)));
+    for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = std::int32_t((i * 7919 + 1) % std::size_t(c.vocab_size));
+    using clock = std::chrono::steady_clock;
+    if (o.n_prompt > 0) {
+      std::vector<double> tps;
+      for (int r = 0; r <= o.reps; ++r) {  // run 0 is the warm-up
+        kv.clear();
+        const auto t0 = clock::now();
+        model->forward(prompt, 0, kv, act, loom::Logits::last, &pool);
+        const double s = std::chrono::duration<double>(clock::now() - t0).count();
+        if (r > 0) tps.push_back(o.n_prompt / s);
+      }
+      const Stat st = stats(tps);
+      rows.push_back({t, "pp" + std::to_string(o.n_prompt), st,
+                      2.0 * matmul_params(*model) * st.median / limits[t].gemm_flops_per_second});
+    }
+    if (o.n_gen > 0) {
+      std::vector<double> tps;
+      for (int r = 0; r <= o.reps; ++r) {
+        kv.clear();
+        std::int32_t tok = prompt[0];
+        const auto t0 = clock::now();
+        for (int i = 0; i < o.n_gen; ++i) {
+          const auto logits = model->forward({&tok, 1}, kv.size(), kv, act, loom::Logits::last, &pool);
+          tok = std::int32_t(std::max_element(logits.data(), logits.data() + logits.numel()) - logits.data());
+        }
+        const double s = std::chrono::duration<double>(clock::now() - t0).count();
+        if (r > 0) tps.push_back(o.n_gen / s);
+      }
+      const Stat st = stats(tps);
+      rows.push_back({t, "tg" + std::to_string(o.n_gen), st,
+                      bytes_per_token * st.median / limits[t].read_bytes_per_second});
+    }
+  }
+
+  const double size_gib = total_bytes(*model) / double(1 << 30);
+  const double params_b = total_params(*model) / 1e9;
+  if (o.output == "md") {
+    std::printf("| model | size | params | threads | test | t/s | of limit |\n");
+    std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (const Row& r : rows)
+      std::printf("| %s | %.2f GiB | %.2f B | %d | %s | %.2f ± %.2f | %.1f %% %s |\n", name.c_str(), size_gib, params_b,
+                  r.threads, r.test.c_str(), r.tps.mean, r.tps.sd, 100.0 * r.fraction,
+                  r.test.rfind("tg", 0) == 0 ? "of bandwidth" : "of GEMM");
+    std::printf("\npeak RSS %.2f GiB; weight bytes per token %.3f GiB; t/s fractions use medians\n",
+                peak_rss_bytes() / double(1 << 30), bytes_per_token / double(1 << 30));
+  } else {
+    std::printf("[\n");
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      const auto& lim = limits[r.threads];
+      std::printf("  {\"model\": \"%s\", \"size_bytes\": %.0f, \"params\": %.0f, \"threads\": %d, \"test\": \"%s\", "
+                  "\"tps_mean\": %.4f, \"tps_sd\": %.4f, \"tps_median\": %.4f, \"fraction_of_limit\": %.4f, "
+                  "\"read_bandwidth\": %.0f, \"gemm_flops\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
+                  name.c_str(), total_bytes(*model), total_params(*model), r.threads, r.test.c_str(), r.tps.mean,
+                  r.tps.sd, r.tps.median, r.fraction, lim.read_bytes_per_second, lim.gemm_flops_per_second,
+                  peak_rss_bytes(), i + 1 < rows.size() ? "," : "");
+    }
+    std::printf("]\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  try {
+    o = parse(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "loom-bench: %s\n", e.what());
+    return 2;
+  }
+  try {
+    return run(o);
+  } catch (const loom::Error& e) {
+    std::fprintf(stderr, "loom-bench: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,81 @@
+// The machine's own limits, measured with loom's thread pool: sustained memory read bandwidth
+// (a STREAM-like sum over a buffer far larger than the last-level cache) and Eigen's f32 GEMM
+// rate on 2048² matrices. loom-bench reports every speed as a fraction of these.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include <loom/kernels/thread_pool.hpp>
+
+namespace loom::bench {
+
+struct MachineLimits {
+  double read_bytes_per_second = 0;  ///< median of several passes
+  double gemm_flops_per_second = 0;  ///< median of several 2048³ products
+};
+
+namespace detail {
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace detail
+
+/// Read bandwidth: every thread sums its share of a `bytes`-sized buffer (default 1 GiB, many
+/// times any last-level cache), with 8 independent AVX-friendly accumulators.
+inline double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes = std::size_t(1) << 30, int passes = 5) {
+  const std::size_t n = bytes / sizeof(float);
+  std::vector<float> buf(n);
+  pool.parallel_for(std::int64_t(n), [&](std::int64_t b, std::int64_t e, int) {
+    for (std::int64_t i = b; i < e; ++i) buf[std::size_t(i)] = float(i & 1023) * 1e-3f;  // touch pages on their thread
+  }, 1 << 16);
+  std::vector<double> rates;
+  std::vector<double> sums(std::size_t(pool.size()));
+  for (int p = 0; p < passes; ++p) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(std::int64_t(n), [&](std::int64_t b, std::int64_t e, int t) {
+      float acc[16] = {};
+      std::int64_t i = b;
+      for (; i + 16 <= e; i += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += buf[std::size_t(i + k)];
+      for (; i < e; ++i) acc[0] += buf[std::size_t(i)];
+      double s = 0;
+      for (float a : acc) s += a;
+      sums[std::size_t(t)] += s;
+    }, 1 << 16);
+    rates.push_back(double(bytes) / detail::seconds_since(t0));
+  }
+  volatile double sink = sums[0];
+  (void)sink;
+  return detail::median(rates);
+}
+
+/// f32 GEMM rate: C[2048, 2048] = A · Bᵀ, columns of C split over the pool's threads in fixed
+/// blocks (the same way loom's matmul splits its work).
+inline double measure_gemm_rate(ThreadPool& pool, int size = 2048, int reps = 5) {
+  using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  M a = M::Random(size, size), b = M::Random(size, size), c(size, size);
+  std::vector<double> rates;
+  for (int r = 0; r < reps + 1; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(size, [&](std::int64_t c0, std::int64_t c1, int) {
+      c.middleCols(c0, c1 - c0).noalias() = a * b.middleRows(c0, c1 - c0).transpose();
+    }, 64);
+    if (r > 0) rates.push_back(2.0 * double(size) * size * size / detail::seconds_since(t0));  // first run warms up
+  }
+  return detail::median(rates);
+}
+
+inline MachineLimits measure_machine(ThreadPool& pool) {
+  return {measure_read_bandwidth(pool), measure_gemm_rate(pool)};
+}
+
+}  // namespace loom::bench
