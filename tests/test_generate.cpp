@@ -5,6 +5,7 @@
 #include <loom/generate.hpp>
 #include <thread>
 
+#include "alloc_counter.hpp"
 #include "random_model.hpp"
 
 namespace {
@@ -167,6 +168,37 @@ TEST_F(SessionTest, EightConcurrentSessionsMatchSoloRuns) {
     });
   for (auto& t : threads) t.join();
   EXPECT_EQ(solo, threaded);
+}
+
+// The per-token path allocates nothing: generating 40 more tokens costs no more allocations
+// than generating 5 (what generate() allocates happens once per call, for the prompt).
+TEST_F(SessionTest, DecodingAllocatesNothingPerToken) {
+  if (!LOOM_TEST_COUNT_ALLOCATIONS) GTEST_SKIP() << "operator new is not replaceable under AddressSanitizer";
+  for (int threads : {1, 2}) {
+    loom::Session s(model, {.n_ctx = 64, .n_threads = threads});
+    loom::GenerateParams p;
+    p.sampler.seed = 5;
+    std::vector<std::int32_t> out;
+    out.reserve(64);
+    auto on_token = [&](std::int32_t id) {
+      out.push_back(id);
+      return true;
+    };
+    const std::function<bool(std::int32_t)> cb = on_token;
+    auto allocations_for = [&](int n) {
+      s.reset();
+      out.clear();
+      p.max_new_tokens = n;
+      s.generate(kPrompt, p, cb);  // warm-up: scratch and per-thread buffers reach their size
+      s.reset();
+      out.clear();
+      const long before = g_allocations.load();
+      s.generate(kPrompt, p, cb);
+      return g_allocations.load() - before;
+    };
+    const long few = allocations_for(5), many = allocations_for(45);
+    EXPECT_EQ(many, few) << threads << " threads";
+  }
 }
 
 }  // namespace

@@ -19,37 +19,7 @@
 #include <string>
 #include <vector>
 
-// ---- allocation counter (replaces the global operator new for this test binary) ----
-// Not under AddressSanitizer, which owns operator new/delete (mixing them reports
-// alloc-dealloc-mismatch); the allocation test is skipped there.
-#if defined(__SANITIZE_ADDRESS__)
-#define LOOM_TEST_COUNT_ALLOCATIONS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LOOM_TEST_COUNT_ALLOCATIONS 0
-#endif
-#endif
-#ifndef LOOM_TEST_COUNT_ALLOCATIONS
-#define LOOM_TEST_COUNT_ALLOCATIONS 1
-#endif
-
-namespace {
-std::atomic<long> g_allocations{0};
-}
-#if LOOM_TEST_COUNT_ALLOCATIONS
-// GCC 12 flags free() in a replaced operator delete as mismatched once both are inlined; the pair
-// is consistent (malloc / free), so the warning is silenced for this file.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#endif
+#include "alloc_counter.hpp"
 
 namespace {
 
