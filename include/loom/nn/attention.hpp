@@ -2,6 +2,8 @@
 // heads, scale 1/√head_dim, optional ALiBi bias and optional sliding window.
 #pragma once
 
+#include <Eigen/Core>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -39,20 +41,16 @@ inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KV
       const int lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0;
       const int kvh = h / group;
       const float* qh = q + t * ldq + std::int64_t(h) * s.head_dim;
+      const Eigen::Map<const Eigen::VectorXf> qv(qh, s.head_dim);
       for (int j = lo; j <= p; ++j) {
-        const float* kj = kv.k(layer, j) + std::int64_t(kvh) * s.head_dim;
-        float dot = 0.0f;
-        for (int d = 0; d < s.head_dim; ++d) dot += qh[d] * kj[d];
-        sc[j - lo] = dot * scale + (s.alibi_slopes ? s.alibi_slopes[h] * float(j - p) : 0.0f);
+        const Eigen::Map<const Eigen::VectorXf> kj(kv.k(layer, j) + std::int64_t(kvh) * s.head_dim, s.head_dim);
+        sc[j - lo] = qv.dot(kj) * scale + (s.alibi_slopes ? s.alibi_slopes[h] * float(j - p) : 0.0f);
       }
       kernels::softmax(std::span<float>(sc, std::size_t(p - lo + 1)));
-      float* oh = out + t * ldo + std::int64_t(h) * s.head_dim;
-      std::fill(oh, oh + s.head_dim, 0.0f);
-      for (int j = lo; j <= p; ++j) {
-        const float* vj = kv.v(layer, j) + std::int64_t(kvh) * s.head_dim;
-        const float a = sc[j - lo];
-        for (int d = 0; d < s.head_dim; ++d) oh[d] += a * vj[d];
-      }
+      Eigen::Map<Eigen::VectorXf> oh(out + t * ldo + std::int64_t(h) * s.head_dim, s.head_dim);
+      oh.setZero();
+      for (int j = lo; j <= p; ++j)
+        oh += sc[j - lo] * Eigen::Map<const Eigen::VectorXf>(kv.v(layer, j) + std::int64_t(kvh) * s.head_dim, s.head_dim);
     }
   };
   const std::int64_t items = std::int64_t(n) * s.n_heads;
