@@ -370,7 +370,8 @@ TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
   std::vector<float> wf(std::size_t(out * in));
   loom::kernels::to_f32(t, wbytes.data(), wf.data(), out * in);
   loom::ThreadPool pool(2);
-  for (std::int64_t n : {1, 3, 8, 9, 33}) {  // integer path up to quant_dot_max_rows, GEMM above
+  const std::int64_t limit = loom::kernels::quant_dot_max_rows(t);
+  for (std::int64_t n : {std::int64_t(1), std::int64_t(3), limit, limit + 1}) {  // integer path, then GEMM
     const std::int64_t ldx = in + 5, ldy = out + 3;
     const auto x = random_vector(std::size_t(n * ldx), std::uint32_t(n));
     std::vector<float> y(std::size_t(n * ldy), -7.0f), yr(y.size(), -7.0f);
@@ -379,7 +380,7 @@ TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
     double max_err = 0;
     for (std::int64_t r = 0; r < n; ++r) {
       // The integer path quantizes x per block: each value moves by at most half a step.
-      const bool int_path = n <= loom::kernels::quant_dot_max_rows;
+      const bool int_path = n <= limit;
       const std::int64_t ab = loom::block_elems(t) == 32 ? 32 : 256;
       for (std::int64_t o = 0; o < out; ++o) {
         double exact = 0, bound = 0;
@@ -409,7 +410,8 @@ TEST_P(QuantMatmul, ResultDoesNotDependOnThreadCount) {
   const auto wbytes = random_weights(t, out, in, 9, false);
   const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
   loom::ThreadPool p1(1), p3(3);
-  for (std::int64_t n : {1, 5, 40}) {
+  const std::int64_t limit = loom::kernels::quant_dot_max_rows(t);
+  for (std::int64_t n : {std::int64_t(1), limit, limit + 1}) {
     const auto x = random_vector(std::size_t(n * in), 11);
     std::vector<float> a(std::size_t(n * out)), b(a.size()), c(a.size());
     loom::kernels::matmul(x.data(), n, in, w, false, a.data(), out, &p1);

@@ -55,9 +55,25 @@ inline void check_weight(const TensorRef& w, bool in_out) {
 
 }  // namespace detail
 
-/// Up to this many rows of x, quantized weights use integer dot products per output; above it,
-/// blocks are dequantized to f32 and multiplied with Eigen's GEMM (see bench/bench_quant.cpp).
-inline constexpr std::int64_t quant_dot_max_rows = 8;
+/// Up to this many rows of x, quantized weights of type t use integer dot products per output;
+/// above it, 64-row blocks are dequantized to f32 and multiplied with Eigen's GEMM. Crossovers
+/// measured with bench/bench_quant.cpp at 2048×2048 on one AVX-512 core (the scalar
+/// dequantization dominates the GEMM path, most for Q6_K). Define LOOM_QUANT_DOT_MAX_ROWS to
+/// force one value for every type (benchmarking).
+constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
+#ifdef LOOM_QUANT_DOT_MAX_ROWS
+  (void)t;
+  return LOOM_QUANT_DOT_MAX_ROWS;
+#else
+  switch (t) {
+    case DType::q8_0:
+    case DType::q4_0: return 32;
+    case DType::q4_k: return 6;
+    case DType::q6_k: return 128;
+    default: return 0;
+  }
+#endif
+}
 
 namespace detail {
 
@@ -86,7 +102,7 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   const std::int64_t out = in_out ? w.cols() : w.rows();
   const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
   constexpr std::int64_t block = 64;
-  if (is_quantized(w.dtype) && n <= quant_dot_max_rows) {
+  if (is_quantized(w.dtype) && n <= quant_dot_max_rows(w.dtype)) {
     auto run_q = [&](std::int64_t r0, std::int64_t r1, int) { detail::matmul_quant_rows(x, n, ldx, w, y, ldy, r0, r1); };
     if (pool)
       pool->parallel_for(out, run_q, block);

@@ -1,0 +1,74 @@
+// Quantized matmul benchmarks: matrix-vector (decode) and small/large batches per weight type at
+// LLaMA-7B-like sizes (2048×2048, 5632×2048), reporting weight bytes/s.
+#include <benchmark/benchmark.h>
+
+#include <loom/kernels/matmul.hpp>
+#include <loom/kernels/quant.hpp>
+#include <random>
+#include <vector>
+
+namespace {
+
+struct Weight {
+  std::vector<std::byte> bytes;
+  loom::TensorRef ref;
+};
+
+/// Random weights (std 0.02) quantized to t; k-quants as random bytes with small scales.
+Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
+  Weight w;
+  w.bytes.resize(std::size_t(*loom::row_bytes(t, cols)) * std::size_t(rows));
+  std::mt19937 rng(1);
+  if (t == loom::DType::q8_0 || t == loom::DType::q4_0) {
+    std::normal_distribution<float> dist(0.0f, 0.02f);
+    std::vector<float> f(std::size_t(rows * cols));
+    for (float& v : f) v = dist(rng);
+    loom::kernels::quantize_row(t, f.data(), w.bytes.data(), rows * cols);
+  } else {
+    for (auto& b : w.bytes) b = std::byte(rng() & 0xff);
+    const std::size_t bb = loom::block_bytes(t);
+    for (std::size_t i = 0; i < w.bytes.size() / bb; ++i) {
+      auto* blk = w.bytes.data() + i * bb;
+      const loom::f16 d = loom::to_f16(0.001f);
+      if (t == loom::DType::q4_k) std::memcpy(blk, &d, 2), std::memcpy(blk + 2, &d, 2);
+      if (t == loom::DType::q6_k) std::memcpy(blk + bb - 2, &d, 2);
+    }
+  }
+  w.ref = loom::TensorRef{t, loom::Shape{rows, cols}, w.bytes.data(), w.bytes.size()};
+  return w;
+}
+
+const loom::DType types[] = {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_k, loom::DType::q6_k};
+
+// args: out, in, n tokens, threads, type index
+void BM_QuantMatmul(benchmark::State& state) {
+  const std::int64_t out = state.range(0), in = state.range(1), n = state.range(2);
+  const loom::DType t = types[state.range(4)];
+  const Weight w = make_weight(t, out, in);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(std::size_t(n * in)), y(std::size_t(n * out));
+  for (float& v : x) v = dist(rng);
+  loom::ThreadPool pool(int(state.range(3)));
+  for (auto _ : state) {
+    loom::kernels::matmul(x.data(), n, in, w.ref, false, y.data(), out, &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(std::string(loom::to_string(t)) + " " + loom::kernels::quant_simd_name());
+  state.counters["weight_B/s"] =
+      benchmark::Counter(double(w.bytes.size()) * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * double(out * in * n) * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void args(benchmark::internal::Benchmark* b) {
+  for (int ti = 0; ti < 4; ++ti)
+    for (auto [out, in] : {std::pair{2048, 2048}, std::pair{5632, 2048}})
+      for (int n : {1, 4, 8, 16, 64, 256})
+        for (int threads : {1, 2}) b->Args({out, in, n, threads, ti});
+}
+BENCHMARK(BM_QuantMatmul)->Apply(args)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
