@@ -33,6 +33,7 @@ inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KV
                       const AttentionShape& s, float* out, std::int64_t ldo, float* scores, ThreadPool* pool) {
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
+  const std::int64_t kv_dim = kv.kv_dim();
   auto run = [&](std::int64_t b, std::int64_t e, int thread) {
     float* sc = scores + std::int64_t(thread) * kv.capacity();
     for (std::int64_t item = b; item < e; ++item) {
@@ -41,16 +42,20 @@ inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KV
       const int lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0;
       const int kvh = h / group;
       const float* qh = q + t * ldq + std::int64_t(h) * s.head_dim;
-      const Eigen::Map<const Eigen::VectorXf> qv(qh, s.head_dim);
-      for (int j = lo; j <= p; ++j) {
-        const Eigen::Map<const Eigen::VectorXf> kj(kv.k(layer, j) + std::int64_t(kvh) * s.head_dim, s.head_dim);
-        sc[j - lo] = qv.dot(kj) * scale + (s.alibi_slopes ? s.alibi_slopes[h] * float(j - p) : 0.0f);
-      }
-      kernels::softmax(std::span<float>(sc, std::size_t(p - lo + 1)));
+      // Keys and values of this KV head for positions lo..p: rows of a strided matrix.
+      using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      using Strided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+      const Eigen::Index m = p - lo + 1;  // attended positions
+      const Strided K(kv.k(layer, lo) + std::int64_t(kvh) * s.head_dim, m, s.head_dim, Eigen::OuterStride<>(kv_dim));
+      const Strided V(kv.v(layer, lo) + std::int64_t(kvh) * s.head_dim, m, s.head_dim, Eigen::OuterStride<>(kv_dim));
+      Eigen::Map<Eigen::VectorXf> w(sc, m);
+      w.noalias() = K * Eigen::Map<const Eigen::VectorXf>(qh, s.head_dim);  // (m) = (m, hd) · (hd)
+      w *= scale;
+      if (s.alibi_slopes)
+        for (Eigen::Index j = 0; j < m; ++j) w[j] += s.alibi_slopes[h] * float(lo + j - p);
+      kernels::softmax(std::span<float>(sc, std::size_t(m)));
       Eigen::Map<Eigen::VectorXf> oh(out + t * ldo + std::int64_t(h) * s.head_dim, s.head_dim);
-      oh.setZero();
-      for (int j = lo; j <= p; ++j)
-        oh += sc[j - lo] * Eigen::Map<const Eigen::VectorXf>(kv.v(layer, j) + std::int64_t(kvh) * s.head_dim, s.head_dim);
+      oh.noalias() = V.transpose() * w;  // (hd) = (hd, m) · (m)
     }
   };
   const std::int64_t items = std::int64_t(n) * s.n_heads;
