@@ -28,6 +28,8 @@ TEST(Load, DetectsFormatsFromContentNotExtension) {
   EXPECT_EQ(loom::detect_format(hf / "model.safetensors"), loom::FileFormat::safetensors);
   EXPECT_EQ(loom::detect_format(hf / "config.json"), loom::FileFormat::json);
   EXPECT_EQ(loom::detect_format(gguf), loom::FileFormat::gguf);
+  fs::copy_file(gguf, d / "weights.bin");  // a GGUF with another name
+  EXPECT_EQ(loom::detect_format(d / "weights.bin"), loom::FileFormat::gguf);
   std::ofstream(d / "junk.bin") << "definitely not a model";
   EXPECT_EQ(loom::detect_format(d / "junk.bin"), loom::FileFormat::unknown);
   try {
@@ -77,6 +79,30 @@ TEST(Load, TokenizerLargerThanTheModelVocabularyIsRejected) {
     FAIL();
   } catch (const loom::Error& e) {
     EXPECT_NE(std::string(e.what()).find("50257"), std::string::npos) << e.what();
+  }
+}
+
+// A GGUF file carries its vocabulary: load() returns a tokenizer that reproduces the documented
+// tokenization, and the model gives the same logits as the Hugging Face copy of the same weights.
+TEST(Load, GgufWithEmbeddedVocabulary) {
+  for (const std::string name : {"tiny-llama", "tiny-gpt2"}) {
+    LOOM_REQUIRE_FIXTURE(gguf, "tiny-models/" + name + "/" + name + ".gguf");
+    LOOM_REQUIRE_FIXTURE(hf, "tiny-models/" + name + "/hf");
+    const loom::Loaded g = loom::load(gguf);
+    ASSERT_TRUE(g.tokenizer.has_value()) << name;
+    const std::vector<std::int32_t> expected =
+        name == "tiny-llama" ? std::vector<std::int32_t>{15043, 3186, 29892, 445, 338, 263, 1243, 29889}
+                             : std::vector<std::int32_t>{15496, 995, 11, 428, 318, 257, 1332, 13};
+    EXPECT_EQ(g.tokenizer->encode("Hello world, this is a test.", false), expected) << name;
+    EXPECT_FALSE(g.end_of_generation.empty());
+    const loom::Loaded h = loom::load(hf);
+    loom::KVCache kv1(g.model->config(), 16), kv2(h.model->config(), 16);
+    const auto a = g.model->logits(expected, 0, kv1, loom::Logits::all);
+    const auto b = h.model->logits(expected, 0, kv2, loom::Logits::all);
+    ASSERT_EQ(a.numel(), b.numel());
+    double max_diff = 0;
+    for (std::int64_t i = 0; i < a.numel(); ++i) max_diff = std::max(max_diff, double(std::abs(a.data()[i] - b.data()[i])));
+    EXPECT_LT(max_diff, 1e-5) << name;
   }
 }
 

@@ -1,7 +1,7 @@
 // loom::load: one call from a path on disk to a runnable model, its tokenizer and its defaults.
 // The format is detected from the content (magic bytes, JSON), never from the file extension:
 //   a folder with config.json (Hugging Face), a .safetensors file beside its config.json,
-//   a llama2.c checkpoint. GGUF files are recognized and reported as not yet supported.
+//   a GGUF file (with its embedded vocabulary), a llama2.c checkpoint.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "loom/error.hpp"
+#include "loom/io/gguf_model.hpp"
+#include "loom/io/gguf_tokenizer.hpp"
 #include "loom/io/hf_model.hpp"
 #include "loom/io/llama2c.hpp"
 #include "loom/io/llama2c_tokenizer.hpp"
@@ -148,8 +150,15 @@ inline Loaded load(const std::filesystem::path& model_path, const std::filesyste
       out.end_of_generation = {1, 2};
       break;
     }
-    case FileFormat::gguf:
-      fail(ErrorKind::unsupported, "load", "'", model_path.string(), "' is a GGUF file; GGUF is not supported yet");
+    case FileFormat::gguf: {
+      io::GgufModel g = io::load_gguf_model(model_path);
+      if (tokenizer_path.empty()) out.tokenizer = io::load_gguf_tokenizer(*g.file);
+      if (g.bos_id) out.bos_id = *g.bos_id;
+      if (g.eos_id) detail::add_unique(out.end_of_generation, *g.eos_id);
+      out.chat_template = g.file->get_optional<std::string>("tokenizer.chat_template").value_or("");
+      out.model = std::make_shared<const Model>(std::move(g.config), std::move(g.weights));
+      break;
+    }
     case FileFormat::json:
       fail(ErrorKind::format, "load", "'", model_path.string(),
            "' is a JSON file, not a model (pass the folder that holds config.json)");
@@ -165,6 +174,7 @@ inline Loaded load(const std::filesystem::path& model_path, const std::filesyste
            " tokens but the model's embedding has only ", vocab, " rows");
     if (out.tokenizer->bos_id() >= 0 && out.format != FileFormat::llama2c) out.bos_id = out.tokenizer->bos_id();
     if (out.tokenizer->eos_id() >= 0) detail::add_unique(out.end_of_generation, out.tokenizer->eos_id());
+    for (std::int32_t id : out.tokenizer->spec().eog_ids) detail::add_unique(out.end_of_generation, id);
   }
   for (std::int32_t id : out.end_of_generation)
     if (id >= vocab)
