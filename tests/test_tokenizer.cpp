@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fixtures.hpp"
+#include "loom/io/gguf_tokenizer.hpp"
 #include "loom/io/llama2c_tokenizer.hpp"
 #include "loom/io/tokenizer_json.hpp"
 #include "loom/tokenizer/pretokenizer.hpp"
@@ -608,84 +609,10 @@ TEST(Llama3StyleJson, SplitThenByteLevelWithIgnoreMerges) {
   EXPECT_EQ(t.decode(ids, true), "<|begin_of_text|>hello world1234<|eot_id|>");
 }
 
-// ---- GGUF vocabularies (a minimal metadata reader, enough for the vocab-only test files) -------
-
-struct GgufReader {
-  std::string data;
-  std::size_t off = 0;
-  template <typename T>
-  T get() {
-    if (data.size() - off < sizeof(T)) throw std::runtime_error("gguf: truncated");
-    T v;
-    std::memcpy(&v, data.data() + off, sizeof(T));
-    off += sizeof(T);
-    return v;
-  }
-  std::string str() {
-    const auto n = get<std::uint64_t>();
-    if (data.size() - off < n) throw std::runtime_error("gguf: truncated string");
-    std::string s = data.substr(off, n);
-    off += n;
-    return s;
-  }
-  // Reads one value of type t; scalars widen into the out-parameters the caller cares about.
-  void value(std::uint32_t t, std::int64_t* i, double* f, std::string* s, bool* b) {
-    switch (t) {
-      case 0: *i = get<std::uint8_t>(); break;
-      case 1: *i = get<std::int8_t>(); break;
-      case 2: *i = get<std::uint16_t>(); break;
-      case 3: *i = get<std::int16_t>(); break;
-      case 4: *i = get<std::uint32_t>(); break;
-      case 5: *i = get<std::int32_t>(); break;
-      case 6: *f = get<float>(); break;
-      case 7: *b = get<std::uint8_t>() != 0; break;
-      case 8: *s = str(); break;
-      case 10: *i = std::int64_t(get<std::uint64_t>()); break;
-      case 11: *i = get<std::int64_t>(); break;
-      case 12: *f = get<double>(); break;
-      default: throw std::runtime_error("gguf: bad type");
-    }
-  }
-};
+// ---- GGUF vocabularies, read by loom's GGUF reader ----------------------------------------------
 
 loom::GgufVocab read_gguf_vocab(const std::filesystem::path& path) {
-  GgufReader r{loom::test::read_text(path)};
-  if (r.data.substr(0, 4) != "GGUF") throw std::runtime_error("not GGUF");
-  r.off = 4;
-  r.get<std::uint32_t>();
-  r.get<std::uint64_t>();
-  const auto kv = r.get<std::uint64_t>();
-  loom::GgufVocab v;
-  for (std::uint64_t k = 0; k < kv; ++k) {
-    const std::string key = r.str();
-    const auto type = r.get<std::uint32_t>();
-    std::int64_t i = 0;
-    double f = 0;
-    std::string s;
-    bool b = false;
-    if (type == 9) {
-      const auto et = r.get<std::uint32_t>();
-      const auto count = r.get<std::uint64_t>();
-      for (std::uint64_t e = 0; e < count; ++e) {
-        r.value(et, &i, &f, &s, &b);
-        if (key == "tokenizer.ggml.tokens") v.tokens.push_back(s);
-        if (key == "tokenizer.ggml.merges") v.merges.push_back(s);
-        if (key == "tokenizer.ggml.scores") v.scores.push_back(float(f));
-        if (key == "tokenizer.ggml.token_type") v.token_types.push_back(std::int32_t(i));
-      }
-      continue;
-    }
-    r.value(type, &i, &f, &s, &b);
-    if (key == "tokenizer.ggml.model") v.model = s;
-    if (key == "tokenizer.ggml.pre") v.pre = s;
-    if (key == "tokenizer.ggml.bos_token_id") v.bos_id = i;
-    if (key == "tokenizer.ggml.eos_token_id") v.eos_id = i;
-    if (key == "tokenizer.ggml.unknown_token_id") v.unk_id = i;
-    if (key == "tokenizer.ggml.add_bos_token") v.add_bos = b;
-    if (key == "tokenizer.ggml.add_eos_token") v.add_eos = b;
-    if (key == "tokenizer.ggml.add_space_prefix") v.add_space_prefix = b;
-  }
-  return v;
+  return loom::io::read_gguf_vocab(loom::io::GgufFile(path));
 }
 
 TEST(Gguf, Gpt2VocabRankedMerges) {
