@@ -1,0 +1,130 @@
+// GGUF writing: the writer's output read back by GgufFile, and models exported from Hugging Face
+// checkpoints read back by loom with the same logits and tokenization.
+#include <gtest/gtest.h>
+
+#include <loom/io/gguf_export.hpp>
+#include <loom/io/gguf_writer.hpp>
+#include <loom/load.hpp>
+#include <loom/model/convert.hpp>
+
+#include "fixtures.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path temp(const std::string& name) { return fs::temp_directory_path() / ("loom_test_gguf_export_" + name); }
+
+TEST(GgufWriter, EveryValueTypeAndTensorsRoundTrip) {
+  loom::io::GgufWriter w(64);
+  w.add_u8("a.u8", 200);
+  w.add_i8("a.i8", -100);
+  w.add_u16("a.u16", 60000);
+  w.add_i16("a.i16", -30000);
+  w.add_u32("a.u32", 4000000000u);
+  w.add_i32("a.i32", -2000000000);
+  w.add_u64("a.u64", 1ull << 40);
+  w.add_i64("a.i64", -(1ll << 40));
+  w.add_f32("a.f32", 0.25f);
+  w.add_f64("a.f64", 1e300);
+  w.add_bool("a.bool", true);
+  w.add_string("a.str", "héllo");
+  w.add_strings("a.strs", {"x", "", "yz"});
+  w.add_f32s("a.f32s", {1.5f, -2.0f});
+  w.add_i32s("a.i32s", {7, -8, 9});
+  std::vector<float> m{1, 2, 3, 4, 5, 6};
+  std::vector<std::byte> bytes(24);
+  std::memcpy(bytes.data(), m.data(), 24);
+  w.add_tensor("m", loom::DType::f32, {2, 3}, bytes);
+  std::vector<float> q(64);
+  for (int i = 0; i < 64; ++i) q[i] = float(i - 32) / 8.0f;
+  std::vector<std::byte> qb(2 * sizeof(loom::block_q8_0));
+  loom::kernels::quantize_row(loom::DType::q8_0, q.data(), qb.data(), 64);
+  w.add_tensor("q", loom::DType::q8_0, {1, 64}, qb);
+  EXPECT_THROW(w.add_u32("a.u32", 1), loom::Error);                          // duplicate key
+  EXPECT_THROW(w.add_tensor("m", loom::DType::f32, {2, 3}, bytes), loom::Error);  // duplicate tensor
+  EXPECT_THROW(w.add_tensor("bad", loom::DType::f32, {2, 4}, bytes), loom::Error);  // size mismatch
+  EXPECT_THROW(loom::io::GgufWriter(48), loom::Error);
+  const fs::path p = temp("values.gguf");
+  w.write(p);
+
+  const loom::io::GgufFile f(p);
+  EXPECT_EQ(f.version(), 3u);
+  EXPECT_EQ(f.alignment(), 64u);
+  EXPECT_EQ(f.get<std::uint32_t>("a.u32"), 4000000000u);
+  EXPECT_EQ(f.get<std::int64_t>("a.i8"), -100);
+  EXPECT_EQ(f.get<std::int64_t>("a.u16"), 60000);
+  EXPECT_EQ(f.get<std::int64_t>("a.i16"), -30000);
+  EXPECT_EQ(f.get<std::int64_t>("a.u8"), 200);
+  EXPECT_EQ(f.get<std::int32_t>("a.i32"), -2000000000);
+  EXPECT_EQ(f.get<std::uint64_t>("a.u64"), 1ull << 40);
+  EXPECT_EQ(f.get<std::int64_t>("a.i64"), -(1ll << 40));
+  EXPECT_EQ(f.get<float>("a.f32"), 0.25f);
+  EXPECT_EQ(f.get<double>("a.f64"), 1e300);
+  EXPECT_TRUE(f.get<bool>("a.bool"));
+  EXPECT_EQ(f.get<std::string>("a.str"), "héllo");
+  EXPECT_EQ(f.at("a.strs").as_strings(), (std::vector<std::string>{"x", "", "yz"}));
+  EXPECT_EQ(f.at("a.f32s").as_f32s(), (std::vector<float>{1.5f, -2.0f}));
+  EXPECT_EQ(f.at("a.i32s").as_i32s(), (std::vector<std::int32_t>{7, -8, 9}));
+  const auto* mt = f.find_tensor("m");
+  ASSERT_NE(mt, nullptr);
+  EXPECT_EQ(mt->ref.shape, (loom::Shape{2, 3}));
+  EXPECT_EQ(reinterpret_cast<const float*>(mt->ref.data)[5], 6.0f);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(mt->ref.data) % 64, 0u);
+  const auto* qt = f.find_tensor("q");
+  ASSERT_NE(qt, nullptr);
+  EXPECT_EQ(qt->ref.dtype, loom::DType::q8_0);
+  EXPECT_EQ(std::memcmp(qt->ref.data, qb.data(), qb.size()), 0);
+}
+
+struct Tiny {
+  const char* name;
+  const char* tokenizer;
+};
+const Tiny kTiny[] = {{"tiny-llama", "tokenizers/hf/llama2-tokenizer.nbsp-restored.json"},
+                      {"tiny-gpt2", "tokenizers/hf/gpt2-tokenizer.json"}};
+const std::vector<std::int32_t> kTokens{1, 15043, 3186, 29892, 445, 338, 263, 1243, 29889};
+
+double max_diff(const loom::Model& a, const loom::Model& b) {
+  loom::KVCache k1(a.config(), 16), k2(b.config(), 16);
+  const auto x = a.logits(kTokens, 0, k1, loom::Logits::all), y = b.logits(kTokens, 0, k2, loom::Logits::all);
+  double m = 0;
+  for (std::int64_t i = 0; i < x.numel(); ++i) m = std::max(m, double(std::abs(x.data()[i] - y.data()[i])));
+  return m;
+}
+
+// The exported file read back gives the source's logits (f32: float noise; f16: f16 rounding),
+// and a quantized export equals the same quantization done in memory, bit for bit.
+TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
+  for (const Tiny& t : kTiny) {
+    LOOM_REQUIRE_FIXTURE(hf, std::string("tiny-models/") + t.name + "/hf");
+    LOOM_REQUIRE_FIXTURE(tok, t.tokenizer);
+    const loom::Loaded src = loom::load(hf, tok);
+    const loom::Config& c = src.model->config();
+    for (loom::DType type : {loom::DType::f32, loom::DType::f16, loom::DType::q8_0, loom::DType::q4_0}) {
+      const fs::path out = temp(std::string(t.name) + "." + std::string(loom::to_string(type)) + ".gguf");
+      loom::io::write_gguf_model(out, c, src.model->weights(), &*src.tokenizer, {.type = type, .name = t.name});
+      const loom::Loaded back = loom::load(out);
+      ASSERT_TRUE(back.tokenizer.has_value());
+      const std::string text = "Hello world, this is a test. Ünïcödé 1234 <s>";
+      EXPECT_EQ(back.tokenizer->encode(text, true), src.tokenizer->encode(text, true)) << t.name;
+      const loom::Model in_memory(c, loom::convert_weights(src.model->weights(), type));
+      const double vs_memory = max_diff(*back.model, in_memory), vs_source = max_diff(*back.model, *src.model);
+      if (type == loom::DType::f32) EXPECT_LT(vs_source, 1e-5) << t.name;
+      if (type == loom::DType::f16) EXPECT_LT(vs_source, 5e-4) << t.name;
+      if (type == loom::DType::q8_0) EXPECT_LT(vs_source, 0.03) << t.name;  // logits std ~0.16
+      EXPECT_LT(vs_memory, 1e-5) << t.name << " " << loom::to_string(type);
+    }
+  }
+}
+
+TEST(GgufExport, RejectsWhatItCannotWrite) {
+  LOOM_REQUIRE_FIXTURE(hf, "tiny-models/tiny-llama/hf");
+  const loom::Loaded src = loom::load(hf);
+  loom::Config c = src.model->config();
+  c.architecture = "falcon";
+  EXPECT_THROW(loom::io::write_gguf_model(temp("bad.gguf"), c, src.model->weights(), nullptr), loom::Error);
+  EXPECT_THROW(loom::convert_weights(src.model->weights(), loom::DType::q4_k), loom::Error);
+}
+
+}  // namespace
