@@ -190,4 +190,19 @@ TEST(ThreadPool, CoversEveryIndexOnceAndRethrows) {
   EXPECT_THROW(loom::ThreadPool(0), loom::Error);
 }
 
+// Many back-to-back calls with varying numbers of participating threads: no chunk is ever run
+// twice or skipped (a late worker must not mistake one call's job for another's).
+TEST(ThreadPool, RapidCallsWithVaryingParticipants) {
+  loom::ThreadPool pool(4);
+  std::vector<std::atomic<int>> hits(8);
+  std::mt19937 rng(3);
+  for (int call = 0; call < 5000; ++call) {
+    const std::int64_t n = 1 + std::int64_t(rng() % 7);
+    pool.parallel_for(n, [&](std::int64_t b, std::int64_t e, int) {
+      for (std::int64_t i = b; i < e; ++i) hits[std::size_t(i)].fetch_add(1, std::memory_order_relaxed);
+    });
+    for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[std::size_t(i)].exchange(0), 1) << "call " << call;
+  }
+}
+
 }  // namespace

@@ -2,22 +2,41 @@
 // per thread and runs them concurrently on the caller and the workers; no thread is created per
 // call. An exception thrown by any chunk is rethrown on the calling thread.
 //
+// Decoding calls parallel_for a few hundred times per token, so hand-off latency matters: idle
+// workers spin briefly on an atomic counter before they sleep on a condition variable, and the
+// caller spins while waiting for the last chunk.
+//
 // Results never depend on the thread count as long as each index's work is independent of how
 // the range is split (true for every use in loom: rows of a matmul, heads of attention).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <type_traits>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "loom/error.hpp"
 
 namespace loom {
+
+namespace detail {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+}  // namespace detail
 
 class ThreadPool {
  public:
@@ -30,7 +49,7 @@ class ThreadPool {
   ~ThreadPool() {
     {
       std::lock_guard lock(mutex_);
-      stop_ = true;
+      stop_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -42,7 +61,8 @@ class ThreadPool {
 
   /// Calls fn(begin, end, thread_index) on disjoint chunks covering [0, n). Chunks are multiples
   /// of `grain` (except the last) so that callers can keep cache-friendly blocks together.
-  /// Allocates nothing: the callable is passed to the workers by reference.
+  /// Allocates nothing: the callable is passed to the workers by reference. Not reentrant: one
+  /// parallel_for at a time per pool.
   template <typename F>
   void parallel_for(std::int64_t n, F&& fn, std::int64_t grain = 1) {
     if (n <= 0) return;
@@ -56,12 +76,16 @@ class ThreadPool {
     using Fn = std::remove_reference_t<F>;
     Job job{n, grain, blocks, used, const_cast<void*>(static_cast<const void*>(&fn)),
             [](void* f, std::int64_t b, std::int64_t e, int t) { (*static_cast<Fn*>(f))(b, e, t); }};
+    error_ = nullptr;
+    job_ = &job;
+    pending_.store(used - 1, std::memory_order_relaxed);
     {
+      // Publish generation and participant count in one atomic word (so a late worker can never
+      // pair one call's generation with another call's count). Under the mutex, to pair with the
+      // sleepers' predicate check.
       std::lock_guard lock(mutex_);
-      job_ = &job;
-      pending_ = used - 1;
-      error_ = nullptr;
-      ++generation_;
+      const std::uint64_t generation = (state_.load(std::memory_order_relaxed) >> 16) + 1;
+      state_.store(generation << 16 | std::uint64_t(used), std::memory_order_release);
     }
     wake_.notify_all();
     std::exception_ptr mine;
@@ -70,8 +94,14 @@ class ThreadPool {
     } catch (...) {
       mine = std::current_exception();
     }
-    std::unique_lock lock(mutex_);
-    done_.wait(lock, [&] { return pending_ == 0; });
+    // Wait for the other chunks: spin briefly, then yield so that an oversubscribed machine can
+    // run the worker we are waiting for.
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      if (spin < 4000)
+        detail::cpu_relax();
+      else
+        std::this_thread::yield();
+    }
     job_ = nullptr;
     if (mine) std::rethrow_exception(mine);
     if (error_) std::rethrow_exception(error_);
@@ -93,36 +123,43 @@ class ThreadPool {
   void worker_loop(int index) {
     std::uint64_t seen = 0;
     for (;;) {
-      const Job* job;
-      {
+      // Spin a little (a new job usually follows within microseconds while decoding), then sleep.
+      std::uint64_t s = state_.load(std::memory_order_acquire);
+      for (int spin = 0; s == seen && spin < 6000 && !stop_.load(std::memory_order_relaxed); ++spin) {
+        if (spin < 4000)
+          detail::cpu_relax();
+        else
+          std::this_thread::yield();
+        s = state_.load(std::memory_order_acquire);
+      }
+      if (s == seen) {
         std::unique_lock lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-        if (!job_ || index >= job_->used) continue;
-        job = job_;
+        wake_.wait(lock, [&] {
+          return stop_.load(std::memory_order_relaxed) || state_.load(std::memory_order_relaxed) != seen;
+        });
+        s = state_.load(std::memory_order_acquire);
       }
-      std::exception_ptr err;
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = s;
+      // Only participants touch the job; the caller waits for each of them before returning.
+      if (index >= int(s & 0xffff)) continue;
       try {
-        job->run(index);
+        job_->run(index);
       } catch (...) {
-        err = std::current_exception();
-      }
-      {
         std::lock_guard lock(mutex_);
-        if (err && !error_) error_ = err;
-        if (--pending_ == 0) done_.notify_one();
+        if (!error_) error_ = std::current_exception();
       }
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
-  std::condition_variable wake_, done_;
-  const Job* job_ = nullptr;
-  std::uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::condition_variable wake_;
+  const Job* job_ = nullptr;  // written by the caller before the state is published
+  std::atomic<std::uint64_t> state_{0};  // generation << 16 | number of participating threads
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 };
 
