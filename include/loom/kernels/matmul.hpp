@@ -15,6 +15,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
 #include "loom/kernels/ops.hpp"
@@ -54,6 +58,59 @@ inline void check_weight(const TensorRef& w, bool in_out) {
 }
 
 }  // namespace detail
+
+namespace detail {
+
+/// Dot product of a stored f16 (bf = false) or bf16 (bf = true) row with f32 activations,
+/// converting on the fly (no intermediate buffer): the decode path for 16-bit weights.
+template <bool bf>
+inline float dot_half(const std::uint16_t* w, const float* x, std::int64_t n) {
+  std::int64_t i = 0;
+  float sum = 0.0f;
+#if defined(__AVX512F__)
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  auto load16 = [&](std::int64_t k) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
+    if constexpr (bf)
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    else
+      return _mm512_cvtph_ps(h);
+  };
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(load16(i), _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(load16(i + 16), _mm512_loadu_ps(x + i + 16), acc1);
+  }
+  for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(load16(i), _mm512_loadu_ps(x + i), acc0);
+  sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  auto load8 = [&](std::int64_t k) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k));
+    if constexpr (bf)
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    else
+      return _mm256_cvtph_ps(h);
+  };
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(load8(i), _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(load8(i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(load8(i), _mm256_loadu_ps(x + i), acc0);
+  const __m256 a = _mm256_add_ps(acc0, acc1);
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  sum = _mm_cvtss_f32(r);
+#endif
+  for (; i < n; ++i) sum += (bf ? to_float(bf16{w[i]}) : to_float(f16{w[i]})) * x[i];
+  return sum;
+}
+
+}  // namespace detail
+
+/// Up to this many rows of x, f16/bf16 weights use fused convert-and-dot products per output;
+/// above it, blocks are converted to f32 and multiplied with Eigen's GEMM.
+inline constexpr std::int64_t half_dot_max_rows = 2;
 
 /// Up to this many rows of x, quantized weights of type t use integer dot products per output;
 /// above it, 64-row blocks are dequantized to f32 and multiplied with Eigen's GEMM. Crossovers
@@ -108,6 +165,21 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
       pool->parallel_for(out, run_q, block);
     else
       run_q(0, out, 0);
+    return;
+  }
+  if ((w.dtype == DType::f16 || w.dtype == DType::bf16) && !in_out && n <= half_dot_max_rows) {
+    auto run_h = [&](std::int64_t r0, std::int64_t r1, int) {
+      for (std::int64_t o = r0; o < r1; ++o) {
+        const auto* wr = reinterpret_cast<const std::uint16_t*>(w.row(o));
+        for (std::int64_t t = 0; t < n; ++t)
+          y[t * ldy + o] = w.dtype == DType::bf16 ? detail::dot_half<true>(wr, x + t * ldx, in)
+                                                  : detail::dot_half<false>(wr, x + t * ldx, in);
+      }
+    };
+    if (pool)
+      pool->parallel_for(out, run_h, block);
+    else
+      run_h(0, out, 0);
     return;
   }
   // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
