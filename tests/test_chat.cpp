@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <loom/chat.hpp>
+#include <loom/chat_session.hpp>
+#include <loom/load.hpp>
+
+#include "fixtures.hpp"
 
 namespace {
 
@@ -75,6 +79,45 @@ TEST(Chat, DeltasReuseTheHistory) {
     EXPECT_NE(delta.find("Bye"), std::string::npos);
     EXPECT_EQ(delta.find("Hello!"), std::string::npos);
   }
+}
+
+// Two turns through a real model file: the second turn feeds only the new text (the context
+// grows by exactly the delta's tokens plus the reply), never the history again.
+TEST(ChatSession, ReusesTheCacheAcrossTurns) {
+  LOOM_REQUIRE_FIXTURE(gguf, "tiny-models/tiny-llama/tiny-llama.gguf");
+  const loom::Loaded m = loom::load(gguf);
+  ASSERT_TRUE(m.tokenizer.has_value());
+  loom::Session session(*m.model, {.n_ctx = 256});
+  loom::ChatSession chat(session, *m.tokenizer, ChatFormat::zephyr, "Be brief.");
+  loom::GenerateParams p;
+  p.sampler.temperature = 0.0f;
+  p.max_new_tokens = 6;
+  p.ignore_eos = true;
+  std::string streamed;
+  const auto s1 = chat.reply("Hi", p, [&](std::string_view t) {
+    streamed += t;
+    return true;
+  });
+  EXPECT_EQ(streamed, chat.messages().back().content);
+  EXPECT_EQ(chat.messages().size(), 3u);  // system, user, assistant
+  const std::int32_t after_first = session.position();
+  // The first prompt is BOS + the formatted system and user turns.
+  const auto first_ids = m.tokenizer->encode(
+      loom::format_chat(ChatFormat::zephyr, {{"system", "Be brief."}, {"user", "Hi"}}, true), true, true);
+  EXPECT_EQ(s1.prompt_tokens, std::int32_t(first_ids.size()));
+  EXPECT_EQ(after_first, s1.prompt_tokens + s1.generated_tokens - 1);  // the last reply token is pending
+
+  const auto s2 = chat.reply("Bye", p, [](std::string_view) { return true; });
+  // Fed so far: the first formatted prompt and the reply's text; the rest of the template
+  // (the end of the assistant turn, the new user turn, the generation prompt) is the delta.
+  const std::vector<ChatMessage> msgs = chat.messages();
+  const std::string seen = loom::format_chat(ChatFormat::zephyr, {msgs[0], msgs[1]}, true) + msgs[2].content;
+  const std::string full = loom::format_chat(ChatFormat::zephyr, {msgs[0], msgs[1], msgs[2], msgs[3]}, true);
+  ASSERT_EQ(full.compare(0, seen.size(), seen), 0);
+  EXPECT_EQ(s2.prompt_tokens, std::int32_t(m.tokenizer->encode(full.substr(seen.size()), false, true).size()));
+  EXPECT_LT(s2.prompt_tokens, s1.prompt_tokens + 10);
+  EXPECT_EQ(session.position(), after_first + 1 + s2.prompt_tokens + s2.generated_tokens - 1);
+  EXPECT_EQ(chat.messages().size(), 5u);
 }
 
 }  // namespace

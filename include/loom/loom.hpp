@@ -12,6 +12,7 @@
 #include "loom/error.hpp"
 #include "loom/generate.hpp"
 #include "loom/chat.hpp"
+#include "loom/chat_session.hpp"
 #include "loom/io/gguf.hpp"
 #include "loom/io/gguf_model.hpp"
 #include "loom/io/gguf_tokenizer.hpp"
