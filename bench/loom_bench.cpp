@@ -1,6 +1,6 @@
 // loom-bench: llama-bench's table for loom, plus how close each result is to the machine's limit.
 //
-//   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16])
+//   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k])
 //              [-p 128] [-n 64] [-t 2] [-r 3] [-o md|json]
 //
 // pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time.
@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <loom/loom.hpp>
+#include <loom/model/convert.hpp>
 #include <map>
 #include <memory>
 #include <string>
@@ -62,32 +63,44 @@ loom::Config shape_config(const std::string& name) {
 }
 
 loom::DType parse_type(const std::string& t) {
-  static const std::map<std::string, loom::DType> types{{"f32", loom::DType::f32}, {"f16", loom::DType::f16},
-                                                        {"bf16", loom::DType::bf16}};
-  const auto it = types.find(t);
-  if (it == types.end()) throw UsageError("--type: unsupported type '" + t + "' (f32, f16, bf16)");
-  return it->second;
+  for (loom::DType d : {loom::DType::f32, loom::DType::f16, loom::DType::bf16, loom::DType::q8_0, loom::DType::q4_0,
+                       loom::DType::q4_k, loom::DType::q6_k})
+    if (loom::to_string(d) == t) return d;
+  throw UsageError("--type: unsupported type '" + t + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
 }
 
 /// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1) stored as `t`.
 std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DType t) {
   loom::Weights w;
   std::uint64_t state = 0x9e3779b97f4a7c15ull;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return state >> 33;
+  };
   auto make = [&](loom::Shape shape, loom::DType dt, bool ones = false) {
-    const std::size_t n = std::size_t(shape.numel());
-    auto buf = std::make_shared<std::vector<std::byte>>(n * loom::block_bytes(dt));
-    for (std::size_t i = 0; i < n; ++i) {
-      state = state * 6364136223846793005ull + 1442695040888963407ull;
-      const float v = ones ? 1.0f : (float(state >> 40) / float(1 << 24) - 0.5f) * 0.1f;
-      if (dt == loom::DType::f32) std::memcpy(buf->data() + 4 * i, &v, 4);
-      if (dt == loom::DType::f16) {
-        const auto h = loom::to_f16(v);
-        std::memcpy(buf->data() + 2 * i, &h, 2);
+    const std::int64_t cols = shape[shape.rank - 1], rows = shape.numel() / cols;
+    const std::size_t row_bytes = std::size_t(*loom::row_bytes(dt, cols));
+    auto buf = std::make_shared<std::vector<std::byte>>(row_bytes * std::size_t(rows));
+    std::vector<float> row(static_cast<std::size_t>(cols));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      std::byte* dst = buf->data() + std::size_t(r) * row_bytes;
+      if (dt == loom::DType::q4_k || dt == loom::DType::q6_k) {
+        // No quantizer for k-quants here: random blocks with small, valid f16 scales.
+        for (std::size_t i = 0; i < row_bytes; ++i) dst[i] = std::byte(next() & 0xff);
+        const std::size_t bb = loom::block_bytes(dt);
+        const loom::f16 d = loom::to_f16(0.001f);
+        for (std::size_t b = 0; b < row_bytes; b += bb) {
+          if (dt == loom::DType::q4_k) {
+            std::memcpy(dst + b, &d, 2);
+            std::memcpy(dst + b + 2, &d, 2);
+          } else {
+            std::memcpy(dst + b + bb - 2, &d, 2);
+          }
+        }
+        continue;
       }
-      if (dt == loom::DType::bf16) {
-        const auto h = loom::to_bf16(v);
-        std::memcpy(buf->data() + 2 * i, &h, 2);
-      }
+      for (float& v : row) v = ones ? 1.0f : (float(next() & 0xffffff) / float(1 << 24) - 0.5f) * 0.1f;
+      loom::detail::store_row(dt, row.data(), dst, cols);
     }
     w.storage.push_back(buf);
     return loom::TensorRef{dt, shape, buf->data(), buf->size()};
@@ -214,7 +227,7 @@ Options parse(int argc, char** argv) {
       if (o.output != "md" && o.output != "json") throw UsageError("-o: expected md or json");
     } else if (f == "-h" || f == "--help") {
       std::printf(
-          "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16])\n"
+          "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k])\n"
           "                  [-p 128] [-n 64] [-t 2[,1,...]] [-r 3] [-o md|json]\n");
       std::exit(0);
     } else {
