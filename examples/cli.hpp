@@ -39,6 +39,28 @@ inline float parse_float(std::string_view flag, std::string_view v) {
   return float(x);
 }
 
+/// A byte count: digits with an optional suffix K, M or G (powers of 1024, either case).
+inline std::uint64_t parse_bytes(std::string_view flag, std::string_view v) {
+  std::uint64_t scale = 1;
+  std::string_view digits = v;
+  if (!v.empty()) {
+    switch (v.back()) {
+      case 'K': case 'k': scale = std::uint64_t(1) << 10; break;
+      case 'M': case 'm': scale = std::uint64_t(1) << 20; break;
+      case 'G': case 'g': scale = std::uint64_t(1) << 30; break;
+      default: break;
+    }
+    if (scale != 1) digits.remove_suffix(1);
+  }
+  std::uint64_t x = 0;
+  const auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), x);
+  if (digits.empty() || ec == std::errc::invalid_argument || p != digits.data() + digits.size())
+    throw UsageError(std::string(flag) + ": expected a byte count such as 512M, got '" + std::string(v) + "'");
+  if (ec == std::errc::result_out_of_range || x > UINT64_MAX / scale)
+    throw UsageError(std::string(flag) + ": '" + std::string(v) + "' is too large");
+  return x * scale;
+}
+
 /// Comma-separated integers: "1,2,3".
 inline std::vector<std::int32_t> parse_int_list(std::string_view flag, std::string_view v) {
   std::vector<std::int32_t> out;

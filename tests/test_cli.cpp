@@ -138,4 +138,28 @@ TEST(Cli, DumpLogitsTinyHfModelsMatchLlamaCpp) {
   }
 }
 
+// --context-shift keeps generating past a full context; without it generation stops there.
+// --max-memory refuses a context that does not fit, before allocating, with exit status 1.
+TEST(Cli, ContextShiftAndMemoryBudget) {
+  ASSERT_FALSE(gen.empty());
+  LOOM_REQUIRE_FIXTURE(model, "stories260K/stories260K.bin");
+  const std::string m = gen + " -m " + quote(model) + " --temp 0 -c 32 -n 100 --ignore-eos --ids";
+  const Result stop = sh(m);
+  ASSERT_EQ(stop.status, 0);
+  EXPECT_EQ(nlohmann::json::parse(last_line(stop.out)).size(), 32u);  // the BOS prompt + 31 evaluated + 1 emitted
+  const Result shift = sh(m + " --context-shift --keep 1");
+  ASSERT_EQ(shift.status, 0);
+  const auto ids = nlohmann::json::parse(last_line(shift.out));
+  ASSERT_EQ(ids.size(), 100u);
+  // Before the first shift the output is the same as without shifting.
+  const auto first = nlohmann::json::parse(last_line(stop.out));
+  for (std::size_t i = 0; i < first.size(); ++i) EXPECT_EQ(ids[i], first[i]) << i;
+  const Result big = sh("(" + gen + " -m " + quote(model) + " -c 256 -n 4 --max-memory 64K 2>&1)");
+  EXPECT_EQ(big.status, 1);
+  EXPECT_NE(big.out.find("[loom.capacity.session] a context of 256 tokens needs"), std::string::npos) << big.out;
+  EXPECT_NE(big.out.find("memory budget of 65536 bytes"), std::string::npos) << big.out;
+  EXPECT_EQ(sh(gen + " -m " + quote(model) + " -c 256 -n 4 --max-memory 64M").status, 0);
+  EXPECT_EQ(sh(gen + " -m " + quote(model) + " --max-memory 12X").status, 2);
+}
+
 }  // namespace

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <loom/generate.hpp>
+#include <loom/load.hpp>
 #include <thread>
 
 #include "alloc_counter.hpp"
+#include "fixtures.hpp"
 #include "random_model.hpp"
 
 namespace {
@@ -202,3 +204,231 @@ TEST_F(SessionTest, DecodingAllocatesNothingPerToken) {
 }
 
 }  // namespace
+
+// ---- context shift ---------------------------------------------------------------------------
+
+// Greedy next token of a fresh session fed `history` in one batch.
+std::int32_t fresh_greedy_next(const loom::Model& m, const std::vector<std::int32_t>& history, std::int32_t n_ctx) {
+  loom::Session s(m, {.n_ctx = n_ctx});
+  const auto logits = s.eval(history);
+  const float* l = logits.data();
+  return std::int32_t(std::max_element(l, l + m.config().vocab_size) - l);
+}
+
+// Reference for GenerateParams::context_shift: the history after each token, shifted exactly as
+// documented (keep n_keep, drop the oldest half of the rest), evaluated from scratch each step.
+std::vector<std::int32_t> shifted_reference(const loom::Model& m, std::vector<std::int32_t> h, std::int32_t n_ctx,
+                                            std::int32_t n_keep, int n_new) {
+  std::vector<std::int32_t> out;
+  for (int i = 0; i < n_new; ++i) {
+    const std::int32_t next = fresh_greedy_next(m, h, n_ctx);
+    out.push_back(next);
+    if (std::int32_t(h.size()) == n_ctx) {
+      const std::size_t keep = std::size_t(n_keep), discard = (h.size() - keep) / 2;
+      h.erase(h.begin() + std::ptrdiff_t(keep), h.begin() + std::ptrdiff_t(keep + discard));
+    }
+    h.push_back(next);
+  }
+  return out;
+}
+
+void expect_context_shift_exact(const loom::Model& model, std::int32_t n_keep) {
+  constexpr std::int32_t n_ctx = 16;
+  loom::Session s(model, {.n_ctx = n_ctx, .n_threads = 2});
+  loom::GenerateParams p = greedy(40);
+  p.context_shift = true;
+  p.n_keep = n_keep;
+  const Outcome o = run(s, kPrompt, p);
+  EXPECT_EQ(o.stats.stop, loom::StopReason::max_tokens);
+  ASSERT_EQ(o.tokens.size(), 40u);
+  EXPECT_GE(o.stats.context_shifts, 3);
+  EXPECT_LE(s.position(), n_ctx);
+  EXPECT_EQ(o.tokens, shifted_reference(model, kPrompt, n_ctx, n_keep, 40));
+  // The history the session reports is what its cache holds: the kept prefix is intact.
+  ASSERT_EQ(std::int32_t(s.history().size()), s.position());
+  for (std::int32_t i = 0; i < n_keep; ++i) EXPECT_EQ(s.history()[std::size_t(i)], kPrompt[std::size_t(i)]);
+}
+
+TEST_F(SessionTest, ContextShiftKeepsPrefixDropsOldestHalfAndMatchesFreshEvaluation) {
+  expect_context_shift_exact(model, 0);
+  expect_context_shift_exact(model, 4);
+}
+
+TEST(SessionContextShift, ExactForLearnedPositions) {
+  const loom::Config c = loom::test::gpt2_config();
+  const loom::Model m = loom::test::random_model(c, 5);
+  ASSERT_GE(c.max_seq_len, 16);
+  expect_context_shift_exact(m, 2);
+}
+
+TEST_F(SessionTest, WithoutContextShiftAFullContextStops) {
+  loom::Session s(model, {.n_ctx = 16});
+  loom::GenerateParams p = greedy(40);
+  const Outcome o = run(s, kPrompt, p);
+  EXPECT_EQ(o.stats.stop, loom::StopReason::context_full);
+  EXPECT_EQ(o.stats.context_shifts, 0);
+  // The next call cannot continue without a shift ...
+  EXPECT_THROW(run(s, {}, p), loom::Error);
+  // ... and can with one: the pending token and a new prompt go after the kept tail.
+  p.context_shift = true;
+  p.n_keep = 2;
+  const std::vector<std::int32_t> more{7, 8, 9};
+  const Outcome next = run(s, more, p);
+  EXPECT_EQ(next.tokens.size(), 40u);
+  EXPECT_GE(next.stats.context_shifts, 1);
+}
+
+TEST_F(SessionTest, ContextShiftThatCannotMakeRoomIsRefused) {
+  loom::Session s(model, {.n_ctx = 8});
+  loom::GenerateParams p = greedy(20);
+  p.context_shift = true;
+  p.n_keep = 8;  // everything is kept: nothing can be dropped
+  const Outcome o = run(s, kPrompt, p);
+  EXPECT_EQ(o.stats.stop, loom::StopReason::context_full);
+  p.n_keep = -1;
+  s.reset();
+  EXPECT_THROW(run(s, kPrompt, p), loom::Error);
+  // A prompt longer than the whole context is rejected even with context_shift.
+  p.n_keep = 0;
+  const std::vector<std::int32_t> long_prompt(9, 1);
+  EXPECT_THROW(run(s, long_prompt, p), loom::Error);
+  EXPECT_EQ(s.position(), 0);
+}
+
+// ---- memory budget ---------------------------------------------------------------------------
+
+TEST_F(SessionTest, MemoryBudgetIsCheckedBeforeAllocating) {
+  const std::uint64_t kv = loom::KVCache::bytes_needed(config, 64);
+  const std::uint64_t one = loom::Activations::bytes_needed(config, 1, 64, 1);
+  {
+    loom::Session s(model, {.n_ctx = 64, .max_memory = kv + one});  // exactly enough for decoding
+    EXPECT_EQ(s.cache().bytes(), kv);
+    EXPECT_EQ(s.memory_budget(), kv + one);
+    // A prompt batch needs more scratch than the budget allows: refused, session unchanged.
+    try {
+      run(s, kPrompt, greedy(2));
+      FAIL() << "expected a capacity error";
+    } catch (const loom::Error& e) {
+      EXPECT_EQ(e.kind(), loom::ErrorKind::capacity);
+      EXPECT_NE(std::string(e.what()).find(std::to_string(kv + one)), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(s.position(), 0);
+    // Token by token fits.
+    for (std::int32_t id : kPrompt) s.eval({&id, 1});
+    EXPECT_EQ(s.position(), std::int32_t(kPrompt.size()));
+  }
+  try {
+    loom::Session s(model, {.n_ctx = 64, .max_memory = kv + one - 1});
+    FAIL() << "expected a capacity error";
+  } catch (const loom::Error& e) {
+    EXPECT_EQ(e.kind(), loom::ErrorKind::capacity);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(std::to_string(kv + one) + " bytes"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(kv + one - 1) + " bytes"), std::string::npos) << msg;
+  }
+  // Default: the available memory; a context of 2^30 tokens does not fit any machine this runs on.
+  EXPECT_THROW(loom::Session(model, {.n_ctx = 1 << 30}), loom::Error);
+  EXPECT_GT(loom::detail::available_memory(), 0u);
+}
+
+TEST(SessionMemory, SizesMatchWhatIsAllocated) {
+  const loom::Config c = loom::test::llama_config();
+  const loom::KVCache kv(c, 37);
+  EXPECT_EQ(kv.bytes(), loom::KVCache::bytes_needed(c, 37));
+  loom::Activations act;
+  act.reserve(c, 5, 37, 3);
+  std::uint64_t floats = 0;
+  for (auto* v : {&act.x, &act.xb, &act.xb2, &act.qkv, &act.att, &act.hb, &act.hb2, &act.logits, &act.scores})
+    floats += v->size();
+  EXPECT_EQ(floats * sizeof(float), loom::Activations::bytes_needed(c, 5, 37, 3));
+}
+
+// ---- errors and threads ----------------------------------------------------------------------
+
+TEST(ThreadPoolErrors, ExceptionInAWorkerReachesTheCallerAndThePoolStaysUsable) {
+  loom::ThreadPool pool(4);
+  const auto caller = std::this_thread::get_id();
+  for (int round = 0; round < 3; ++round) {
+    try {
+      pool.parallel_for(4, [&](std::int64_t, std::int64_t, int t) {
+        if (t == 2) {
+          EXPECT_NE(std::this_thread::get_id(), caller);  // a worker, not the caller
+          loom::fail(loom::ErrorKind::format, "test", "thrown by worker ", t);
+        }
+      });
+      FAIL() << "expected the worker's exception";
+    } catch (const loom::Error& e) {
+      EXPECT_STREQ(e.what(), "[loom.format.test] thrown by worker 2");
+    }
+    std::vector<int> hits(4, 0);
+    pool.parallel_for(4, [&](std::int64_t b, std::int64_t e, int) {
+      for (auto i = b; i < e; ++i) ++hits[std::size_t(i)];
+    });
+    EXPECT_EQ(hits, std::vector<int>(4, 1));
+  }
+}
+
+TEST_F(SessionTest, SessionIsUsableAfterErrorsFromCallbacksAndInputs) {
+  loom::Session s(model, {.n_ctx = 32, .n_threads = 2});
+  loom::Session fresh(model, {.n_ctx = 32, .n_threads = 2});
+  const Outcome expected = run(fresh, kPrompt, greedy(8));
+  // An exception from on_token propagates; the session keeps what it evaluated.
+  EXPECT_THROW(s.generate(kPrompt, greedy(8), [](std::int32_t) -> bool { throw std::runtime_error("user"); }),
+               std::runtime_error);
+  s.reset();
+  loom::GenerateParams p = greedy(8);
+  p.on_prompt_logits = [](const loom::Tensor<const float>&) { throw std::runtime_error("user"); };
+  EXPECT_THROW(run(s, kPrompt, p), std::runtime_error);
+  s.reset();
+  const std::vector<std::int32_t> bad{1, 2, config.vocab_size};
+  EXPECT_THROW(run(s, bad, greedy(8)), loom::Error);
+  EXPECT_EQ(s.position(), 0);
+  EXPECT_EQ(run(s, kPrompt, greedy(8)).tokens, expected.tokens);
+}
+
+// ---- determinism and concurrency on real fixture models ---------------------------------------
+
+void expect_deterministic_and_thread_safe(const loom::Model& model) {
+  const std::int32_t vocab = model.config().vocab_size;
+  std::vector<loom::GenerateParams> params(8);
+  std::vector<std::vector<std::int32_t>> prompts(8), solo(8), again(8), threaded(8);
+  for (int i = 0; i < 8; ++i) {
+    params[i].max_new_tokens = 12;
+    params[i].sampler.seed = 7 + i;
+    params[i].sampler.temperature = i % 2 ? 0.0f : 0.9f;
+    prompts[i] = {1, (5 + 37 * i) % vocab, (11 + 101 * i) % vocab};
+    loom::Session s(model, {.n_ctx = 32});
+    solo[i] = run(s, prompts[i], params[i]).tokens;
+    s.reset();
+    again[i] = run(s, prompts[i], params[i]).tokens;
+  }
+  EXPECT_EQ(solo, again);  // same seed and input, same tokens, run after run
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&, i] {
+      loom::Session s(model, {.n_ctx = 32, .n_threads = 1 + i % 2});
+      threaded[i] = run(s, prompts[i], params[i]).tokens;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(solo, threaded);
+
+  // Greedy: 1 vs 2 threads, prompt in one batch vs token by token.
+  loom::Session one(model, {.n_ctx = 32, .n_threads = 1}), two(model, {.n_ctx = 32, .n_threads = 2});
+  const auto a = run(one, prompts[1], greedy(12)).tokens;
+  EXPECT_EQ(a, run(two, prompts[1], greedy(12)).tokens);
+  loom::Session step(model, {.n_ctx = 32, .n_threads = 2});
+  for (std::size_t i = 0; i + 1 < prompts[1].size(); ++i) step.eval({&prompts[1][i], 1});
+  EXPECT_EQ(a, run(step, {&prompts[1].back(), 1}, greedy(12)).tokens);
+}
+
+TEST(FixtureModels, Stories260KDeterministicAndThreadSafe) {
+  LOOM_REQUIRE_FIXTURE(path, "stories260K/stories260K.bin");
+  const loom::Loaded m = loom::load(path);
+  expect_deterministic_and_thread_safe(*m.model);
+}
+
+TEST(FixtureModels, TinyLlamaHfDeterministicAndThreadSafe) {
+  LOOM_REQUIRE_FIXTURE(path, "tiny-models/tiny-llama/hf");
+  const loom::Loaded m = loom::load(path);
+  expect_deterministic_and_thread_safe(*m.model);
+}

@@ -8,10 +8,13 @@
 //   });
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "loom/error.hpp"
@@ -25,7 +28,28 @@ namespace loom {
 struct SessionOptions {
   std::int32_t n_ctx = 0;     ///< context size in tokens (0 ⇒ the model's trained maximum)
   std::int32_t n_threads = 1; ///< threads for matrix products and attention
+  /// Memory budget in bytes for the KV cache plus scratch (0 ⇒ the available memory, MemAvailable
+  /// in /proc/meminfo; no limit where that cannot be read). Checked before anything is allocated:
+  /// the session refuses with Error(capacity) instead of being killed by the OS.
+  std::uint64_t max_memory = 0;
 };
+
+namespace detail {
+
+/// MemAvailable from /proc/meminfo in bytes, or 0 when it cannot be read.
+inline std::uint64_t available_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  std::uint64_t kib = 0;
+  std::string unit;
+  while (f >> key >> kib) {
+    std::getline(f, unit);
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+}  // namespace detail
 
 /// Why generate() returned.
 enum class StopReason {
@@ -53,6 +77,12 @@ struct GenerateParams {
   /// When set, the prompt pass computes logits for every prompt position and hands them here
   /// ([n_prompt, vocab]) before sampling starts.
   std::function<void(const Tensor<const float>&)> on_prompt_logits;
+  /// What to do when the context is full. false: stop with StopReason::context_full. true: keep
+  /// the first `n_keep` tokens, drop the oldest half of the others (as llama.cpp's context shift)
+  /// and go on; the kept tokens are evaluated again at their new positions, so the result is
+  /// exactly what a fresh session would compute for the shortened history.
+  bool context_shift = false;
+  std::int32_t n_keep = 0;  ///< tokens at the start of the context a shift never drops (clamped to the context)
 };
 
 struct GenerateStats {
@@ -62,6 +92,7 @@ struct GenerateStats {
   double decode_seconds = 0;   ///< time spent evaluating generated tokens
   double first_token_seconds = 0;  ///< from the call to the first generated token
   StopReason stop = StopReason::max_tokens;
+  std::int32_t context_shifts = 0;  ///< times old tokens were dropped (GenerateParams::context_shift)
 
   double prompt_tokens_per_second() const { return prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0; }
   /// Tokens evaluated during decoding per second (every generated token but the last is evaluated).
@@ -73,13 +104,25 @@ struct GenerateStats {
 
 class Session {
  public:
+  /// Allocates the KV cache for `options.n_ctx` positions, after checking that it and the scratch
+  /// for one token fit `options.max_memory` (Error(capacity) naming both numbers otherwise).
   explicit Session(const Model& model, SessionOptions options = {})
       : model_(&model),
-        pool_(options.n_threads),
-        kv_(model.config(), options.n_ctx > 0 ? options.n_ctx : model.config().max_seq_len) {
-    if (options.n_ctx < 0)
-      fail(ErrorKind::invalid_argument, "session", "n_ctx must be >= 0 (0 = model maximum), got ", options.n_ctx);
+        pool_(checked_threads(options.n_threads)),
+        budget_(options.max_memory ? options.max_memory : detail::available_memory()),
+        kv_(checked_cache(model.config(), options, budget_)) {
+    history_.reserve(std::size_t(kv_.capacity()));
   }
+
+  /// The budget this session checks allocations against (0: none).
+  std::uint64_t memory_budget() const { return budget_; }
+  /// Bytes the KV cache and scratch need for prompts of up to `n_tokens` tokens.
+  std::uint64_t memory_needed(std::int64_t n_tokens) const {
+    return KVCache::bytes_needed(model_->config(), kv_.capacity()) +
+           Activations::bytes_needed(model_->config(), std::max(n_tokens, batch_reserved_), kv_.capacity(), pool_.size());
+  }
+  /// The tokens in the context, oldest first (what the KV cache holds).
+  std::span<const std::int32_t> history() const { return history_; }
 
   const Model& model() const { return *model_; }
   const KVCache& cache() const { return kv_; }
@@ -91,19 +134,22 @@ class Session {
   /// Forgets the whole context.
   void reset() {
     kv_.clear();
+    history_.clear();
     pending_ = -1;
   }
   /// Forgets positions p and later (e.g. to regenerate from a point).
   void rewind(std::int32_t p) {
     kv_.rewind(p);
+    history_.resize(std::size_t(p));
     pending_ = -1;
   }
 
   /// Appends `tokens` to the context and returns the logits of the last position (or all).
   Tensor<const float> eval(std::span<const std::int32_t> tokens, Logits which = Logits::last) {
     check_fits(tokens.size());
+    check_ids(tokens);
     pending_ = -1;
-    return model_->forward(tokens, kv_.size(), kv_, act_, which, &pool_);
+    return forward(tokens, which);
   }
 
   /// Appends the prompt to the context, then samples up to max_new_tokens tokens, calling
@@ -122,7 +168,18 @@ class Session {
     input_.insert(input_.end(), prompt.begin(), prompt.end());
     if (input_.empty())
       fail(ErrorKind::invalid_argument, "session", "the prompt is empty and there is nothing to continue from");
-    check_fits(input_.size());
+    if (params.n_keep < 0)
+      fail(ErrorKind::invalid_argument, "session", "n_keep must be >= 0, got ", params.n_keep);
+    // Room for the input: drop old tokens first when allowed (their tail is evaluated again, in
+    // front of the input, in the same batch).
+    std::size_t tail = 0;
+    if (params.context_shift && std::uint64_t(kv_.size()) + input_.size() > std::uint64_t(kv_.capacity())) {
+      tail = shift_tail(input_.size(), params.n_keep);
+      if (tail == npos) check_fits(input_.size());  // throws: naming both lengths
+    } else {
+      check_fits(input_.size());
+    }
+    check_ids(input_);
     const std::int32_t vocab = model_->config().vocab_size;
     for (std::int32_t id : params.end_of_generation)
       if (id < 0 || id >= vocab)
@@ -134,10 +191,12 @@ class Session {
     GenerateStats stats;
     stats.prompt_tokens = std::int32_t(prompt.size());
     const bool all = bool(params.on_prompt_logits) && !prompt.empty();
-    Tensor<const float> logits = model_->forward(input_, kv_.size(), kv_, act_, all ? Logits::all : Logits::last, &pool_);
+    Tensor<const float> logits = tail == 0 ? forward(input_, all ? Logits::all : Logits::last)
+                                           : shift_and_forward(tail, params.n_keep, input_, all ? Logits::all : Logits::last);
+    if (tail > 0) ++stats.context_shifts;
     pending_ = -1;
     if (all) {
-      const std::int64_t skip = std::int64_t(input_.size() - prompt.size());
+      const std::int64_t skip = std::int64_t(tail + input_.size() - prompt.size());
       params.on_prompt_logits(Tensor<const float>::view(logits.row(skip), Shape{std::int64_t(prompt.size()), vocab}));
       logits = Tensor<const float>::view(logits.row(logits.dim(0) - 1), Shape{1, vocab});
     }
@@ -158,7 +217,9 @@ class Session {
         break;
       }
       ++stats.generated_tokens;
-      if (kv_.size() < kv_.capacity()) pending_ = id;  // evaluated by the next forward (here or next call)
+      // What makes room for `id` when the context is full: nothing (stop), or a context shift.
+      const std::size_t shift = kv_.size() < kv_.capacity() || !params.context_shift ? 0 : shift_tail(1, params.n_keep);
+      if (kv_.size() < kv_.capacity() || shift != npos) pending_ = id;  // evaluated by the next forward (here or next call)
       if (!on_token(id)) {
         stats.stop = StopReason::callback;
         break;
@@ -167,12 +228,17 @@ class Session {
         stats.stop = StopReason::max_tokens;
         break;
       }
-      if (kv_.size() >= kv_.capacity()) {
+      if (kv_.size() >= kv_.capacity() && (!params.context_shift || shift == npos)) {
         stats.stop = StopReason::context_full;
         break;
       }
       const auto s = clock::now();
-      logits = model_->forward({&id, 1}, kv_.size(), kv_, act_, Logits::last, &pool_);
+      if (kv_.size() >= kv_.capacity()) {
+        logits = shift_and_forward(shift, params.n_keep, {&id, 1}, Logits::last);
+        ++stats.context_shifts;
+      } else {
+        logits = forward({&id, 1}, Logits::last);
+      }
       pending_ = -1;
       decode += std::chrono::duration<double>(clock::now() - s).count();
     }
@@ -186,6 +252,79 @@ class Session {
       if (e == id) return true;
     return false;
   }
+  static constexpr std::size_t npos = std::size_t(-1);
+
+  static int checked_threads(int n) {
+    if (n < 1 || n > 1024) fail(ErrorKind::invalid_argument, "session", "n_threads must be in [1, 1024], got ", n);
+    return n;
+  }
+
+  /// The KV cache for `o`, once its size and the scratch for one token are known to fit the budget.
+  static KVCache checked_cache(const Config& c, const SessionOptions& o, std::uint64_t budget) {
+    if (o.n_ctx < 0)
+      fail(ErrorKind::invalid_argument, "session", "n_ctx must be >= 0 (0 = model maximum), got ", o.n_ctx);
+    const std::int32_t n_ctx = o.n_ctx > 0 ? o.n_ctx : c.max_seq_len;
+    const std::uint64_t kv = KVCache::bytes_needed(c, n_ctx);
+    const std::uint64_t scratch = Activations::bytes_needed(c, 1, n_ctx, o.n_threads);
+    if (budget > 0 && (kv > budget || scratch > budget - kv))
+      fail(ErrorKind::capacity, "session", "a context of ", n_ctx, " tokens needs ", kv, " bytes of KV cache + ",
+           scratch, " bytes of scratch = ", kv + scratch, " bytes, more than the memory budget of ", budget,
+           " bytes (", o.max_memory ? "max_memory" : "available memory", "); use a smaller context");
+    return KVCache(c, n_ctx);
+  }
+
+  /// Throws Error(capacity) when evaluating a batch of `n` tokens would grow the scratch past the budget.
+  void check_batch_memory(std::size_t n) const {
+    if (budget_ == 0 || std::int64_t(n) <= batch_reserved_) return;
+    const std::uint64_t need = memory_needed(std::int64_t(n));
+    if (need > budget_)
+      fail(ErrorKind::capacity, "session", "a batch of ", n, " tokens needs ", need,
+           " bytes of KV cache and scratch, more than the memory budget of ", budget_, " bytes");
+  }
+
+  void check_ids(std::span<const std::int32_t> ids) const {
+    const std::int32_t vocab = model_->config().vocab_size;
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= vocab)
+        fail(ErrorKind::invalid_argument, "session", "token id ", ids[i], " at index ", i, " is outside the vocabulary [0, ",
+             vocab, ")");
+  }
+
+  /// Evaluates `tokens` after the context and records them in the history.
+  Tensor<const float> forward(std::span<const std::int32_t> tokens, Logits which) {
+    check_batch_memory(tokens.size());
+    Tensor<const float> out = model_->forward(tokens, kv_.size(), kv_, act_, which, &pool_);
+    batch_reserved_ = std::max(batch_reserved_, std::int64_t(tokens.size()));
+    history_.insert(history_.end(), tokens.begin(), tokens.end());
+    return out;
+  }
+
+  /// Plans a context shift making room for `n` tokens: keeps the first min(n_keep, size) tokens
+  /// and drops the oldest half of the rest (more when `n` needs it). Returns the number of
+  /// tokens after the dropped ones, which are evaluated again, or npos when `n` cannot fit.
+  std::size_t shift_tail(std::size_t n, std::int32_t n_keep) const {
+    const std::size_t pos = std::size_t(kv_.size()), cap = std::size_t(kv_.capacity());
+    const std::size_t keep = std::min(std::size_t(std::max(n_keep, 0)), pos);
+    const std::size_t left = pos - keep;
+    const std::size_t need = pos + n > cap ? pos + n - cap : 0;
+    const std::size_t discard = std::max(left / 2, need);
+    if (discard == 0 || discard > left) return npos;
+    return left - discard;
+  }
+
+  /// Performs the shift planned by shift_tail(): rewinds to the kept prefix and evaluates the
+  /// kept tail followed by `tokens` in one batch. Logits::all covers the tail rows too.
+  Tensor<const float> shift_and_forward(std::size_t tail, std::int32_t n_keep, std::span<const std::int32_t> tokens,
+                                        Logits which) {
+    const std::size_t keep = std::min(std::size_t(std::max(n_keep, 0)), history_.size());
+    shift_batch_.assign(history_.end() - std::ptrdiff_t(tail), history_.end());
+    shift_batch_.insert(shift_batch_.end(), tokens.begin(), tokens.end());
+    check_batch_memory(shift_batch_.size());
+    kv_.rewind(std::int32_t(keep));
+    history_.resize(keep);
+    return forward(shift_batch_, which);
+  }
+
   void check_fits(std::size_t n) const {
     if (std::uint64_t(kv_.size()) + n > std::uint64_t(kv_.capacity()))
       fail(ErrorKind::capacity, "session", "the prompt has ", n, " tokens but the context has room for ",
@@ -194,8 +333,12 @@ class Session {
 
   const Model* model_;
   ThreadPool pool_;
+  std::uint64_t budget_;             // bytes for KV cache + scratch (0: no limit)
   KVCache kv_;
   Activations act_;
+  std::int64_t batch_reserved_ = 0;  // largest batch act_ was sized for
+  std::vector<std::int32_t> history_;      // the tokens in kv_, oldest first
+  std::vector<std::int32_t> shift_batch_;  // kept tail + new tokens during a context shift
   std::vector<std::int32_t> input_;  // prompt buffer (pending token + prompt)
   std::int32_t pending_ = -1;        // last generated token, not yet in the cache (-1: none)
 };

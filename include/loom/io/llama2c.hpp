@@ -43,10 +43,10 @@ inline bool looks_like_llama2c(std::span<const std::byte> head) {
   return h[5] != 0 && h[5] > -(1 << 24) && h[5] < (1 << 24) && h[3] % h[4] == 0 && h[0] % h[3] == 0;
 }
 
-/// Maps a llama2.c checkpoint and returns its config and weight views (zero copy). Throws
+/// Reads a llama2.c checkpoint from `file` (a mapping, or bytes in memory via
+/// MappedFile::from_bytes) and returns its config and weight views into it (zero copy). Throws
 /// Error(format, "llama2c") naming the file and the field for any inconsistent header or size.
-inline Llama2cModel load_llama2c(const std::filesystem::path& path) {
-  auto file = std::make_shared<MappedFile>(path);
+inline Llama2cModel load_llama2c(std::shared_ptr<const MappedFile> file) {
   const std::string name = file->path();
   if (file->size() < sizeof(Llama2cHeader))
     fail(ErrorKind::format, "llama2c", "'", name, "': file has ", file->size(), " bytes, fewer than the 28-byte header");
@@ -148,6 +148,11 @@ inline Llama2cModel load_llama2c(const std::filesystem::path& path) {
   }
   w.storage.push_back(file);
   return {std::move(c), std::move(w)};
+}
+
+/// Maps the llama2.c checkpoint at `path`; see load_llama2c(std::shared_ptr<const MappedFile>).
+inline Llama2cModel load_llama2c(const std::filesystem::path& path) {
+  return load_llama2c(std::make_shared<const MappedFile>(path));
 }
 
 }  // namespace loom::io

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
@@ -51,6 +52,21 @@ class MappedFile {
   }
   ~MappedFile() { reset(); }
 
+  /// A "file" held in memory: a copy of `bytes`, called `name` in messages. Lets every parser that
+  /// reads a MappedFile also read a buffer (tests, fuzzers). The copy is exactly `bytes.size()`
+  /// long, so an out-of-range read is caught by AddressSanitizer.
+  static MappedFile from_bytes(std::span<const std::byte> bytes, std::string name = "<memory>") {
+    MappedFile f;
+    f.path_ = std::move(name);
+    f.size_ = bytes.size();
+    if (!bytes.empty()) {
+      f.owned_.reset(new std::byte[bytes.size()]);
+      std::memcpy(f.owned_.get(), bytes.data(), bytes.size());
+      f.data_ = f.owned_.get();
+    }
+    return f;
+  }
+
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
   MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
@@ -60,6 +76,7 @@ class MappedFile {
       path_ = std::move(o.path_);
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
+      owned_ = std::move(o.owned_);
     }
     return *this;
   }
@@ -82,13 +99,15 @@ class MappedFile {
 
  private:
   void reset() {
-    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    if (data_ && !owned_) ::munmap(const_cast<std::byte*>(data_), size_);
+    owned_.reset();
     data_ = nullptr;
     size_ = 0;
   }
   std::string path_;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  std::unique_ptr<std::byte[]> owned_;  // set for from_bytes(): the data lives here, not in a mapping
 };
 
 }  // namespace loom::io

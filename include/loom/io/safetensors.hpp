@@ -149,6 +149,8 @@ class SafetensorsFile {
   static constexpr std::uint64_t max_header_bytes = 100'000'000;
 
   explicit SafetensorsFile(const std::filesystem::path& path) : file_(path) { parse(); }
+  /// Reads an already opened file, or bytes in memory (`MappedFile::from_bytes`).
+  explicit SafetensorsFile(MappedFile file) : file_(std::move(file)) { parse(); }
 
   SafetensorsFile(SafetensorsFile&&) noexcept = default;
   SafetensorsFile& operator=(SafetensorsFile&&) noexcept = default;

@@ -34,6 +34,14 @@ enum class Logits { last, all };
 /// larger batch arrives (the prompt); decoding one token at a time allocates nothing.
 class Activations {
  public:
+  /// Bytes reserve(c, n_tokens, kv_capacity, n_threads) allocates, computed before allocating
+  /// (saturates at UINT64_MAX instead of overflowing).
+  static std::uint64_t bytes_needed(const Config& c, std::int64_t n_tokens, std::int64_t kv_capacity, int n_threads) {
+    const long double per_token = 3.0L * c.dim + c.q_dim() + 2.0L * c.kv_dim() + c.q_dim() + 2.0L * c.ffn_dim + c.vocab_size;
+    const long double floats = per_token * (long double)n_tokens + (long double)n_threads * (long double)kv_capacity;
+    const long double bytes = floats * sizeof(float);
+    return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
+  }
   void reserve(const Config& c, std::int64_t n_tokens, std::int64_t kv_capacity, int n_threads) {
     if (n_tokens <= max_tokens_ && kv_capacity <= kv_capacity_ && n_threads <= n_threads_) return;
     max_tokens_ = std::max(max_tokens_, n_tokens);

@@ -27,6 +27,13 @@ class KVCache {
     data_.assign(std::size_t(total), 0.0f);
   }
 
+  /// Bytes a cache of `capacity` positions for the model `c` allocates, computed before
+  /// allocating (saturates at UINT64_MAX instead of overflowing).
+  static std::uint64_t bytes_needed(const Config& c, std::int32_t capacity) {
+    const long double bytes = 2.0L * c.n_layers * (long double)capacity * c.kv_dim() * sizeof(float);
+    return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
+  }
+
   std::int32_t size() const { return size_; }
   std::int32_t capacity() const { return capacity_; }
   std::int32_t kv_dim() const { return kv_dim_; }

@@ -1,0 +1,151 @@
+// Command-line options of examples/generate.cpp and their parser, in a header of their own so
+// tests and the fuzz target (tests/fuzz/fuzz_cli.cpp) exercise exactly what the program runs.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <loom/loom.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+
+namespace loom::cli {
+
+/// Everything the generate command line says.
+struct Options {
+  std::string model, tokenizer, prompt, dump_logits;
+  std::optional<std::vector<std::int32_t>> prompt_ids;
+  bool has_prompt = false;
+  std::int32_t n_predict = -1, n_ctx = 0, threads = 1;
+  /// Sampler flags the user gave; applied over the model's defaults (generation_config.json),
+  /// which are applied over llama.cpp's.
+  std::vector<std::function<void(loom::SamplerParams&)>> sampler_flags;
+  bool ids = false, ignore_eos = false;
+  bool context_shift = false;  ///< --context-shift: drop old tokens instead of stopping at a full context
+  std::int32_t n_keep = 0;     ///< --keep: tokens never dropped by a context shift
+  std::uint64_t max_memory = 0;  ///< --max-memory: bytes for KV cache + scratch (0: available memory)
+  bool help = false;           ///< -h/--help was given: print usage() and exit 0
+};
+
+/// Prints the usage text with the default values.
+inline void usage(std::FILE* out) {
+  const loom::SamplerParams d;
+  std::fprintf(out,
+               "usage: generate -m MODEL [options]\n"
+               "  -m PATH                 model: llama2.c .bin, Hugging Face folder or .safetensors\n"
+               "  -z PATH                 tokenizer file when the model carries none (llama2.c tokenizer.bin, tokenizer.json)\n"
+               "  -p TEXT                 prompt text (BOS added as the tokenizer prescribes)\n"
+               "  -f FILE                 read the prompt text from FILE\n"
+               "  --prompt-ids 1,2,3      prompt token ids, used exactly as given (no BOS added)\n"
+               "  -n N                    tokens to generate (default: -1 = until end of text or full context)\n"
+               "  -c N                    context size (default: 0 = the model's)\n"
+               "  -t N                    threads (default: 1)\n"
+               "  -s SEED                 RNG seed (default: random)\n"
+               "  --temp T                temperature, 0 = greedy (default: %.2f)\n"
+               "  --top-k K               top-k, 0 = off (default: %d)\n"
+               "  --top-p P               top-p, 1 = off (default: %.2f)\n"
+               "  --min-p P               min-p, 0 = off (default: %.2f)\n"
+               "  --repeat-penalty R      repetition penalty, 1 = off (default: %.2f)\n"
+               "  --repeat-last-n N       tokens considered by penalties, -1 = context (default: %d)\n"
+               "  --presence-penalty P    (default: %.2f)\n"
+               "  --frequency-penalty P   (default: %.2f)\n"
+               "  --ignore-eos            keep generating past end-of-text tokens\n"
+               "  --ids                   print the generated ids as a JSON array on the last line\n"
+               "  --dump-logits FILE      write the prompt logits as raw float32 [n_prompt, vocab]\n"
+               "  --context-shift         when the context is full, drop the oldest half of the tokens after --keep\n"
+               "                          and go on (default: stop)\n"
+               "  --keep N                tokens at the start kept by --context-shift (default: 0)\n"
+               "  --max-memory BYTES      refuse to run when the KV cache and scratch need more (suffixes K, M, G;\n"
+               "                          default: 0 = the available memory)\n"
+               "  -h, --help              this help\n",
+               double(d.temperature), d.top_k, double(d.top_p), double(d.min_p), double(d.repeat_penalty),
+               d.repeat_last_n, double(d.presence_penalty), double(d.frequency_penalty));
+}
+
+/// Parses argv. Throws UsageError for a bad flag or value; never exits (`-h` sets `help`).
+inline Options parse(int argc, char** argv) {
+  Options o;
+  Args args(argc, argv);
+  auto set_sampler = [&](auto member, auto value) {
+    o.sampler_flags.push_back([member, value](loom::SamplerParams& s) { s.*member = value; });
+  };
+  while (!args.done()) {
+    const std::string_view f = args.next();
+    if (f == "-h" || f == "--help") {
+      o.help = true;
+      return o;
+    } else if (f == "-m" || f == "--model") {
+      o.model = args.value(f);
+    } else if (f == "-z" || f == "--tokenizer") {
+      o.tokenizer = args.value(f);
+    } else if (f == "-p" || f == "--prompt") {
+      o.prompt = args.value(f);
+      o.has_prompt = true;
+    } else if (f == "-f" || f == "--file") {
+      const std::string path(args.value(f));
+      std::ifstream in(path, std::ios::binary);
+      if (!in) throw UsageError("-f: cannot read '" + path + "'");
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      o.prompt = ss.str();
+      o.has_prompt = true;
+    } else if (f == "--prompt-ids") {
+      o.prompt_ids = parse_int_list(f, args.value(f));
+    } else if (f == "-n" || f == "--n-predict") {
+      o.n_predict = std::int32_t(parse_int(f, args.value(f), -1, INT32_MAX));
+    } else if (f == "-c" || f == "--ctx-size") {
+      o.n_ctx = std::int32_t(parse_int(f, args.value(f), 0, INT32_MAX));
+    } else if (f == "-t" || f == "--threads") {
+      o.threads = std::int32_t(parse_int(f, args.value(f), 1, 1024));
+    } else if (f == "-s" || f == "--seed") {
+      set_sampler(&loom::SamplerParams::seed, std::uint64_t(parse_int(f, args.value(f), 0, INT64_MAX)));
+    } else if (f == "--temp") {
+      set_sampler(&loom::SamplerParams::temperature, parse_float(f, args.value(f)));
+    } else if (f == "--top-k") {
+      set_sampler(&loom::SamplerParams::top_k, std::int32_t(parse_int(f, args.value(f), INT32_MIN, INT32_MAX)));
+    } else if (f == "--top-p") {
+      set_sampler(&loom::SamplerParams::top_p, parse_float(f, args.value(f)));
+    } else if (f == "--min-p") {
+      set_sampler(&loom::SamplerParams::min_p, parse_float(f, args.value(f)));
+    } else if (f == "--repeat-penalty") {
+      set_sampler(&loom::SamplerParams::repeat_penalty, parse_float(f, args.value(f)));
+    } else if (f == "--repeat-last-n") {
+      set_sampler(&loom::SamplerParams::repeat_last_n, std::int32_t(parse_int(f, args.value(f), INT32_MIN, INT32_MAX)));
+    } else if (f == "--presence-penalty") {
+      set_sampler(&loom::SamplerParams::presence_penalty, parse_float(f, args.value(f)));
+    } else if (f == "--frequency-penalty") {
+      set_sampler(&loom::SamplerParams::frequency_penalty, parse_float(f, args.value(f)));
+    } else if (f == "--ignore-eos") {
+      o.ignore_eos = true;
+    } else if (f == "--ids") {
+      o.ids = true;
+    } else if (f == "--dump-logits") {
+      o.dump_logits = args.value(f);
+    } else if (f == "--context-shift") {
+      o.context_shift = true;
+    } else if (f == "--keep") {
+      o.n_keep = std::int32_t(parse_int(f, args.value(f), 0, INT32_MAX));
+    } else if (f == "--max-memory") {
+      o.max_memory = parse_bytes(f, args.value(f));
+    } else {
+      throw UsageError("unknown flag '" + std::string(f) + "' (see -h)");
+    }
+  }
+  if (o.model.empty()) throw UsageError("-m MODEL is required (see -h)");
+  if (o.prompt_ids && o.has_prompt) throw UsageError("--prompt-ids and -p/-f are mutually exclusive");
+  loom::SamplerParams check;
+  for (const auto& f : o.sampler_flags) f(check);
+  try {
+    check.validate();
+  } catch (const loom::Error& e) {
+    throw UsageError(e.what());
+  }
+  return o;
+}
+
+}  // namespace loom::cli

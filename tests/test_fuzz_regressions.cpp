@@ -1,0 +1,62 @@
+// Replays every input under tests/fuzz/regressions/<target>/ through the fuzz target of that name
+// (tests/fuzz/targets.hpp): each is a minimized input that once crashed a target and is kept so
+// the fix stays fixed. Runs in every build, so the sanitizer build replays them too.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "fixtures.hpp"
+#include "fuzz/targets.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path regressions_root() { return fs::path(LOOM_SOURCE_DIR) / "tests" / "fuzz" / "regressions"; }
+
+TEST(FuzzRegressions, EveryFolderNamesATarget) {
+  if (!fs::exists(regressions_root())) GTEST_SKIP() << "no regressions folder";
+  for (const auto& dir : fs::directory_iterator(regressions_root())) {
+    if (!dir.is_directory()) continue;
+    bool known = false;
+    for (const auto& t : loom::fuzz::targets) known |= dir.path().filename() == t.name;
+    EXPECT_TRUE(known) << dir.path() << " does not name a fuzz target";
+  }
+}
+
+class FuzzRegression : public ::testing::TestWithParam<loom::fuzz::Target> {};
+
+TEST_P(FuzzRegression, ReplaysWithoutCrashing) {
+  const loom::fuzz::Target t = GetParam();
+  if (t.name == "tokenizer_roundtrip") {
+    LOOM_REQUIRE_FIXTURE(gpt2, "tokenizers/hf/gpt2-tokenizer.json");
+  }
+  const fs::path dir = regressions_root() / std::string(t.name);
+  if (!fs::exists(dir)) GTEST_SKIP() << "no regression inputs for " << t.name;
+  int replayed = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    const std::string bytes = loom::test::read_text(e.path());
+    SCOPED_TRACE(e.path().string());
+    t.run({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
+    ++replayed;
+  }
+  RecordProperty("replayed", replayed);
+}
+
+// Empty and tiny inputs must be harmless for every target.
+TEST_P(FuzzRegression, EmptyAndTinyInputs) {
+  const loom::fuzz::Target t = GetParam();
+  if (t.name == "tokenizer_roundtrip") {
+    LOOM_REQUIRE_FIXTURE(gpt2, "tokenizers/hf/gpt2-tokenizer.json");
+  }
+  for (const std::string s : {std::string(), std::string(1, '\0'), std::string("{"), std::string("\xff\xfe"),
+                              std::string(9, '\xff'), std::string("-m\0x\0-h", 7)})
+    t.run({reinterpret_cast<const std::uint8_t*>(s.data()), s.size()});
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, FuzzRegression, ::testing::ValuesIn(loom::fuzz::targets),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
