@@ -13,7 +13,10 @@ int main(int argc, char** argv) try {
   const std::vector<std::int32_t> prompt = m.tokenizer->encode(argc > 3 ? argv[3] : "Once upon a time");
 
   loom::Session session(*m.model, {.n_ctx = 256, .n_threads = 2});
-  loom::GenerateParams params{.sampler = m.sampler, .max_new_tokens = 64, .end_of_generation = m.end_of_generation};
+  loom::GenerateParams params;
+  params.sampler = m.sampler;  // the model's generation_config.json over llama.cpp's defaults
+  params.max_new_tokens = 64;
+  params.end_of_generation = m.end_of_generation;
   loom::StreamDecoder text(*m.tokenizer);
   const loom::GenerateStats stats = session.generate(prompt, params, [&](std::int32_t id) {
     std::cout << text.push(id) << std::flush;

@@ -33,7 +33,12 @@ Result sh(const std::string& cmd) {
   return r;
 }
 
-std::string quote(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+std::string quote(const std::filesystem::path& p) {
+  std::string s(1, '\'');
+  s += p.string();
+  s += '\'';
+  return s;
+}
 
 std::string last_line(const std::string& s) {
   std::string t = s;
@@ -55,7 +60,7 @@ TEST(Cli, GenerateGreedyStories260KMatchesRunC) {
   LOOM_REQUIRE_FIXTURE(tok, "stories260K/tok512_placeholder.bin");
   LOOM_REQUIRE_FIXTURE(ref, "stories260K/greedy_tokens.json");
   const auto expected = nlohmann::json::parse(loom::test::read_text(ref));
-  for (const std::string extra : {std::string(" -z ") + quote(tok), std::string()}) {
+  for (const std::string& extra : {std::string(" -z ") + quote(tok), std::string()}) {
     const Result r = sh(gen + " -m " + quote(model) + extra + " --temp 0 -n 200 --ids");
     ASSERT_EQ(r.status, 0);
     EXPECT_EQ(nlohmann::json::parse(last_line(r.out)), expected);
@@ -86,7 +91,7 @@ TEST(Cli, BadFlagsAndValuesExitTwo) {
   ASSERT_FALSE(gen.empty());
   LOOM_REQUIRE_FIXTURE(model, "stories260K/stories260K.bin");
   const std::string m = " -m " + quote(model);
-  for (const std::string args : {m + " --bogus", m + " -n", m + " -n abc", m + " -n 1.5", m + " --temp -1",
+  for (const std::string& args : {m + " --bogus", m + " -n", m + " -n abc", m + " -n 1.5", m + " --temp -1",
                                  m + " --temp nan", m + " --top-p 0", m + " --top-p 1.5", m + " --top-k -1",
                                  m + " --min-p 2", m + " -t 0", m + " -c -5", m + " --prompt-ids 1,x",
                                  m + " --prompt-ids 1,,2", m + " --prompt-ids 600", m + " --repeat-penalty 0",
@@ -116,7 +121,8 @@ TEST(Cli, TokenizeGpt2HelloWorld) {
 // Hugging Face checkpoints (every position, 2e-4 absolute as the fixtures README suggests).
 TEST(Cli, DumpLogitsTinyHfModelsMatchLlamaCpp) {
   ASSERT_FALSE(gen.empty());
-  for (const std::string name : {"tiny-llama", "tiny-gpt2"}) {
+  for (const char* model : {"tiny-llama", "tiny-gpt2"}) {
+    const std::string name = model;
     LOOM_REQUIRE_FIXTURE(dir, "tiny-models/" + name + "/hf");
     LOOM_REQUIRE_FIXTURE(ref_path, "tiny-models/" + name + "/reference_logits.json");
     const auto ref = nlohmann::json::parse(loom::test::read_text(ref_path));
