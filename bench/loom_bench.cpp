@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <loom/loom.hpp>
+#include <loom/machine.hpp>
 #include <loom/model/convert.hpp>
 #include <map>
 #include <memory>
@@ -22,7 +23,6 @@
 #include <vector>
 
 #include "../examples/cli.hpp"
-#include "machine.hpp"
 
 namespace {
 
@@ -144,29 +144,8 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
   return std::make_shared<const loom::Model>(c, std::move(w));
 }
 
-/// Bytes of weights one decoded token reads: every matrix of every linear layer and the output.
-double weight_bytes_per_token(const loom::Model& m) {
-  double bytes = 0;
-  auto add = [&](const loom::Linear& l) {
-    if (!l.empty()) bytes += double(l.weight.nbytes);
-  };
-  for (const auto& l : m.weights().layers)
-    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
-  add(m.weights().output);
-  return bytes;
-}
-
-/// Parameters taking part in matrix products per token (2 FLOPs each).
-double matmul_params(const loom::Model& m) {
-  double n = 0;
-  auto add = [&](const loom::Linear& l) {
-    if (!l.empty()) n += double(l.weight.numel());
-  };
-  for (const auto& l : m.weights().layers)
-    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
-  add(m.weights().output);
-  return n;
-}
+using loom::matmul_params;
+using loom::weight_bytes_per_token;
 
 double total_params(const loom::Model& m) {
   const auto& c = m.config();
@@ -263,10 +242,10 @@ int run(const Options& o) {
     double fraction;
   };
   std::vector<Row> rows;
-  std::map<int, loom::bench::MachineLimits> limits;
+  std::map<int, loom::MachineLimits> limits;
   for (int t : o.threads) {
     loom::ThreadPool pool(t);
-    limits[t] = loom::bench::measure_machine(pool);
+    limits[t] = loom::measure_machine(pool);
     std::fprintf(stderr, "threads %d: read bandwidth %.2f GB/s, f32 GEMM %.1f GFLOP/s\n", t,
                  limits[t].read_bytes_per_second / 1e9, limits[t].gemm_flops_per_second / 1e9);
     loom::KVCache kv(c, ctx);

@@ -2,13 +2,16 @@
 // and a UsageError that the examples turn into exit status 2 with a one-line reason.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace loom::cli {
@@ -91,5 +94,56 @@ class Args {
   std::vector<std::string_view> args_;
   std::size_t i_ = 0;
 };
+
+}  // namespace loom::cli
+
+namespace loom::cli {
+
+/// Holds back generated text that might be the start of a stop string, and reports when one is
+/// complete (the stop string itself is never printed).
+class StopFilter {
+ public:
+  explicit StopFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+
+  /// Adds `text`; returns what can be printed now. Sets `stopped` when a stop string appeared.
+  std::string push(std::string_view text, bool& stopped) {
+    held_ += text;
+    std::size_t first = std::string::npos;
+    for (const std::string& s : stops_)
+      if (!s.empty()) first = std::min(first, held_.find(s));
+    if (first != std::string::npos) {
+      stopped = true;
+      std::string out = held_.substr(0, first);
+      held_.clear();
+      return out;
+    }
+    // Keep the longest tail that could still grow into a stop string.
+    std::size_t keep = 0;
+    for (const std::string& s : stops_)
+      for (std::size_t k = std::min(s.size() ? s.size() - 1 : 0, held_.size()); k > keep; --k)
+        if (held_.compare(held_.size() - k, k, s, 0, k) == 0) {
+          keep = k;
+          break;
+        }
+    std::string out = held_.substr(0, held_.size() - keep);
+    held_.erase(0, held_.size() - keep);
+    return out;
+  }
+  /// Whatever is still held back (generation ended without completing a stop string).
+  std::string finish() { return std::exchange(held_, {}); }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string held_;
+};
+
+/// Draws "label [#####.....]  45%" on stderr (same line, redrawn).
+inline void progress_bar(const char* label, double fraction) {
+  const int width = 30, filled = int(std::clamp(fraction, 0.0, 1.0) * width + 0.5);
+  std::fprintf(stderr, "\r%s [%s%s] %3d%%", label, std::string(std::size_t(filled), '#').c_str(),
+               std::string(std::size_t(width - filled), '.').c_str(), int(fraction * 100 + 0.5));
+  if (fraction >= 1.0) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
 
 }  // namespace loom::cli

@@ -1,18 +1,23 @@
-// generate: stream text (or token ids) from a model.
+// generate: stream text (or token ids) from a model, or chat with it.
 //
 //   generate -m MODEL [-z TOKENIZER] [-p TEXT | -f FILE | --prompt-ids 1,2,3] [-n N] [options]
+//   generate -m MODEL --chat [--system TEXT] [--chat-template NAME]
 //
-// Options and their parser live in generate_args.hpp.
-// Flags follow llama.cpp's names. Timings go to stderr; with --ids the generated ids are printed
-// as one JSON array on the last line of stdout. Bad flags or values exit with status 2.
+// Options and their parser live in generate_args.hpp. Flags follow llama.cpp's names. Timings go
+// to stderr; with --ids the generated ids are printed as one JSON array on the last line of
+// stdout. Bad flags or values exit with status 2. Ctrl-C stops generation cleanly (a second
+// Ctrl-C ends the program).
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
-#include <cstring>
+#include <filesystem>
 #include <fstream>
-#include <functional>
 #include <iostream>
 #include <loom/loom.hpp>
+#include <loom/machine.hpp>
+#include <loom/model/convert.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,13 +27,121 @@ namespace {
 
 using loom::cli::Options;
 
+volatile std::sig_atomic_t g_interrupted = 0;
+
+extern "C" void on_sigint(int) {
+  if (g_interrupted) {  // second Ctrl-C: leave at once
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+  }
+  g_interrupted = 1;
+}
+
+/// Reads the model's files once with a progress bar when they are large (> 100 MB), so the
+/// mapping that follows finds them in the page cache and the user sees progress.
+void prefetch_with_progress(const std::filesystem::path& model) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (fs::is_directory(model, ec)) {
+    for (const auto& e : fs::directory_iterator(model, ec))
+      if (e.is_regular_file() && e.path().extension() == ".safetensors") files.push_back(e.path());
+  } else {
+    files.push_back(model);
+  }
+  std::uintmax_t total = 0;
+  for (const auto& f : files) total += fs::file_size(f, ec);
+  if (total <= 100'000'000) return;
+  std::vector<char> buf(std::size_t(16) << 20);
+  std::uintmax_t done = 0;
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    while (in.read(buf.data(), std::streamsize(buf.size())) || in.gcount() > 0) {
+      done += std::uintmax_t(in.gcount());
+      loom::cli::progress_bar("loading", double(done) / double(total));
+      if (done >= total) break;
+    }
+  }
+  if (done < total) loom::cli::progress_bar("loading", 1.0);
+}
+
+void print_timings(const loom::Model& model, int threads, double load_seconds, const loom::GenerateStats& stats,
+                   bool stopped_by_string) {
+  std::fprintf(stderr, "\nload time      = %10.2f ms\n", load_seconds * 1e3);
+  std::fprintf(stderr, "prompt eval    = %10.2f ms / %5d tokens (%8.2f tokens/s)\n", stats.prompt_seconds * 1e3,
+               stats.prompt_tokens, stats.prompt_tokens_per_second());
+  std::fprintf(stderr, "eval           = %10.2f ms / %5d tokens (%8.2f tokens/s)\n", stats.decode_seconds * 1e3,
+               stats.generated_tokens > 0 ? stats.generated_tokens - 1 : 0, stats.decode_tokens_per_second());
+  std::fprintf(stderr, "first token    = %10.2f ms\n", stats.first_token_seconds * 1e3);
+  if (stats.decode_tokens_per_second() > 0) {
+    // How close decoding came to the memory-bandwidth limit: every token reads every weight once.
+    loom::ThreadPool pool(threads);
+    const double bandwidth = loom::measure_read_bandwidth(pool, std::size_t(256) << 20, 3);
+    const double reads = loom::weight_bytes_per_token(model) * stats.decode_tokens_per_second();
+    std::fprintf(stderr, "decode reads   = %10.2f GB/s of weights (%.1f %% of the measured %.2f GB/s)\n", reads / 1e9,
+                 100.0 * reads / bandwidth, bandwidth / 1e9);
+  }
+  const char* why = stopped_by_string ? "stop string" : g_interrupted ? "interrupted" : loom::to_string(stats.stop);
+  std::fprintf(stderr, "stopped        : %s\n", why);
+  if (stats.context_shifts) std::fprintf(stderr, "context shifts : %d\n", stats.context_shifts);
+}
+
 int run(const Options& o) {
   using clock = std::chrono::steady_clock;
   const auto t_load = clock::now();
+  prefetch_with_progress(o.model);
   loom::Loaded loaded = loom::load(o.model, o.tokenizer);
+  if (o.quantize)
+    loaded.model = std::make_shared<const loom::Model>(loaded.model->config(),
+                                                       loom::convert_weights(loaded.model->weights(), *o.quantize));
   const loom::Model& model = *loaded.model;
   const loom::Tokenizer* tok = loaded.tokenizer ? &*loaded.tokenizer : nullptr;
   const double load_seconds = std::chrono::duration<double>(clock::now() - t_load).count();
+
+  loom::Session session(model, {.n_ctx = o.n_ctx, .n_threads = o.threads, .max_memory = o.max_memory});
+  loom::GenerateParams params;
+  params.sampler = loaded.sampler;
+  for (const auto& f : o.sampler_flags) f(params.sampler);
+  params.sampler.validate();
+  params.max_new_tokens = o.n_predict;
+  params.ignore_eos = o.ignore_eos;
+  params.end_of_generation = loaded.end_of_generation;
+  params.context_shift = o.context_shift;
+  params.n_keep = o.n_keep;
+  std::signal(SIGINT, on_sigint);
+
+  if (o.chat) {
+    if (!tok) throw loom::Error(loom::ErrorKind::invalid_argument, "generate", "--chat needs a tokenizer (-z TOKENIZER)");
+    const loom::ChatFormat format = o.chat_template.empty() ? loom::detect_chat_format(loaded.chat_template)
+                                                            : loom::chat_format_from_name(o.chat_template);
+    std::fprintf(stderr, "chat template: %s. Empty line or Ctrl-D ends the chat; Ctrl-C stops a reply.\n",
+                 std::string(loom::to_string(format)).c_str());
+    loom::ChatSession chat(session, *tok, format, o.system);
+    loom::GenerateStats stats;
+    bool first = true, stopped_by_string = false;
+    for (;;) {
+      std::string line;
+      if (first && o.has_prompt) {
+        line = o.prompt;
+        std::fprintf(stderr, "> %s\n", line.c_str());
+      } else {
+        std::fprintf(stderr, "\n> ");
+        if (!std::getline(std::cin, line) || line.empty()) break;
+      }
+      first = false;
+      g_interrupted = 0;
+      loom::cli::StopFilter filter(o.stop);
+      stopped_by_string = false;
+      stats = chat.reply(line, params, [&](std::string_view piece) {
+        std::cout << filter.push(piece, stopped_by_string) << std::flush;
+        return !stopped_by_string && !g_interrupted;
+      });
+      if (!stopped_by_string) std::cout << filter.finish();
+      std::cout << std::endl;
+    }
+    print_timings(model, o.threads, load_seconds, stats, stopped_by_string);
+    return 0;
+  }
 
   std::vector<std::int32_t> prompt;
   if (o.prompt_ids) {
@@ -46,17 +159,6 @@ int run(const Options& o) {
   }
   if (prompt.empty())
     throw loom::Error(loom::ErrorKind::invalid_argument, "generate", "the prompt encodes to no tokens");
-
-  loom::Session session(model, {.n_ctx = o.n_ctx, .n_threads = o.threads, .max_memory = o.max_memory});
-  loom::GenerateParams params;
-  params.sampler = loaded.sampler;
-  for (const auto& f : o.sampler_flags) f(params.sampler);
-  params.sampler.validate();
-  params.max_new_tokens = o.n_predict;
-  params.ignore_eos = o.ignore_eos;
-  params.end_of_generation = loaded.end_of_generation;
-  params.context_shift = o.context_shift;
-  params.n_keep = o.n_keep;
   if (!o.dump_logits.empty()) {
     params.on_prompt_logits = [&](const loom::Tensor<const float>& logits) {
       std::ofstream out(o.dump_logits, std::ios::binary);
@@ -71,16 +173,19 @@ int run(const Options& o) {
     decoder.emplace(*tok);
     decoder->skip(prompt);  // the prompt is not printed, but it decides e.g. the leading-space rule
   }
+  loom::cli::StopFilter filter(o.stop);
+  bool stopped_by_string = false;
   const loom::GenerateStats stats = session.generate(prompt, params, [&](std::int32_t id) {
     generated.push_back(id);
     if (decoder) {
-      std::cout << decoder->push(id) << std::flush;
+      std::cout << filter.push(decoder->push(id), stopped_by_string) << std::flush;
     } else if (!o.ids) {
       std::cout << id << ' ' << std::flush;
     }
-    return true;
+    return !stopped_by_string && !g_interrupted;
   });
-  if (decoder) std::cout << decoder->finish();
+  if (decoder && !stopped_by_string) std::cout << filter.push(decoder->finish(), stopped_by_string);
+  if (!stopped_by_string) std::cout << filter.finish();
   std::cout << '\n';
   if (o.ids) {
     std::cout << '[';
@@ -88,15 +193,7 @@ int run(const Options& o) {
     std::cout << "]\n";
   }
   std::cout << std::flush;
-
-  std::fprintf(stderr, "\nload time      = %10.2f ms\n", load_seconds * 1e3);
-  std::fprintf(stderr, "prompt eval    = %10.2f ms / %5d tokens (%8.2f tokens/s)\n", stats.prompt_seconds * 1e3,
-               stats.prompt_tokens, stats.prompt_tokens_per_second());
-  std::fprintf(stderr, "eval           = %10.2f ms / %5d tokens (%8.2f tokens/s)\n", stats.decode_seconds * 1e3,
-               stats.generated_tokens > 0 ? stats.generated_tokens - 1 : 0, stats.decode_tokens_per_second());
-  std::fprintf(stderr, "first token    = %10.2f ms\n", stats.first_token_seconds * 1e3);
-  std::fprintf(stderr, "stopped        : %s\n", loom::to_string(stats.stop));
-  if (stats.context_shifts) std::fprintf(stderr, "context shifts : %d\n", stats.context_shifts);
+  print_timings(model, o.threads, load_seconds, stats, stopped_by_string);
   return 0;
 }
 

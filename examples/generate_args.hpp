@@ -30,6 +30,11 @@ struct Options {
   std::int32_t n_keep = 0;     ///< --keep: tokens never dropped by a context shift
   std::uint64_t max_memory = 0;  ///< --max-memory: bytes for KV cache + scratch (0: available memory)
   bool help = false;           ///< -h/--help was given: print usage() and exit 0
+  std::vector<std::string> stop;  ///< --stop (repeatable): end generation when the text ends with one
+  std::optional<loom::DType> quantize;  ///< --quantize: convert the weights in memory after loading
+  bool chat = false;           ///< --chat: interactive conversation through the chat template
+  std::string system;          ///< --system: the system message of the conversation
+  std::string chat_template;   ///< --chat-template NAME: force a template family
 };
 
 /// Prints the usage text with the default values.
@@ -62,6 +67,11 @@ inline void usage(std::FILE* out) {
                "  --keep N                tokens at the start kept by --context-shift (default: 0)\n"
                "  --max-memory BYTES      refuse to run when the KV cache and scratch need more (suffixes K, M, G;\n"
                "                          default: 0 = the available memory)\n"
+               "  --stop STRING           stop when the text ends with STRING (repeatable; not printed)\n"
+               "  --quantize TYPE         convert the weights in memory after loading: q8_0, q4_0, f16, bf16, f32\n"
+               "  --chat                  interactive chat through the model's chat template (-p: first message)\n"
+               "  --system TEXT           system message for --chat\n"
+               "  --chat-template NAME    force a template: chatml, llama2, llama3, mistral, zephyr, phi3\n"
                "  -h, --help              this help\n",
                double(d.temperature), d.top_k, double(d.top_p), double(d.min_p), double(d.repeat_penalty),
                d.repeat_last_n, double(d.presence_penalty), double(d.frequency_penalty));
@@ -132,12 +142,32 @@ inline Options parse(int argc, char** argv) {
       o.n_keep = std::int32_t(parse_int(f, args.value(f), 0, INT32_MAX));
     } else if (f == "--max-memory") {
       o.max_memory = parse_bytes(f, args.value(f));
+    } else if (f == "--stop") {
+      o.stop.emplace_back(args.value(f));
+      if (o.stop.back().empty()) throw UsageError("--stop: the stop string is empty");
+    } else if (f == "--quantize") {
+      const std::string_view t = args.value(f);
+      for (loom::DType d : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::f16, loom::DType::bf16, loom::DType::f32})
+        if (loom::to_string(d) == t) o.quantize = d;
+      if (!o.quantize) throw UsageError("--quantize: expected q8_0, q4_0, f16, bf16 or f32, got '" + std::string(t) + "'");
+    } else if (f == "--chat") {
+      o.chat = true;
+    } else if (f == "--system") {
+      o.system = args.value(f);
+    } else if (f == "--chat-template") {
+      o.chat_template = args.value(f);
+      try {
+        loom::chat_format_from_name(o.chat_template);
+      } catch (const loom::Error& e) {
+        throw UsageError(std::string("--chat-template: ") + e.what());
+      }
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "' (see -h)");
     }
   }
   if (o.model.empty()) throw UsageError("-m MODEL is required (see -h)");
   if (o.prompt_ids && o.has_prompt) throw UsageError("--prompt-ids and -p/-f are mutually exclusive");
+  if (o.chat && o.prompt_ids) throw UsageError("--chat takes text (-p), not --prompt-ids");
   loom::SamplerParams check;
   for (const auto& f : o.sampler_flags) f(check);
   try {

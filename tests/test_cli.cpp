@@ -168,4 +168,41 @@ TEST(Cli, ContextShiftAndMemoryBudget) {
   EXPECT_EQ(sh(gen + " -m " + quote(model) + " --max-memory 12X").status, 2);
 }
 
+std::filesystem::path demo_model() { return std::filesystem::path(LOOM_SOURCE_DIR) / "models" / "tiny-shakespeare"; }
+
+// --stop: the printed text is the text generated without it, cut just before the stop string.
+TEST(Cli, StopStringEndsGenerationAndIsNotPrinted) {
+  ASSERT_FALSE(gen.empty());
+  const std::string base = gen + " -m " + quote(demo_model()) + " -p ROMEO: -n 80 --temp 0.8 -s 3";
+  const Result full = sh(base);
+  ASSERT_EQ(full.status, 0);
+  const std::string text = full.out;
+  const std::size_t cut = text.find("e");
+  ASSERT_NE(cut, std::string::npos) << text;
+  const Result stopped = sh(base + " --stop e");
+  ASSERT_EQ(stopped.status, 0);
+  EXPECT_EQ(stopped.out, text.substr(0, cut) + "\n");
+  // A stop string that spans tokens: two characters taken from the full output.
+  const std::string two = text.substr(cut, 2);
+  const Result stopped2 = sh(base + " --stop '" + two + "'");
+  EXPECT_EQ(stopped2.out, text.substr(0, text.find(two)) + "\n");
+}
+
+TEST(Cli, ChatHoldsAConversationAndQuantizeRuns) {
+  ASSERT_FALSE(gen.empty());
+  const std::string m = " -m " + quote(demo_model());
+  const Result chat = sh("(printf 'Hello\\nHow are you?\\n' | " + gen + m +
+                         " --chat --chat-template chatml --system 'Answer in verse.' -n 8 --temp 0 2>&1)");
+  ASSERT_EQ(chat.status, 0) << chat.out;
+  EXPECT_NE(chat.out.find("chat template: chatml"), std::string::npos) << chat.out;
+  std::size_t turns = 0;
+  for (std::size_t at = chat.out.find("\n> "); at != std::string::npos; at = chat.out.find("\n> ", at + 1)) ++turns;
+  EXPECT_EQ(turns, 3u) << chat.out;  // two answered prompts and the final one that reads EOF
+  EXPECT_EQ(sh(gen + m + " --chat --chat-template vicuna").status, 2);
+  EXPECT_EQ(sh(gen + m + " --chat --prompt-ids 1,2").status, 2);
+  EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q8_0").status, 0);
+  EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q5_1").status, 2);
+  EXPECT_EQ(sh(gen + m + " -p Hi --stop ''").status, 2);
+}
+
 }  // namespace

@@ -1,6 +1,8 @@
 // The machine's own limits, measured with loom's thread pool: sustained memory read bandwidth
 // (a STREAM-like sum over a buffer far larger than the last-level cache) and Eigen's f32 GEMM
-// rate on 2048² matrices. loom-bench reports every speed as a fraction of these.
+// rate on 2048² matrices. loom-bench and generate report speeds as fractions of these; the
+// model-side numbers (weight bytes read per decoded token, parameters in matrix products) are here
+// too.
 #pragma once
 
 #include <Eigen/Core>
@@ -10,9 +12,10 @@
 #include <cstdint>
 #include <vector>
 
-#include <loom/kernels/thread_pool.hpp>
+#include "loom/kernels/thread_pool.hpp"
+#include "loom/model/model.hpp"
 
-namespace loom::bench {
+namespace loom {
 
 struct MachineLimits {
   double read_bytes_per_second = 0;  ///< median of several passes
@@ -78,4 +81,29 @@ inline MachineLimits measure_machine(ThreadPool& pool) {
   return {measure_read_bandwidth(pool), measure_gemm_rate(pool)};
 }
 
-}  // namespace loom::bench
+/// Bytes of weights one decoded token reads: every matrix of every linear layer and the output
+/// projection (the embedding lookup reads one row, which is negligible).
+inline double weight_bytes_per_token(const Model& m) {
+  double bytes = 0;
+  auto add = [&](const Linear& l) {
+    if (!l.empty()) bytes += double(l.weight.nbytes);
+  };
+  for (const auto& l : m.weights().layers)
+    for (const Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
+  add(m.weights().output);
+  return bytes;
+}
+
+/// Parameters taking part in matrix products per token (2 FLOPs each).
+inline double matmul_params(const Model& m) {
+  double n = 0;
+  auto add = [&](const Linear& l) {
+    if (!l.empty()) n += double(l.weight.numel());
+  };
+  for (const auto& l : m.weights().layers)
+    for (const Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
+  add(m.weights().output);
+  return n;
+}
+
+}  // namespace loom
