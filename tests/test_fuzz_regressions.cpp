@@ -51,7 +51,7 @@ TEST_P(FuzzRegression, EmptyAndTinyInputs) {
   if (t.name == "tokenizer_roundtrip") {
     LOOM_REQUIRE_FIXTURE(gpt2, "tokenizers/hf/gpt2-tokenizer.json");
   }
-  for (const std::string s : {std::string(), std::string(1, '\0'), std::string("{"), std::string("\xff\xfe"),
+  for (const std::string& s : {std::string(), std::string(1, '\0'), std::string("{"), std::string("\xff\xfe"),
                               std::string(9, '\xff'), std::string("-m\0x\0-h", 7)})
     t.run({reinterpret_cast<const std::uint8_t*>(s.data()), s.size()});
 }

@@ -103,16 +103,22 @@ TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
     const loom::Config& c = src.model->config();
     for (loom::DType type : {loom::DType::f32, loom::DType::f16, loom::DType::q8_0, loom::DType::q4_0}) {
       const fs::path out = temp(std::string(t.name) + "." + std::string(loom::to_string(type)) + ".gguf");
-      loom::io::write_gguf_model(out, c, src.model->weights(), &*src.tokenizer, {.type = type, .name = t.name});
+      loom::io::write_gguf_model(out, c, src.model->weights(), &*src.tokenizer, {.type = type, .name = t.name, .chat_template = ""});
       const loom::Loaded back = loom::load(out);
       ASSERT_TRUE(back.tokenizer.has_value());
       const std::string text = "Hello world, this is a test. Ünïcödé 1234 <s>";
       EXPECT_EQ(back.tokenizer->encode(text, true), src.tokenizer->encode(text, true)) << t.name;
       const loom::Model in_memory(c, loom::convert_weights(src.model->weights(), type));
       const double vs_memory = max_diff(*back.model, in_memory), vs_source = max_diff(*back.model, *src.model);
-      if (type == loom::DType::f32) EXPECT_LT(vs_source, 1e-5) << t.name;
-      if (type == loom::DType::f16) EXPECT_LT(vs_source, 5e-4) << t.name;
-      if (type == loom::DType::q8_0) EXPECT_LT(vs_source, 0.03) << t.name;  // logits std ~0.16
+      if (type == loom::DType::f32) {
+        EXPECT_LT(vs_source, 1e-5) << t.name;
+      }
+      if (type == loom::DType::f16) {
+        EXPECT_LT(vs_source, 5e-4) << t.name;
+      }
+      if (type == loom::DType::q8_0) {
+        EXPECT_LT(vs_source, 0.03) << t.name;
+      }  // (the logits have std ~0.16)
       EXPECT_LT(vs_memory, 1e-5) << t.name << " " << loom::to_string(type);
     }
   }

@@ -127,8 +127,12 @@ TEST(Rope, Llama3ScalingKeepsHighAndDividesLowFrequencies) {
   const double pi = 3.14159265358979323846;
   for (std::size_t i = 0; i < plain.inv_freq().size(); ++i) {
     const double f = plain.inv_freq()[i], wavelen = 2 * pi / f;
-    if (wavelen < 8192 / 4.0) EXPECT_DOUBLE_EQ(scaled.inv_freq()[i], f);
-    if (wavelen > 8192 / 1.0) EXPECT_NEAR(scaled.inv_freq()[i], f / 8, 1e-12);
+    if (wavelen < 8192 / 4.0) {
+      EXPECT_DOUBLE_EQ(scaled.inv_freq()[i], f);
+    }
+    if (wavelen > 8192 / 1.0) {
+      EXPECT_NEAR(scaled.inv_freq()[i], f / 8, 1e-12);
+    }
     if (wavelen >= 8192 / 4.0 && wavelen <= 8192) {  // smooth blend in between
       const double smooth = (8192 / wavelen - 1) / (4 - 1);
       EXPECT_NEAR(scaled.inv_freq()[i], (1 - smooth) * f / 8 + smooth * f, 1e-12);
