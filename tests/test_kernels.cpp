@@ -11,15 +11,11 @@
 #include <random>
 #include <vector>
 
+#include "random.hpp"
+
 namespace {
 
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using loom::test::random_vector;
 
 // ---- f16 / bf16 ---------------------------------------------------------------------------
 

@@ -13,18 +13,14 @@
 #include <random>
 #include <vector>
 
+#include "random.hpp"
+
 namespace {
 
 using loom::DType;
 using namespace loom::kernels;
 
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using loom::test::random_vector;
 
 float f16_value(float v) { return loom::to_float(loom::to_f16(v)); }
 
