@@ -81,7 +81,7 @@ inline float dot_half(const std::uint16_t* w, const float* x, std::int64_t n) {
     acc1 = _mm512_fmadd_ps(load16(i + 16), _mm512_loadu_ps(x + i + 16), acc1);
   }
   for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(load16(i), _mm512_loadu_ps(x + i), acc0);
-  sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  sum = hsum_512(_mm512_add_ps(acc0, acc1));
 #elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   auto load8 = [&](std::int64_t k) {

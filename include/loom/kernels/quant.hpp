@@ -76,6 +76,17 @@ inline void q4_k_scale_min(int j, const std::uint8_t* s, std::uint8_t& sc, std::
   }
 }
 
+/// All eight scales (low 8 bytes) and mins (high 8 bytes) of a Q4_K super-block at once, with
+/// 32-bit word operations equivalent to q4_k_scale_min (bytes j of the results are sub-block j's).
+inline void q4_k_scales_mins(const std::uint8_t* s, std::uint64_t& scales, std::uint64_t& mins) {
+  std::uint32_t u[3];
+  std::memcpy(u, s, 12);
+  scales = std::uint64_t(u[0] & 0x3f3f3f3fu) |
+           std::uint64_t((u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u)) << 32;
+  mins = std::uint64_t(u[1] & 0x3f3f3f3fu) |
+         std::uint64_t(((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u)) << 32;
+}
+
 // ---- scalar reference dequantization --------------------------------------------------------
 
 /// Q8_0 row of n weights (n a multiple of 32) → f32.
@@ -494,45 +505,53 @@ inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8
     const __m256i q2 = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
     return _mm256_and_si256(q2, m4);
   };
-  const __m512i eight = _mm512_set1_epi8(8);
+  float offset = 0.0f;  // Σ over blocks of scale · 8 · Σx (the activations' sums are precomputed)
   std::int64_t b = 0;
   for (; b + 2 <= nb; b += 2) {
     const __m512i wq = join256(nibbles(w[b].qs), nibbles(w[b + 1].qs));  // 0..15, unsigned
     const __m512i xq = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)),
                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
-    // Σ (q − 8)·x = Σ q·x − Σ 8·x, both as unsigned × signed byte products.
-    const __m512i d = _mm512_sub_epi32(dot_u8s8_512(wq, xq), dot_u8s8_512(eight, xq));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), join_scales(f16f(w[b].d) * a[b].d, f16f(w[b + 1].d) * a[b + 1].d),
-                          acc);
+    // Σ (q − 8)·x = Σ q·x − 8·Σ x.
+    const float s0 = f16f(w[b].d) * a[b].d, s1 = f16f(w[b + 1].d) * a[b + 1].d;
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_u8s8_512(wq, xq)), join_scales(s0, s1), acc);
+    offset += 8.0f * (s0 * float(a[b].sum) + s1 * float(a[b + 1].sum));
   }
-  float sum = hsum_512(acc);
+  float sum = hsum_512(acc) - offset;
   if (b < nb) sum += dot_q4_0_scalar(qk4_0, w + b, a + b);
   return sum;
 }
 
 inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
-  float sum = 0.0f;
+  // Per-block integer sums are scaled and accumulated in float vectors; the horizontal sums happen
+  // once per row, not once per super-block.
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
-    std::uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) q4_k_scale_min(j, w[b].scales, sc[j], mn[j]);
+    std::uint64_t scales, mins;
+    q4_k_scales_mins(w[b].scales, scales, mins);
     __m512i isum = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k) {  // weights 64k .. 64k+63 = sub-blocks 2k, 2k+1
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
       const __m512i wq = join256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
       const __m512i xq = _mm512_loadu_si512(a[b].qs + 64 * k);
-      const __m512i scv = join256(_mm256_set1_epi32(sc[2 * k]), _mm256_set1_epi32(sc[2 * k + 1]));
+      const int s0 = int((scales >> (16 * k)) & 0xff), s1 = int((scales >> (16 * k + 8)) & 0xff);
+      const __m512i scv = join256(_mm256_set1_epi32(s0), _mm256_set1_epi32(s1));
       isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot_u8s8_512(wq, xq), scv));
     }
-    std::int32_t msum = 0;
-    for (int j = 0; j < 8; ++j) msum += mn[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
-    sum += a[b].d * (f16f(w[b].d) * float(hsum_epi32_512(isum)) - f16f(w[b].dmin) * float(msum));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(a[b].d * f16f(w[b].d)), acc);
+    // Σ_j min_j · (sum of the activations of sub-block j), sub-block j = bsums 2j and 2j+1.
+    const __m128i m8 = _mm_cvtsi64_si128(std::int64_t(mins));
+    const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));  // m0 m0 m1 m1 ... m7 m7
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums));
+    acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, m16)),
+                              _mm256_set1_ps(a[b].d * f16f(w[b].dmin)), acc_min);
   }
-  return sum;
+  return hsum_512(acc) - hsum_avx2(acc_min);
 }
 
 inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
-  float sum = 0.0f;
+  __m512 acc = _mm512_setzero_ps();  // scaled per-block sums; one horizontal sum per row
   const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3);
   // Lane i of a 64-weight chunk covers weights 4i..4i+3, i.e. sub-block i/4 of the chunk.
   const __m512i lane_sub = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
@@ -556,10 +575,10 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
     }
     // −32 · Σ_j sc_j · Σ a over sub-block j
     const __m512i bs = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums)));
-    const std::int32_t corr = hsum_epi32_512(_mm512_mullo_epi32(sc, bs));
-    sum += f16f(w[b].d) * a[b].d * float(hsum_epi32_512(isum) - 32 * corr);
+    isum = _mm512_sub_epi32(isum, _mm512_slli_epi32(_mm512_mullo_epi32(sc, bs), 5));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(f16f(w[b].d) * a[b].d), acc);
   }
-  return sum;
+  return hsum_512(acc);
 }
 #endif  // AVX-512
 
