@@ -120,4 +120,35 @@ TEST(ChatSession, ReusesTheCacheAcrossTurns) {
   EXPECT_EQ(chat.messages().size(), 5u);
 }
 
+// Session::generate with text in and text out equals encoding, generating ids and decoding them.
+TEST(Session, TextInTextOutMatchesTheTokenApi) {
+  LOOM_REQUIRE_FIXTURE(gguf, "tiny-models/tiny-llama/tiny-llama.gguf");
+  const loom::Loaded m = loom::load(gguf);
+  ASSERT_TRUE(m.tokenizer.has_value());
+  loom::GenerateParams p;
+  p.sampler.temperature = 0.0f;
+  p.max_new_tokens = 12;
+  p.ignore_eos = true;
+  loom::Session a(*m.model, {.n_ctx = 64}), b(*m.model, {.n_ctx = 64});
+  std::string text;
+  a.generate("Hello world", *m.tokenizer, p, [&](std::string_view piece) {
+    text += piece;
+    return true;
+  });
+  const std::vector<std::int32_t> ids = m.tokenizer->encode("Hello world", true, true);
+  EXPECT_EQ(ids.front(), m.tokenizer->bos_id());
+  std::vector<std::int32_t> out;
+  b.generate(ids, p, [&](std::int32_t id) {
+    out.push_back(id);
+    return true;
+  });
+  loom::StreamDecoder d(*m.tokenizer);
+  d.skip(ids);
+  std::string expected;
+  for (std::int32_t id : out) expected += d.push(id);
+  expected += d.finish();
+  EXPECT_EQ(text, expected);
+  EXPECT_EQ(out.size(), 12u);
+}
+
 }  // namespace

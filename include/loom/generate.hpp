@@ -22,6 +22,7 @@
 #include "loom/model/model.hpp"
 #include "loom/nn/kv_cache.hpp"
 #include "loom/sampling/sampler.hpp"
+#include "loom/tokenizer/tokenizer.hpp"
 
 namespace loom {
 
@@ -150,6 +151,20 @@ class Session {
     check_ids(tokens);
     pending_ = -1;
     return forward(tokens, which);
+  }
+
+  /// Text in, text out: encodes `prompt` with `tok` (BOS as the tokenizer prescribes at the
+  /// start of a context; special tokens in the text are parsed), generates, and streams the
+  /// reply to on_piece as UTF-8-safe pieces (no partial characters). on_piece returns false to
+  /// stop.
+  GenerateStats generate(std::string_view prompt, const Tokenizer& tok, const GenerateParams& params,
+                         const std::function<bool(std::string_view)>& on_piece) {
+    const std::vector<std::int32_t> ids = tok.encode(prompt, /*add_special=*/position() == 0, /*parse_special=*/true);
+    StreamDecoder text(tok);
+    text.skip(ids);
+    GenerateStats stats = generate(ids, params, [&](std::int32_t id) { return on_piece(text.push(id)); });
+    if (const std::string rest = text.finish(); !rest.empty()) on_piece(rest);
+    return stats;
   }
 
   /// Appends the prompt to the context, then samples up to max_new_tokens tokens, calling
