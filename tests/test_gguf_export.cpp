@@ -124,6 +124,26 @@ TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
   }
 }
 
+// Weights converted from a model stay valid after that model is gone: the model's f32 copies of
+// small f16 vectors (norm scales) are owned through Weights::storage, not by the Model.
+// (Regression: generate --quantize freed them; found by the AddressSanitizer CI stage.)
+TEST(Convert, ConvertedWeightsOutliveTheSourceModel) {
+  const auto demo = fs::path(LOOM_SOURCE_DIR) / "models" / "tiny-shakespeare";  // F16 norms
+  const std::vector<std::int32_t> ids{1, 2, 3, 4};
+  for (loom::DType type : {loom::DType::q8_0, loom::DType::f32}) {
+    std::shared_ptr<const loom::Model> src = loom::load(demo).model;
+    const loom::Config c = src->config();
+    const auto converted = std::make_shared<const loom::Model>(c, loom::convert_weights(src->weights(), type));
+    loom::KVCache k1(c, 8);
+    const auto before = converted->logits(ids, 0, k1);
+    ASSERT_EQ(src.use_count(), 1);
+    src.reset();  // destroys the source Model
+    loom::KVCache k2(c, 8);
+    const auto after = converted->logits(ids, 0, k2);
+    for (std::int64_t i = 0; i < before.numel(); ++i) ASSERT_EQ(before.data()[i], after.data()[i]);
+  }
+}
+
 TEST(GgufExport, RejectsWhatItCannotWrite) {
   LOOM_REQUIRE_FIXTURE(hf, "tiny-models/tiny-llama/hf");
   const loom::Loaded src = loom::load(hf);

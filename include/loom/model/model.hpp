@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <span>
 #include <vector>
@@ -81,7 +80,7 @@ class Model {
     if (config_.position == PositionKind::alibi) alibi_ = nn::alibi_slopes(config_.n_heads);
   }
 
-  Model(const Model&) = delete;  // weights are views: a copy would alias the converted vectors
+  Model(const Model&) = delete;  // a model is shared (by reference or shared_ptr), never copied
   Model& operator=(const Model&) = delete;
   Model(Model&&) = default;
   Model& operator=(Model&&) = default;
@@ -221,9 +220,11 @@ class Model {
   /// Replaces a small stored vector by an f32 copy owned by the model (norm scales, biases).
   void make_f32(TensorRef& t) {
     if (t.empty() || t.dtype == DType::f32) return;
-    std::vector<float>& buf = small_.emplace_back(std::size_t(t.numel()));
-    kernels::to_f32(t.dtype, t.data, buf.data(), t.numel());
-    t = TensorRef{DType::f32, t.shape, reinterpret_cast<const std::byte*>(buf.data()), buf.size() * sizeof(float)};
+    // Owned through weights_.storage, so a copy of weights() (e.g. convert_weights) keeps it alive.
+    auto buf = std::make_shared<std::vector<float>>(static_cast<std::size_t>(t.numel()));
+    kernels::to_f32(t.dtype, t.data, buf->data(), t.numel());
+    t = TensorRef{DType::f32, t.shape, reinterpret_cast<const std::byte*>(buf->data()), buf->size() * sizeof(float)};
+    weights_.storage.push_back(buf);
   }
   void make_f32(NormWeights& nw) {
     make_f32(nw.weight);
@@ -232,7 +233,6 @@ class Model {
 
   Config config_;
   Weights weights_;
-  std::deque<std::vector<float>> small_;  // f32 copies of small vectors (stable addresses)
   nn::Rope rope_;
   std::vector<float> alibi_;
 };
