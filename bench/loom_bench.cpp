@@ -1,18 +1,23 @@
 // loom-bench: llama-bench's table for loom, plus how close each result is to the machine's limit.
 //
 //   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k])
-//              [-p 128] [-n 64] [-t 2] [-r 3] [-o md|json]
+//              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [-o md|json]
 //
-// pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time.
+// pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time;
+// "@ d<D>" (-d D, as llama-bench): both run after D tokens already in the KV cache.
 // For tg the last column is the fraction of the measured read bandwidth reached
 // (weight bytes per token × t/s ÷ bandwidth); for pp, the fraction of the measured f32 GEMM rate
 // reached (2 × matmul parameters × t/s ÷ GEMM rate). Both limits are measured at start with the
-// same thread count and printed.
+// same thread count and printed; the bandwidth is the faster of a 1 GiB buffer and the weights'
+// own memory.
+#include <sys/mman.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <loom/loom.hpp>
 #include <loom/machine.hpp>
@@ -31,6 +36,7 @@ using loom::cli::UsageError;
 struct Options {
   std::string model, shape, type = "f32", output = "md";
   std::vector<int> threads{2};
+  std::vector<int> depths{0};
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
 
@@ -69,6 +75,28 @@ loom::DType parse_type(const std::string& t) {
   throw UsageError("--type: unsupported type '" + t + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
 }
 
+/// Weight memory for the random models: 2 MiB-aligned and advised for huge pages, as loom's file
+/// mappings are (io/mapped_file.hpp), so the table matches what a loaded file gets.
+class PageAlignedBuffer {
+ public:
+  explicit PageAlignedBuffer(std::size_t n) : n_(n) {
+    constexpr std::size_t huge = std::size_t(2) << 20;
+    const std::size_t cap = (std::max<std::size_t>(n, 1) + huge - 1) / huge * huge;
+    p_ = static_cast<std::byte*>(std::aligned_alloc(huge, cap));
+    if (!p_) throw std::bad_alloc();
+    madvise(p_, cap, MADV_HUGEPAGE);
+  }
+  ~PageAlignedBuffer() { std::free(p_); }
+  PageAlignedBuffer(const PageAlignedBuffer&) = delete;
+  PageAlignedBuffer& operator=(const PageAlignedBuffer&) = delete;
+  std::byte* data() { return p_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  std::byte* p_;
+  std::size_t n_;
+};
+
 /// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1) stored as `t`.
 std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DType t) {
   loom::Weights w;
@@ -80,7 +108,7 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
   auto make = [&](loom::Shape shape, loom::DType dt, bool ones = false) {
     const std::int64_t cols = shape[shape.rank - 1], rows = shape.numel() / cols;
     const std::size_t row_bytes = std::size_t(*loom::row_bytes(dt, cols));
-    auto buf = std::make_shared<std::vector<std::byte>>(row_bytes * std::size_t(rows));
+    auto buf = std::make_shared<PageAlignedBuffer>(row_bytes * std::size_t(rows));
     std::vector<float> row(static_cast<std::size_t>(cols));
     for (std::int64_t r = 0; r < rows; ++r) {
       std::byte* dst = buf->data() + std::size_t(r) * row_bytes;
@@ -164,7 +192,7 @@ double peak_rss_bytes() {
 }
 
 struct Stat {
-  double mean = 0, sd = 0, median = 0;
+  double mean = 0, sd = 0, median = 0, min = 0, max = 0;
 };
 Stat stats(std::vector<double> v) {
   Stat s;
@@ -174,6 +202,7 @@ Stat stats(std::vector<double> v) {
   s.sd = v.size() > 1 ? std::sqrt(s.sd / double(v.size() - 1)) : 0.0;
   std::sort(v.begin(), v.end());
   s.median = v[v.size() / 2];
+  s.min = v.front(), s.max = v.back();
   return s;
 }
 
@@ -199,6 +228,12 @@ Options parse(int argc, char** argv) {
         if (t < 1 || t > 1024) throw UsageError("-t: thread counts must be in [1, 1024]");
         o.threads.push_back(t);
       }
+    } else if (f == "-d") {
+      o.depths.clear();
+      for (std::int32_t d : parse_int_list(f, args.value(f))) {
+        if (d < 0 || d > (1 << 20)) throw UsageError("-d: depths must be in [0, 1048576]");
+        o.depths.push_back(d);
+      }
     } else if (f == "-r") {
       o.reps = int(parse_int(f, args.value(f), 1, 1000));
     } else if (f == "-o") {
@@ -207,7 +242,7 @@ Options parse(int argc, char** argv) {
     } else if (f == "-h" || f == "--help") {
       std::printf(
           "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k])\n"
-          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-r 3] [-o md|json]\n");
+          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [-o md|json]\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "'");
@@ -233,68 +268,103 @@ int run(const Options& o) {
   }
   const auto& c = model->config();
   const double bytes_per_token = weight_bytes_per_token(*model);
-  const int ctx = std::min(c.max_seq_len, o.n_prompt + o.n_gen + 1);
+  const int max_depth = *std::max_element(o.depths.begin(), o.depths.end());
+  const std::int64_t ctx = std::int64_t(max_depth) + std::max(o.n_prompt, o.n_gen);
+  if (ctx > c.max_seq_len)
+    throw UsageError("-d " + std::to_string(max_depth) + " plus " + std::to_string(std::max(o.n_prompt, o.n_gen)) +
+                     " tokens exceeds the model's context length " + std::to_string(c.max_seq_len));
+  const std::vector<loom::ByteRange> weights = loom::weight_ranges(*model);
 
   struct Row {
     int threads;
     std::string test;
     Stat tps;
-    double fraction;
+    Stat fraction;  ///< of the limit measured right before each run
   };
   std::vector<Row> rows;
-  std::map<int, loom::MachineLimits> limits;
+  struct Limits : loom::MachineLimits {
+    double buffer_read = 0, weights_read = 0;
+  };
+  std::map<int, Limits> limits;
   for (int t : o.threads) {
     loom::ThreadPool pool(t);
-    limits[t] = loom::measure_machine(pool);
-    std::fprintf(stderr, "threads %d: read bandwidth %.2f GB/s, f32 GEMM %.1f GFLOP/s\n", t,
-                 limits[t].read_bytes_per_second / 1e9, limits[t].gemm_flops_per_second / 1e9);
-    loom::KVCache kv(c, ctx);
+    // The limits are re-measured right before every timed run and each run is compared with its
+    // own: this machine's bandwidth drifts by tens of percent with its neighbours' load. The
+    // bandwidth bound is the faster of a huge-page buffer and the weights' own memory.
+    const loom::BandwidthProbe probe(pool);
+    auto bandwidth = [&] {
+      const double buffer = probe.measure(pool, 2), own = loom::measure_read_bandwidth(pool, weights, 2);
+      auto& l = limits[t];
+      l.read_bytes_per_second = std::max(l.read_bytes_per_second, std::max(buffer, own));
+      l.buffer_read = std::max(l.buffer_read, buffer), l.weights_read = std::max(l.weights_read, own);
+      return std::max(buffer, own);
+    };
+    auto gemm = [&] {
+      const double g = loom::measure_gemm_rate(pool, 2048, 1);
+      limits[t].gemm_flops_per_second = std::max(limits[t].gemm_flops_per_second, g);
+      return g;
+    };
+    loom::KVCache kv(c, std::int32_t(ctx));
     loom::Activations act;
-    std::vector<std::int32_t> prompt(std::size_t(std::max(o.n_prompt, 1)));
-    for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = std::int32_t((i * 7919 + 1) % std::size_t(c.vocab_size));
+    auto token = [&](std::int64_t i) { return std::int32_t((i * 7919 + 1) % c.vocab_size); };
+    std::vector<std::int32_t> prompt(std::size_t(std::max({o.n_prompt, max_depth, 1})));
+    for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = token(std::int64_t(i));
     using clock = std::chrono::steady_clock;
-    if (o.n_prompt > 0) {
-      std::vector<double> tps;
-      for (int r = 0; r <= o.reps; ++r) {  // run 0 is the warm-up
-        kv.clear();
-        const auto t0 = clock::now();
-        model->forward(prompt, 0, kv, act, loom::Logits::last, &pool);
-        const double s = std::chrono::duration<double>(clock::now() - t0).count();
-        if (r > 0) tps.push_back(o.n_prompt / s);
-      }
-      const Stat st = stats(tps);
-      rows.push_back({t, "pp" + std::to_string(o.n_prompt), st,
-                      2.0 * matmul_params(*model) * st.median / limits[t].gemm_flops_per_second});
-    }
-    if (o.n_gen > 0) {
-      std::vector<double> tps;
-      for (int r = 0; r <= o.reps; ++r) {
-        kv.clear();
-        std::int32_t tok = prompt[0];
-        const auto t0 = clock::now();
-        for (int i = 0; i < o.n_gen; ++i) {
-          const auto logits = model->forward({&tok, 1}, kv.size(), kv, act, loom::Logits::last, &pool);
-          tok = std::int32_t(std::max_element(logits.data(), logits.data() + logits.numel()) - logits.data());
+    for (int depth : o.depths) {
+      // The cache is filled to `depth` once (a batched prompt); every repetition rewinds to it.
+      kv.clear();
+      if (depth > 0) model->forward({prompt.data(), std::size_t(depth)}, 0, kv, act, loom::Logits::last, &pool);
+      const std::string at = depth > 0 ? " @ d" + std::to_string(depth) : "";
+      if (o.n_prompt > 0) {
+        std::vector<double> tps, fraction;
+        for (int r = 0; r <= o.reps; ++r) {  // run 0 is the warm-up
+          kv.rewind(depth);
+          const double limit = r > 0 ? gemm() : 0.0;
+          const auto t0 = clock::now();
+          model->forward({prompt.data(), std::size_t(o.n_prompt)}, depth, kv, act, loom::Logits::last, &pool);
+          const double s = std::chrono::duration<double>(clock::now() - t0).count();
+          if (r == 0) continue;
+          tps.push_back(o.n_prompt / s);
+          fraction.push_back(2.0 * matmul_params(*model) * tps.back() / limit);
         }
-        const double s = std::chrono::duration<double>(clock::now() - t0).count();
-        if (r > 0) tps.push_back(o.n_gen / s);
+        rows.push_back({t, "pp" + std::to_string(o.n_prompt) + at, stats(tps), stats(fraction)});
       }
-      const Stat st = stats(tps);
-      rows.push_back({t, "tg" + std::to_string(o.n_gen), st,
-                      bytes_per_token * st.median / limits[t].read_bytes_per_second});
+      if (o.n_gen > 0) {
+        std::vector<double> tps, fraction;
+        for (int r = 0; r <= o.reps; ++r) {
+          kv.rewind(depth);
+          std::int32_t tok = prompt[0];
+          const double limit = r > 0 ? bandwidth() : 0.0;
+          const auto t0 = clock::now();
+          for (int i = 0; i < o.n_gen; ++i) {
+            const auto logits = model->forward({&tok, 1}, kv.size(), kv, act, loom::Logits::last, &pool);
+            tok = std::int32_t(std::max_element(logits.data(), logits.data() + logits.numel()) - logits.data());
+          }
+          const double s = std::chrono::duration<double>(clock::now() - t0).count();
+          if (r == 0) continue;
+          tps.push_back(o.n_gen / s);
+          fraction.push_back(bytes_per_token * tps.back() / limit);
+        }
+        rows.push_back({t, "tg" + std::to_string(o.n_gen) + at, stats(tps), stats(fraction)});
+      }
     }
   }
 
   const double size_gib = total_bytes(*model) / double(1 << 30);
   const double params_b = total_params(*model) / 1e9;
+  for (const auto& [t, l] : limits)
+    std::fprintf(stderr, "threads %d: best read bandwidth %.2f GB/s (1 GiB buffer %.2f, weights %.2f), f32 GEMM %.1f GFLOP/s\n",
+                 t, l.read_bytes_per_second / 1e9, l.buffer_read / 1e9, l.weights_read / 1e9,
+                 l.gemm_flops_per_second / 1e9);
   if (o.output == "md") {
-    std::printf("| model | size | params | threads | test | t/s | of limit |\n");
+    std::printf("| model | size | params | threads | test | t/s | of limit (median, range) |\n");
     std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (const Row& r : rows)
-      std::printf("| %s | %.2f GiB | %.2f B | %d | %s | %.2f ± %.2f | %.1f %% %s |\n", name.c_str(), size_gib, params_b,
-                  r.threads, r.test.c_str(), r.tps.mean, r.tps.sd, 100.0 * r.fraction,
-                  r.test.rfind("tg", 0) == 0 ? "of bandwidth" : "of GEMM");
-    std::printf("\npeak RSS %.2f GiB; weight bytes per token %.3f GiB; t/s fractions use medians\n",
+      std::printf("| %s | %.2f GiB | %.2f B | %d | %s | %.2f ± %.2f | %.1f %% (%.0f–%.0f) of %s |\n", name.c_str(),
+                  size_gib, params_b, r.threads, r.test.c_str(), r.tps.mean, r.tps.sd, 100.0 * r.fraction.median,
+                  100.0 * r.fraction.min, 100.0 * r.fraction.max, r.test.rfind("tg", 0) == 0 ? "bandwidth" : "GEMM");
+    std::printf("\npeak RSS %.2f GiB; weight bytes per token %.3f GiB; each run is compared with the limit measured "
+                "right before it\n",
                 peak_rss_bytes() / double(1 << 30), bytes_per_token / double(1 << 30));
   } else {
     std::printf("[\n");
@@ -303,9 +373,10 @@ int run(const Options& o) {
       const auto& lim = limits[r.threads];
       std::printf("  {\"model\": \"%s\", \"size_bytes\": %.0f, \"params\": %.0f, \"threads\": %d, \"test\": \"%s\", "
                   "\"tps_mean\": %.4f, \"tps_sd\": %.4f, \"tps_median\": %.4f, \"fraction_of_limit\": %.4f, "
+                  "\"fraction_min\": %.4f, \"fraction_max\": %.4f, "
                   "\"read_bandwidth\": %.0f, \"gemm_flops\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
                   name.c_str(), total_bytes(*model), total_params(*model), r.threads, r.test.c_str(), r.tps.mean,
-                  r.tps.sd, r.tps.median, r.fraction, lim.read_bytes_per_second, lim.gemm_flops_per_second,
+                  r.tps.sd, r.tps.median, r.fraction.median, r.fraction.min, r.fraction.max, lim.read_bytes_per_second, lim.gemm_flops_per_second,
                   peak_rss_bytes(), i + 1 < rows.size() ? "," : "");
     }
     std::printf("]\n");
