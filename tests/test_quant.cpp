@@ -179,18 +179,26 @@ TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
 
 TEST(Quant, ActivationBlocks) {
   auto x = random_vector(512, 5, 2.0f);
-  std::vector<block_q8_a> a(16);
-  quantize_row_q8_a(x.data(), a.data(), 512);
+  // 480 values: one group of 16 blocks of 32 would hold 512, so the last block must be zero.
+  std::vector<block_q8_a> a(1);
+  std::memset(static_cast<void*>(a.data()), 0x5a, sizeof(block_q8_a));
+  quantize_row_q8_a(x.data(), a.data(), 480);
   for (int b = 0; b < 16; ++b) {
+    if (b == 15) {
+      EXPECT_EQ(a[0].d[b], 0.0f);
+      EXPECT_EQ(a[0].sum[b], 0);
+      for (int j = 0; j < 32; ++j) EXPECT_EQ(a[0].qs[b][j], 0);
+      continue;
+    }
     float amax = 0;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
-    EXPECT_EQ(a[b].d, amax / 127.0f);
+    EXPECT_EQ(a[0].d[b], amax / 127.0f);
     int sum = 0;
     for (int j = 0; j < 32; ++j) {
-      sum += a[b].qs[j];
-      EXPECT_NEAR(a[b].d * a[b].qs[j], x[32 * b + j], 0.5001 * a[b].d);
+      sum += a[0].qs[b][j];
+      EXPECT_NEAR(a[0].d[b] * a[0].qs[b][j], x[32 * b + j], 0.5001 * a[0].d[b]);
     }
-    EXPECT_EQ(a[b].sum, sum);
+    EXPECT_EQ(a[0].sum[b], sum);
   }
   std::vector<block_q8_k> k(2);
   quantize_row_q8_k(x.data(), k.data(), 512);
@@ -307,7 +315,10 @@ double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* 
   dequantize_row(t, w, wf.data(), n);
   if (loom::block_elems(t) == 32) {
     const auto* a = reinterpret_cast<const block_q8_a*>(act);
-    for (std::int64_t i = 0; i < n; ++i) xf[std::size_t(i)] = a[i / 32].d * float(a[i / 32].qs[i % 32]);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const block_q8_a& g = a[i / 512];
+      xf[std::size_t(i)] = g.d[i / 32 % 16] * float(g.qs[i / 32 % 16][i % 32]);
+    }
   } else {
     const auto* a = reinterpret_cast<const block_q8_k*>(act);
     for (std::int64_t i = 0; i < n; ++i) xf[std::size_t(i)] = a[i / 256].d * float(a[i / 256].qs[i % 256]);
@@ -322,7 +333,9 @@ TEST_P(QuantDot, SimdEqualsScalarExactlyOnIntegerData) {
   const auto impls = implementations(t);
   std::printf("  %s: %zu implementations (dispatch uses %s)\n", std::string(to_string(t)).c_str(), impls.size(),
               quant_simd_name());
-  for (std::int64_t n : {256, 512, 2048, 256 * 7}) {  // odd block counts exercise the pair tails
+  // Partial groups of 16 blocks, odd block counts (pair tails), one block, whole groups.
+  for (std::int64_t n : {256, 512, 2048, 256 * 7, 32, 96, 736, 768}) {
+    if (n % loom::block_elems(t) != 0) continue;
     const auto w = random_weights(t, 1, n, std::uint32_t(n), true);
     const auto a = random_activation(t, n, std::uint32_t(n) + 1, true);
     // With unit scales every value is an integer below 2^24: any order of summation is exact.

@@ -15,9 +15,10 @@
 //   Q6_K 256 weights: 16 sub-blocks of 16: w = d·sc_j·(q − 32), q 6-bit = 4 low bits in ql,
 //         2 high bits in qh; sc_j int8
 //
-// Activations are quantized per weight type: Q8_0 / Q4_0 rows use `block_q8_a` (32 values, f32
-// scale, sum of the quants), Q4_K / Q6_K rows use `block_q8_k` (256 values, one f32 scale, sums
-// of every 16) so that a whole super-block is one integer sum.
+// Activations are quantized per weight type: Q8_0 / Q4_0 rows use `block_q8_a` (groups of 16
+// blocks of 32 values, an f32 scale and the sum of the quants per block), Q4_K / Q6_K rows use
+// `block_q8_k` (256 values, one f32 scale, sums of every 16) so that a whole super-block is one
+// integer sum.
 #pragma once
 
 #include <algorithm>
@@ -35,11 +36,15 @@
 
 namespace loom::kernels {
 
-/// 32 activations quantized to int8: x ≈ d·qs. `sum` = Σ qs (used by Q4_0's −8 offset).
+/// Activations quantized to int8 for Q8_0 / Q4_0 weights, 16 blocks of 32 values (512 values)
+/// per group, laid out for the SIMD dot products: the quants of the 16 blocks back to back (one
+/// 64-byte load covers two blocks), then the 16 scales, then the 16 sums of quants (for the Q4_0
+/// and signed-byte offsets). Block j of a group: x ≈ d[j]·qs[j][i]. A row's last group may be
+/// partial; its unused blocks are all zero.
 struct block_q8_a {
-  float d;
-  std::int32_t sum;
-  std::int8_t qs[qk8_0];
+  std::int8_t qs[16][qk8_0];
+  float d[16];
+  std::int32_t sum[16];
 };
 /// 256 activations quantized to int8 with one scale: x ≈ d·qs; bsums[j] = Σ qs[16j .. 16j+15].
 struct block_q8_k {
@@ -47,7 +52,8 @@ struct block_q8_k {
   std::int8_t qs[qk_k];
   std::int16_t bsums[qk_k / 16];
 };
-static_assert(sizeof(block_q8_a) == 40);
+static_assert(sizeof(block_q8_a) == 640);
+inline constexpr std::int64_t q8_a_group = 16;  ///< blocks per block_q8_a
 static_assert(sizeof(block_q8_k) == 292);
 
 namespace detail {
@@ -208,22 +214,27 @@ inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n
 
 // ---- activation quantization -----------------------------------------------------------------
 
-/// f32 → block_q8_a (n a multiple of 32): d = max|x| / 127, q = round-to-nearest-even(x / d).
+/// f32 → block_q8_a groups (n a multiple of 32): per block of 32, d = max|x| / 127 and
+/// q = round-to-nearest-even(x / d). Writes ⌈n / 512⌉ groups, zero-filling the last one's unused blocks.
 inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n) {
-  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+  const std::int64_t nb = n / qk8_0;
+  if (nb % q8_a_group != 0) std::memset(static_cast<void*>(y + nb / q8_a_group), 0, sizeof(block_q8_a));
+  for (std::int64_t b = 0; b < nb; ++b) {
+    block_q8_a& g = y[b / q8_a_group];
+    const std::int64_t j = b % q8_a_group;
     const float* v = x + b * qk8_0;
     float amax = 0.0f;
-    for (int j = 0; j < qk8_0; ++j) amax = std::max(amax, std::fabs(v[j]));
+    for (int i = 0; i < qk8_0; ++i) amax = std::max(amax, std::fabs(v[i]));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     std::int32_t sum = 0;
-    for (int j = 0; j < qk8_0; ++j) {
-      const int q = int(std::nearbyint(v[j] * id));
-      y[b].qs[j] = std::int8_t(q);
+    for (int i = 0; i < qk8_0; ++i) {
+      const int q = int(std::nearbyint(v[i] * id));
+      g.qs[j][i] = std::int8_t(q);
       sum += q;
     }
-    y[b].d = d;
-    y[b].sum = sum;
+    g.d[j] = d;
+    g.sum[j] = sum;
   }
 }
 
@@ -250,7 +261,7 @@ inline void quantize_row_q8_k(const float* x, block_q8_k* y, std::int64_t n) {
 constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
   switch (w) {
     case DType::q8_0:
-    case DType::q4_0: return std::size_t(n / qk8_0) * sizeof(block_q8_a);
+    case DType::q4_0: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
     case DType::q4_k:
     case DType::q6_k: return std::size_t(n / qk_k) * sizeof(block_q8_k);
     default: return 0;
@@ -279,8 +290,10 @@ inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8
   float sum = 0.0f;
   for (std::int64_t b = 0; b < n / qk8_0; ++b) {
     std::int32_t isum = 0;
-    for (int j = 0; j < qk8_0; ++j) isum += std::int32_t(w[b].qs[j]) * a[b].qs[j];
-    sum += f16f(w[b].d) * a[b].d * float(isum);
+    const block_q8_a& g = a[b / q8_a_group];
+    const std::int64_t k = b % q8_a_group;
+    for (int j = 0; j < qk8_0; ++j) isum += std::int32_t(w[b].qs[j]) * g.qs[k][j];
+    sum += f16f(w[b].d) * g.d[k] * float(isum);
   }
   return sum;
 }
@@ -289,11 +302,13 @@ inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8
   float sum = 0.0f;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     std::int32_t isum = 0;
+    const block_q8_a& g = a[b / q8_a_group];
+    const std::int64_t k = b % q8_a_group;
     for (int j = 0; j < qk4_0 / 2; ++j) {
-      isum += (int(w[b].qs[j] & 0x0f) - 8) * a[b].qs[j];
-      isum += (int(w[b].qs[j] >> 4) - 8) * a[b].qs[j + qk4_0 / 2];
+      isum += (int(w[b].qs[j] & 0x0f) - 8) * g.qs[k][j];
+      isum += (int(w[b].qs[j] >> 4) - 8) * g.qs[k][j + qk4_0 / 2];
     }
-    sum += f16f(w[b].d) * a[b].d * float(isum);
+    sum += f16f(w[b].d) * g.d[k] * float(isum);
   }
   return sum;
 }
@@ -369,10 +384,12 @@ inline __m256i unpack_nibbles_avx2(const std::uint8_t* p) {
 inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    const block_q8_a& g = a[b / q8_a_group];
+    const std::int64_t k = b % q8_a_group;
     const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs[k]));
     const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
-    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * a[b].d), acc);
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
   }
   return hsum_avx2(acc);
 }
@@ -380,10 +397,12 @@ inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a
 inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    const block_q8_a& g = a[b / q8_a_group];
+    const std::int64_t k = b % q8_a_group;
     const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[b].qs), _mm256_set1_epi8(8));
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs[k]));
     const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
-    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * a[b].d), acc);
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
   }
   return hsum_avx2(acc);
 }
@@ -479,46 +498,83 @@ inline __m512 join_scales(float lo, float hi) {
   return _mm512_insertf32x8(_mm512_zextps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
 }
 
-inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
-  __m512 acc = _mm512_setzero_ps();
-  const std::int64_t nb = n / qk8_0;
-  std::int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {  // two blocks per 512-bit register
-    const __m512i wq = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs)),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + 1].qs)));
-    const __m512i xq = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
-    const __m512 p = _mm512_cvtepi32_ps(dot_s8s8_512(wq, xq));
-    acc = _mm512_fmadd_ps(p, join_scales(f16f(w[b].d) * a[b].d, f16f(w[b + 1].d) * a[b + 1].d), acc);
+/// The f16 scales `d` of up to 16 consecutive blocks as floats (zero past `count`). Built from
+/// scalar loads packed four to a 64-bit word: these run on the integer units beside the vector
+/// work, where a vpgatherdd costs ~30 cycles on AMD Zen 4.
+template <typename Block>
+inline __m512 block_scales_512(const Block* b, int count) {
+  std::uint64_t packed[4] = {};
+  for (int i = 0; i < count; ++i) {
+    std::uint16_t h;
+    std::memcpy(&h, &b[i].d, sizeof h);
+    packed[i / 4] |= std::uint64_t(h) << (16 * (i % 4));
   }
-  float sum = hsum_512(acc);
-  if (b < nb) sum += dot_q8_0_scalar(qk8_0, w + b, a + b);
-  return sum;
+  const __m256i halves = _mm256_set_epi64x(std::int64_t(packed[3]), std::int64_t(packed[2]), std::int64_t(packed[1]),
+                                           std::int64_t(packed[0]));
+  return _mm512_cvtph_ps(halves);
+}
+
+/// Σ_j d_w[j]·d_x[j]·(Σ_i u[j][i]·x[j][i] − offset·Σ_i x[j][i]) over the blocks of a Q8_0 or
+/// Q4_0 row, where `unpack(blocks, two)` gives the unsigned bytes u of two blocks (or of one, the
+/// upper half then being anything: its activations are zero) in the activation layout. Per group
+/// of 16 blocks the scales are built once; per pair of blocks the work is the unpacking, one
+/// vpdpbusd, and one FMA with the pair's scales spread over their lanes.
+template <typename Block, typename Unpack>
+inline float dot_q8_groups_avx512(std::int64_t n, const Block* w, const block_q8_a* a, float offset, Unpack unpack) {
+  const std::int64_t nb = n / qk8_0;
+  const __m512i pair_lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+  for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
+    const Block* wb = w + g0;
+    const block_q8_a& g = a[g0 / q8_a_group];
+    const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
+    // Scales of the group's blocks (unused ones are zero in g.d), and the offset term Σ_j scale_j·sum_j.
+    const __m512 dw = blocks == q8_a_group ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
+    const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
+    acc_off = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
+    // Pair k = blocks 2k, 2k+1: lanes 0-7 hold block 2k's partial sums, lanes 8-15 block 2k+1's.
+    auto pair = [&](int k, bool two, __m512& acc) {
+      const __m512i p = dot_u8s8_512(unpack(wb + 2 * k, two), _mm512_loadu_si512(g.qs[2 * k]));
+      const __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(pair_lanes, _mm512_set1_epi32(2 * k)), scale);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
+    };
+    if (blocks == q8_a_group) {
+      for (int k = 0; k < 8; k += 2) {  // two accumulators hide the FMA latency
+        pair(k, true, acc0);
+        pair(k + 1, true, acc1);
+      }
+    } else {
+      int k = 0;
+      for (; 2 * k + 2 <= blocks; ++k) pair(k, true, k % 2 ? acc1 : acc0);
+      if (2 * k < blocks) pair(k, false, acc0);  // an odd last block
+    }
+  }
+  return hsum_512(_mm512_add_ps(acc0, acc1)) - offset * hsum_512(acc_off);
+}
+
+inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+  // vpdpbusd multiplies unsigned by signed bytes: u = q + 128 (q xor 0x80), then Σ q·x = Σ u·x − 128·Σ x.
+  const __m512i bias = _mm512_set1_epi8(char(0x80));
+  return dot_q8_groups_avx512(n, w, a, 128.0f, [&](const block_q8_0* b, bool two) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
+    const __m512i q = two ? join256(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)))
+                          : _mm512_zextsi256_si512(lo);
+    return _mm512_xor_si512(q, bias);
+  });
 }
 
 inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
-  __m512 acc = _mm512_setzero_ps();
-  const std::int64_t nb = n / qk4_0;
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  auto nibbles = [&](const std::uint8_t* p) {  // bytes 0-15 low nibbles, 16-31 high nibbles
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const __m256i q2 = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
-    return _mm256_and_si256(q2, m4);
-  };
-  float offset = 0.0f;  // Σ over blocks of scale · 8 · Σx (the activations' sums are precomputed)
-  std::int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    const __m512i wq = join256(nibbles(w[b].qs), nibbles(w[b + 1].qs));  // 0..15, unsigned
-    const __m512i xq = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs)),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b + 1].qs)));
-    // Σ (q − 8)·x = Σ q·x − 8·Σ x.
-    const float s0 = f16f(w[b].d) * a[b].d, s1 = f16f(w[b + 1].d) * a[b + 1].d;
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_u8s8_512(wq, xq)), join_scales(s0, s1), acc);
-    offset += 8.0f * (s0 * float(a[b].sum) + s1 * float(a[b + 1].sum));
-  }
-  float sum = hsum_512(acc) - offset;
-  if (b < nb) sum += dot_q4_0_scalar(qk4_0, w + b, a + b);
-  return sum;
+  // Nibbles are the unsigned q; Σ (q − 8)·x = Σ q·x − 8·Σ x.
+  // Each block's 16 quant bytes are broadcast into two 128-bit lanes; a per-lane shift of 0 or 4
+  // leaves the low nibbles in the first and the high nibbles in the second, matching the
+  // activations: [b0 low | b0 high | b1 low | b1 high].
+  const __m512i shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  return dot_q8_groups_avx512(n, w, a, 8.0f, [&](const block_q4_0* b, bool two) {
+    __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs)));
+    if (two) q = _mm512_mask_broadcast_i32x4(q, 0xff00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)));
+    return _mm512_and_si512(_mm512_srlv_epi64(q, shifts), m4);
+  });
 }
 
 inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
