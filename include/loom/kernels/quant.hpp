@@ -577,23 +577,50 @@ inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8
   });
 }
 
+/// acc + Σ of pairs of 16-bit products a·b, per int32 lane (vpdpwssd where available).
+inline __m512i add_dot_s16_512(__m512i acc, __m512i a, __m512i b) {
+#if defined(__AVX512VNNI__)
+  return _mm512_dpwssd_epi32(acc, a, b);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
+
+/// A word permutation spreading two of a super-block's scales over a 64-weight chunk: word lane
+/// i (weights 2i, 2i+1 of the chunk) reads scale `first + i / per_scale`.
+inline __m512i scale_spread_512(int first, int per_scale) {
+  alignas(64) std::int16_t idx[32];
+  for (int i = 0; i < 32; ++i) idx[i] = std::int16_t(first + i / per_scale);
+  return _mm512_load_si512(idx);
+}
+
+// The k-quant dots multiply 4- or 6-bit weights by activation bytes with vpmaddubsw (pairs of
+// products as int16; no overflow: 63·127·2 < 2^15) and apply the sub-block scales with vpdpwssd,
+// which also accumulates: two instructions per 64 weights, no 32-bit multiplies.
+
 inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
-  // Per-block integer sums are scaled and accumulated in float vectors; the horizontal sums happen
-  // once per row, not once per super-block.
   __m512 acc = _mm512_setzero_ps();
   __m256 acc_min = _mm256_setzero_ps();
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  // Chunk c (weights 64c .. 64c+63) is sub-blocks 2c and 2c+1, 32 weights = 16 words each.
+  const __m512i spread[4] = {scale_spread_512(0, 16), scale_spread_512(2, 16), scale_spread_512(4, 16),
+                             scale_spread_512(6, 16)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     std::uint64_t scales, mins;
     q4_k_scales_mins(w[b].scales, scales, mins);
+    const __m512i sc = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_cvtsi64_si128(std::int64_t(scales))));
     __m512i isum = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k) {  // weights 64k .. 64k+63 = sub-blocks 2k, 2k+1
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
-      const __m512i wq = join256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-      const __m512i xq = _mm512_loadu_si512(a[b].qs + 64 * k);
-      const int s0 = int((scales >> (16 * k)) & 0xff), s1 = int((scales >> (16 * k + 8)) & 0xff);
-      const __m512i scv = join256(_mm256_set1_epi32(s0), _mm256_set1_epi32(s1));
-      isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot_u8s8_512(wq, xq), scv));
+    for (int h = 0; h < 2; ++h) {
+      // Bytes 64h .. 64h+63: low nibbles are weights 128h + [0, 32) and [64, 96), high nibbles
+      // [32, 64) and [96, 128); regroup them into chunks 2h and 2h+1.
+      const __m512i z = _mm512_loadu_si512(w[b].qs + 64 * h);
+      const __m512i lo = _mm512_and_si512(z, m4), hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+      const __m512i q0 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m512i q1 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m512i p0 = _mm512_maddubs_epi16(q0, _mm512_loadu_si512(a[b].qs + 128 * h));
+      const __m512i p1 = _mm512_maddubs_epi16(q1, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
+      isum = add_dot_s16_512(isum, p0, _mm512_permutexvar_epi16(spread[2 * h], sc));
+      isum = add_dot_s16_512(isum, p1, _mm512_permutexvar_epi16(spread[2 * h + 1], sc));
     }
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(a[b].d * f16f(w[b].d)), acc);
     // Σ_j min_j · (sum of the activations of sub-block j), sub-block j = bsums 2j and 2j+1.
@@ -609,10 +636,12 @@ inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8
 inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
   __m512 acc = _mm512_setzero_ps();  // scaled per-block sums; one horizontal sum per row
   const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3);
-  // Lane i of a 64-weight chunk covers weights 4i..4i+3, i.e. sub-block i/4 of the chunk.
-  const __m512i lane_sub = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  // Chunk c (weights 64c .. 64c+63) is sub-blocks 4c .. 4c+3, 16 weights = 8 words each.
+  const __m512i spread[4] = {scale_spread_512(0, 8), scale_spread_512(4, 8), scale_spread_512(8, 8),
+                             scale_spread_512(12, 8)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
-    const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales)));
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
+    const __m512i sc = _mm512_cvtepi8_epi16(_mm256_zextsi128_si256(sc8));  // 16 scales as words
     __m512i isum = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
       const __m512i ql = _mm512_loadu_si512(w[b].ql + 64 * h);  // [ql0 | ql1], 32 bytes each
@@ -623,15 +652,15 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
       const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4));
       const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
                                           _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4));
-      const __m512i p01 = dot_u8s8_512(q01, _mm512_loadu_si512(a[b].qs + 128 * h));
-      const __m512i p23 = dot_u8s8_512(q23, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
-      const __m512i s01 = _mm512_permutexvar_epi32(_mm512_add_epi32(lane_sub, _mm512_set1_epi32(8 * h)), sc);
-      const __m512i s23 = _mm512_permutexvar_epi32(_mm512_add_epi32(lane_sub, _mm512_set1_epi32(8 * h + 4)), sc);
-      isum = _mm512_add_epi32(isum, _mm512_add_epi32(_mm512_mullo_epi32(p01, s01), _mm512_mullo_epi32(p23, s23)));
+      const __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512(a[b].qs + 128 * h));
+      const __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
+      isum = add_dot_s16_512(isum, p01, _mm512_permutexvar_epi16(spread[2 * h], sc));
+      isum = add_dot_s16_512(isum, p23, _mm512_permutexvar_epi16(spread[2 * h + 1], sc));
     }
-    // −32 · Σ_j sc_j · Σ a over sub-block j
-    const __m512i bs = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums)));
-    isum = _mm512_sub_epi32(isum, _mm512_slli_epi32(_mm512_mullo_epi32(sc, bs), 5));
+    // −32 · Σ_j sc_j · Σ a over sub-block j (pairs of sub-blocks per int32 lane)
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums));
+    const __m256i off = _mm256_madd_epi16(_mm512_castsi512_si256(sc), bs);
+    isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(f16f(w[b].d) * a[b].d), acc);
   }
   return hsum_512(acc);
