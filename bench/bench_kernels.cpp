@@ -1,5 +1,6 @@
 // Kernel micro-benchmarks: matmul at model sizes (decode n = 1 and prompt n = 128) per stored
-// type, reporting bytes/s of weights read and FLOP/s; attention at context 128 / 1024.
+// type, reporting bytes/s of weights read and FLOP/s; decode attention at context 128 / 512 /
+// 2048 with f32 and f16 KV caches, reporting bytes/s of keys and values read.
 #include <benchmark/benchmark.h>
 
 #include <loom/kernels/matmul.hpp>
@@ -64,28 +65,46 @@ BENCHMARK(BM_Matmul)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
-// args: context length, threads. 32 heads, 4 KV heads, head_dim 64 (TinyLlama).
+// args: context length, threads, KV cache type. TinyLlama's heads: 32 query heads sharing 4 KV
+// heads, head_dim 64. One query row at the last position (decoding); kv_bytes/s counts every
+// cached key and value attention reads once.
 void BM_Attention(benchmark::State& state) {
   const int ctx = int(state.range(0));
+  const auto type = loom::DType(state.range(2));
   loom::Config c;
   c.n_layers = 1;
   c.n_heads = 32;
   c.n_kv_heads = 4;
   c.head_dim = 64;
-  loom::KVCache kv(c, ctx);
+  loom::KVCache kv(c, ctx, type);
   kv.reserve_append(0, ctx);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> k(std::size_t(c.kv_dim())), v(k.size());
+  for (int p = 0; p < ctx; ++p) {
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = dist(rng), v[i] = dist(rng);
+    kv.store(0, p, k.data(), v.data());
+  }
   kv.commit(ctx);
   loom::ThreadPool pool(int(state.range(1)));
-  std::vector<float> q(32 * 64, 0.1f), out(32 * 64), scores(std::size_t(pool.size() * ctx));
   const loom::nn::AttentionShape s{32, 4, 64, 0, nullptr};
+  std::vector<float> q(32 * 64), out(32 * 64);
+  std::vector<float> scratch(std::size_t(pool.size() * loom::nn::attention_scratch_floats(s, ctx)));
+  for (float& x : q) x = dist(rng);
   for (auto _ : state) {
-    loom::nn::attention(q.data(), 32 * 64, 1, ctx - 1, kv, 0, s, out.data(), 32 * 64, scores.data(), &pool);
+    loom::nn::attention(q.data(), 32 * 64, 1, ctx - 1, kv, 0, s, out.data(), 32 * 64, scratch.data(), &pool);
     benchmark::DoNotOptimize(out.data());
   }
-  state.counters["kv_bytes/s"] =
-      benchmark::Counter(2.0 * ctx * 4 * 64 * 4, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(loom::to_string(type)));
+  state.counters["kv_bytes/s"] = benchmark::Counter(double(kv.bytes()), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_Attention)->ArgNames({"ctx", "threads"})->Args({128, 1})->Args({1024, 1})->Args({1024, 2})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Attention)
+    ->ArgNames({"ctx", "threads", "kv"})
+    ->ArgsProduct({{128, 512, 2048}, {1}, {int(loom::DType::f32), int(loom::DType::f16)}})
+    ->Args({2048, 2, int(loom::DType::f32)})
+    ->Args({2048, 2, int(loom::DType::f16)})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 }  // namespace
 

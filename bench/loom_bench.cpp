@@ -1,10 +1,11 @@
 // loom-bench: llama-bench's table for loom, plus how close each result is to the machine's limit.
 //
 //   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k])
-//              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [-o md|json]
+//              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [-o md|json]
 //
 // pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time;
-// "@ d<D>" (-d D, as llama-bench): both run after D tokens already in the KV cache.
+// "@ d<D>" (-d D, as llama-bench): both run after D tokens already in the KV cache, which
+// holds f32 or, with --kv-type f16, f16 keys and values.
 // For tg the last column is the fraction of the measured read bandwidth reached
 // (weight bytes per token × t/s ÷ bandwidth); for pp, the fraction of the measured f32 GEMM rate
 // reached (2 × matmul parameters × t/s ÷ GEMM rate). Both limits are measured at start with the
@@ -35,6 +36,7 @@ using loom::cli::UsageError;
 
 struct Options {
   std::string model, shape, type = "f32", output = "md";
+  loom::DType kv_type = loom::DType::f32;
   std::vector<int> threads{2};
   std::vector<int> depths{0};
   int n_prompt = 128, n_gen = 64, reps = 3;
@@ -236,13 +238,17 @@ Options parse(int argc, char** argv) {
       }
     } else if (f == "-r") {
       o.reps = int(parse_int(f, args.value(f), 1, 1000));
+    } else if (f == "--kv-type") {
+      const std::string_view t = args.value(f);
+      if (t != "f32" && t != "f16") throw UsageError("--kv-type: expected f32 or f16, got '" + std::string(t) + "'");
+      o.kv_type = t == "f16" ? loom::DType::f16 : loom::DType::f32;
     } else if (f == "-o") {
       o.output = args.value(f);
       if (o.output != "md" && o.output != "json") throw UsageError("-o: expected md or json");
     } else if (f == "-h" || f == "--help") {
       std::printf(
           "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k])\n"
-          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [-o md|json]\n");
+          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "'");
@@ -266,6 +272,7 @@ int run(const Options& o) {
     model = random_model(shape_config(o.shape), parse_type(o.type));
     name = o.shape + " " + o.type;
   }
+  if (o.kv_type != loom::DType::f32) name += " (KV " + std::string(loom::to_string(o.kv_type)) + ")";
   const auto& c = model->config();
   const double bytes_per_token = weight_bytes_per_token(*model);
   const int max_depth = *std::max_element(o.depths.begin(), o.depths.end());
@@ -304,7 +311,7 @@ int run(const Options& o) {
       limits[t].gemm_flops_per_second = std::max(limits[t].gemm_flops_per_second, g);
       return g;
     };
-    loom::KVCache kv(c, std::int32_t(ctx));
+    loom::KVCache kv(c, std::int32_t(ctx), o.kv_type);
     loom::Activations act;
     auto token = [&](std::int64_t i) { return std::int32_t((i * 7919 + 1) % c.vocab_size); };
     std::vector<std::int32_t> prompt(std::size_t(std::max({o.n_prompt, max_depth, 1})));

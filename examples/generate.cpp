@@ -98,7 +98,8 @@ int run(const Options& o) {
   const loom::Tokenizer* tok = loaded.tokenizer ? &*loaded.tokenizer : nullptr;
   const double load_seconds = std::chrono::duration<double>(clock::now() - t_load).count();
 
-  loom::Session session(model, {.n_ctx = o.n_ctx, .n_threads = o.threads, .max_memory = o.max_memory});
+  loom::Session session(model,
+                        {.n_ctx = o.n_ctx, .n_threads = o.threads, .max_memory = o.max_memory, .kv_type = o.kv_type});
   loom::GenerateParams params;
   params.sampler = loaded.sampler;
   for (const auto& f : o.sampler_flags) f(params.sampler);

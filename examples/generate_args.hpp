@@ -29,6 +29,7 @@ struct Options {
   bool context_shift = false;  ///< --context-shift: drop old tokens instead of stopping at a full context
   std::int32_t n_keep = 0;     ///< --keep: tokens never dropped by a context shift
   std::uint64_t max_memory = 0;  ///< --max-memory: bytes for KV cache + scratch (0: available memory)
+  loom::DType kv_type = loom::DType::f32;  ///< --cache-type (or equal -ctk and -ctv): KV cache element type
   bool help = false;           ///< -h/--help was given: print usage() and exit 0
   std::vector<std::string> stop;  ///< --stop (repeatable): end generation when the text ends with one
   std::optional<loom::DType> quantize;  ///< --quantize: convert the weights in memory after loading
@@ -67,6 +68,9 @@ inline void usage(std::FILE* out) {
                "  --keep N                tokens at the start kept by --context-shift (default: 0)\n"
                "  --max-memory BYTES      refuse to run when the KV cache and scratch need more (suffixes K, M, G;\n"
                "                          default: 0 = the available memory)\n"
+               "  --cache-type TYPE       KV cache element type: f32, or f16 for half the memory (default: f32)\n"
+               "  -ctk, -ctv TYPE         llama.cpp's --cache-type-k / --cache-type-v; loom stores keys and values\n"
+               "                          in one type, so the two must be equal\n"
                "  --stop STRING           stop when the text ends with STRING (repeatable; not printed)\n"
                "  --quantize TYPE         convert the weights in memory after loading: q8_0, q4_0, f16, bf16, f32\n"
                "  --chat                  interactive chat through the model's chat template (-p: first message)\n"
@@ -77,10 +81,18 @@ inline void usage(std::FILE* out) {
                d.repeat_last_n, double(d.presence_penalty), double(d.frequency_penalty));
 }
 
+/// A KV cache element type flag's value: f32 or f16.
+inline loom::DType parse_cache_type(std::string_view flag, std::string_view v) {
+  for (loom::DType d : {loom::DType::f32, loom::DType::f16})
+    if (loom::to_string(d) == v) return d;
+  throw UsageError(std::string(flag) + ": expected f32 or f16, got '" + std::string(v) + "'");
+}
+
 /// Parses argv. Throws UsageError for a bad flag or value; never exits (`-h` sets `help`).
 inline Options parse(int argc, char** argv) {
   Options o;
   Args args(argc, argv);
+  loom::DType cache_k = o.kv_type, cache_v = o.kv_type;  // -ctk / -ctv; --cache-type sets both
   auto set_sampler = [&](auto member, auto value) {
     o.sampler_flags.push_back([member, value](loom::SamplerParams& s) { s.*member = value; });
   };
@@ -142,6 +154,12 @@ inline Options parse(int argc, char** argv) {
       o.n_keep = std::int32_t(parse_int(f, args.value(f), 0, INT32_MAX));
     } else if (f == "--max-memory") {
       o.max_memory = parse_bytes(f, args.value(f));
+    } else if (f == "--cache-type") {
+      cache_k = cache_v = parse_cache_type(f, args.value(f));
+    } else if (f == "-ctk" || f == "--cache-type-k") {
+      cache_k = parse_cache_type(f, args.value(f));
+    } else if (f == "-ctv" || f == "--cache-type-v") {
+      cache_v = parse_cache_type(f, args.value(f));
     } else if (f == "--stop") {
       o.stop.emplace_back(args.value(f));
       if (o.stop.back().empty()) throw UsageError("--stop: the stop string is empty");
@@ -165,6 +183,11 @@ inline Options parse(int argc, char** argv) {
       throw UsageError("unknown flag '" + std::string(f) + "' (see -h)");
     }
   }
+  if (cache_k != cache_v)
+    throw UsageError("-ctk " + std::string(loom::to_string(cache_k)) + " and -ctv " +
+                     std::string(loom::to_string(cache_v)) +
+                     " differ: loom stores keys and values in one type (use --cache-type)");
+  o.kv_type = cache_k;
   if (o.model.empty()) throw UsageError("-m MODEL is required (see -h)");
   if (o.prompt_ids && o.has_prompt) throw UsageError("--prompt-ids and -p/-f are mutually exclusive");
   if (o.chat && o.prompt_ids) throw UsageError("--chat takes text (-p), not --prompt-ids");

@@ -95,7 +95,8 @@ TEST(Cli, BadFlagsAndValuesExitTwo) {
                                  m + " --temp nan", m + " --top-p 0", m + " --top-p 1.5", m + " --top-k -1",
                                  m + " --min-p 2", m + " -t 0", m + " -c -5", m + " --prompt-ids 1,x",
                                  m + " --prompt-ids 1,,2", m + " --prompt-ids 600", m + " --repeat-penalty 0",
-                                 std::string(" -p hello"), m + " --prompt-ids 1 -p hi"})
+                                 std::string(" -p hello"), m + " --prompt-ids 1 -p hi", m + " --cache-type q8_0",
+                                 m + " --cache-type", m + " -ctk f16", m + " -ctk f16 -ctv f32"})
     EXPECT_EQ(sh(gen + args).status, 2) << args;
   EXPECT_EQ(sh(gen + " -h").status, 0);
 }
@@ -166,6 +167,29 @@ TEST(Cli, ContextShiftAndMemoryBudget) {
   EXPECT_NE(big.out.find("memory budget of 65536 bytes"), std::string::npos) << big.out;
   EXPECT_EQ(sh(gen + " -m " + quote(model) + " -c 256 -n 4 --max-memory 64M").status, 0);
   EXPECT_EQ(sh(gen + " -m " + quote(model) + " --max-memory 12X").status, 2);
+}
+
+// --cache-type f16 (or llama.cpp's -ctk f16 -ctv f16) runs with a KV cache of half the bytes,
+// which the memory budget check counts.
+TEST(Cli, CacheTypeF16) {
+  ASSERT_FALSE(gen.empty());
+  LOOM_REQUIRE_FIXTURE(model, "stories260K/stories260K.bin");
+  const std::string m = gen + " -m " + quote(model) + " --temp 0 -n 24 --ids";
+  const Result f32 = sh(m), f16 = sh(m + " --cache-type f16"), ctk = sh(m + " -ctk f16 -ctv f16");
+  ASSERT_EQ(f32.status, 0);
+  ASSERT_EQ(f16.status, 0);
+  ASSERT_EQ(ctk.status, 0);
+  EXPECT_EQ(nlohmann::json::parse(last_line(f16.out)).size(), 24u);
+  EXPECT_EQ(last_line(ctk.out), last_line(f16.out));
+  // The KV bytes the refusal names: f16 needs exactly half of f32.
+  auto kv_bytes = [&](const std::string& flags) {
+    const Result r = sh("(" + gen + " -m " + quote(model) + " -c 256 -n 4 --max-memory 1K" + flags + " 2>&1)");
+    EXPECT_EQ(r.status, 1) << r.out;
+    const std::size_t at = r.out.find(" bytes of KV cache");
+    EXPECT_NE(at, std::string::npos) << r.out;
+    return std::stoull(r.out.substr(r.out.rfind(' ', at - 1) + 1));
+  };
+  EXPECT_EQ(kv_bytes(" --cache-type f16") * 2, kv_bytes(""));
 }
 
 std::filesystem::path demo_model() { return std::filesystem::path(LOOM_SOURCE_DIR) / "models" / "tiny-shakespeare"; }

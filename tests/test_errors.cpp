@@ -298,6 +298,8 @@ std::vector<Case> cases() {
          generate(s, {1, 2, 3, 4});
        }},
       {"X7", "threads", "zero threads", [] { Session s(model(), {.n_ctx = 8, .n_threads = 0}); }},
+      {"X8", "KV cache", "KV cache type other than f32 or f16",
+       [] { Session s(model(), {.n_ctx = 8, .kv_type = DType::q8_0}); }},
       // command line (generate; the program prints `generate: MESSAGE` and exits 2)
       {"U1", "generate CLI", "unknown flag", [] { cli({"-m", "m.bin", "--tempp", "1"}); }},
       {"U2", "generate CLI", "flag without its value", [] { cli({"-m", "m.bin", "-n"}); }},
@@ -309,6 +311,8 @@ std::vector<Case> cases() {
       {"U8", "generate CLI", "bad --prompt-ids list", [] { cli({"-m", "m.bin", "--prompt-ids", "1,,2"}); }},
       {"U9", "generate CLI", "sampler value out of range", [] { cli({"-m", "m.bin", "--top-p", "2"}); }},
       {"U10", "generate CLI", "not a number", [] { cli({"-m", "m.bin", "--temp", "warm"}); }},
+      {"U11", "generate CLI", "KV cache type other than f32 or f16", [] { cli({"-m", "m.bin", "--cache-type", "q8_0"}); }},
+      {"U12", "generate CLI", "-ctk and -ctv differ", [] { cli({"-m", "m.bin", "-ctk", "f16"}); }},
   };
 }
 

@@ -176,30 +176,32 @@ TEST_F(SessionTest, EightConcurrentSessionsMatchSoloRuns) {
 // than generating 5 (what generate() allocates happens once per call, for the prompt).
 TEST_F(SessionTest, DecodingAllocatesNothingPerToken) {
   if (!LOOM_TEST_COUNT_ALLOCATIONS) GTEST_SKIP() << "operator new is not replaceable under AddressSanitizer";
-  for (int threads : {1, 2}) {
-    loom::Session s(model, {.n_ctx = 64, .n_threads = threads});
-    loom::GenerateParams p;
-    p.sampler.seed = 5;
-    std::vector<std::int32_t> out;
-    out.reserve(64);
-    auto on_token = [&](std::int32_t id) {
-      out.push_back(id);
-      return true;
-    };
-    const std::function<bool(std::int32_t)> cb = on_token;
-    auto allocations_for = [&](int n) {
-      s.reset();
-      out.clear();
-      p.max_new_tokens = n;
-      s.generate(kPrompt, p, cb);  // warm-up: scratch and per-thread buffers reach their size
-      s.reset();
-      out.clear();
-      const long before = g_allocations.load();
-      s.generate(kPrompt, p, cb);
-      return g_allocations.load() - before;
-    };
-    const long few = allocations_for(5), many = allocations_for(45);
-    EXPECT_EQ(many, few) << threads << " threads";
+  for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
+    for (int threads : {1, 2}) {
+      loom::Session s(model, {.n_ctx = 64, .n_threads = threads, .kv_type = kv_type});
+      loom::GenerateParams p;
+      p.sampler.seed = 5;
+      std::vector<std::int32_t> out;
+      out.reserve(64);
+      auto on_token = [&](std::int32_t id) {
+        out.push_back(id);
+        return true;
+      };
+      const std::function<bool(std::int32_t)> cb = on_token;
+      auto allocations_for = [&](int n) {
+        s.reset();
+        out.clear();
+        p.max_new_tokens = n;
+        s.generate(kPrompt, p, cb);  // warm-up: scratch and per-thread buffers reach their size
+        s.reset();
+        out.clear();
+        const long before = g_allocations.load();
+        s.generate(kPrompt, p, cb);
+        return g_allocations.load() - before;
+      };
+      const long few = allocations_for(5), many = allocations_for(45);
+      EXPECT_EQ(many, few) << threads << " threads, KV cache " << loom::to_string(kv_type);
+    }
   }
 }
 
@@ -329,6 +331,31 @@ TEST_F(SessionTest, MemoryBudgetIsCheckedBeforeAllocating) {
   // Default: the available memory; a context of 2^30 tokens does not fit any machine this runs on.
   EXPECT_THROW(loom::Session(model, {.n_ctx = 1 << 30}), loom::Error);
   EXPECT_GT(loom::detail::available_memory(), 0u);
+}
+
+TEST_F(SessionTest, F16CacheHalvesTheKVBytesTheBudgetCounts) {
+  const std::uint64_t kv32 = loom::KVCache::bytes_needed(config, 64);
+  const std::uint64_t kv16 = loom::KVCache::bytes_needed(config, 64, loom::DType::f16);
+  const std::uint64_t one = loom::Activations::bytes_needed(config, 1, 64, 1);
+  EXPECT_EQ(2 * kv16, kv32);
+  // A budget the f16 cache fits and the f32 cache does not.
+  loom::Session s(model, {.n_ctx = 64, .max_memory = kv16 + one, .kv_type = loom::DType::f16});
+  EXPECT_EQ(s.cache().type(), loom::DType::f16);
+  EXPECT_EQ(s.cache().bytes(), kv16);
+  EXPECT_EQ(s.memory_needed(1), kv16 + one);
+  EXPECT_THROW(loom::Session(model, {.n_ctx = 64, .max_memory = kv16 + one}), loom::Error);
+  for (std::int32_t id : kPrompt) s.eval({&id, 1});
+  EXPECT_EQ(s.position(), std::int32_t(kPrompt.size()));
+  // Greedy generation with an f16 cache is reproducible and does not depend on the thread count
+  // or on evaluating the prompt at once or token by token.
+  loom::Session one_thread(model, {.n_ctx = 64, .n_threads = 1, .kv_type = loom::DType::f16});
+  loom::Session two_threads(model, {.n_ctx = 64, .n_threads = 2, .kv_type = loom::DType::f16});
+  const Outcome a = run(one_thread, kPrompt, greedy(20));
+  EXPECT_EQ(a.tokens, run(two_threads, kPrompt, greedy(20)).tokens);
+  loom::Session stepwise(model, {.n_ctx = 64, .kv_type = loom::DType::f16});
+  for (std::size_t i = 0; i + 1 < kPrompt.size(); ++i) stepwise.eval({&kPrompt[i], 1});
+  EXPECT_EQ(a.tokens, run(stepwise, {&kPrompt.back(), 1}, greedy(20)).tokens);
+  EXPECT_THROW(loom::Session(model, {.n_ctx = 64, .kv_type = loom::DType::q8_0}), loom::Error);
 }
 
 TEST(SessionMemory, SizesMatchWhatIsAllocated) {

@@ -6,9 +6,11 @@
 #include <loom/dtype.hpp>
 #include <loom/kernels/matmul.hpp>
 #include <loom/kernels/ops.hpp>
+#include <loom/kernels/row_products.hpp>
 #include <loom/kernels/thread_pool.hpp>
 #include <loom/nn/linear.hpp>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "random.hpp"
@@ -86,6 +88,127 @@ TEST(Ops, ResidualAdd) {
   std::vector<float> y{1, 2, 3}, x{0.5f, -2, 10};
   loom::kernels::add(y, x);
   EXPECT_EQ(y, (std::vector<float>{1.5f, 0, 13}));
+}
+
+TEST(Ops, ExpWithinTwoUlpAndSpecialValues) {
+  using loom::kernels::detail::exp_nonpositive;
+  double worst = 0;
+  for (float x = 0.0f; x > -87.3f; x -= 0.000917f * (1.0f - x)) {  // ~5000 points, denser near 0
+    const double e = std::exp(double(x));
+    worst = std::max(worst, std::abs(exp_nonpositive(x) - e) / e);
+  }
+  EXPECT_LE(worst, std::ldexp(1.0, -22)) << "2 ulp";
+  EXPECT_EQ(exp_nonpositive(0.0f), 1.0f);
+  EXPECT_EQ(exp_nonpositive(-INFINITY), 0.0f);
+  EXPECT_EQ(exp_nonpositive(-100.0f), 0.0f);  // e^-100 is subnormal in f32: flushed to 0
+  EXPECT_TRUE(std::isnan(exp_nonpositive(NAN)));
+}
+
+TEST(Ops, SoftmaxOfEveryLengthAgainstDouble) {
+  for (std::size_t n : {1, 2, 15, 16, 17, 33, 100, 2048}) {
+    const std::vector<float> x = random_vector(n, std::uint32_t(n), 4.0f);
+    std::vector<float> y = x;
+    loom::kernels::softmax(y);
+    double mx = -1e300, sum = 0;
+    for (float v : x) mx = std::max(mx, double(v));
+    for (float v : x) sum += std::exp(double(v) - mx);
+    for (std::size_t i = 0; i < n; ++i) {
+      const double p = std::exp(double(x[i]) - mx) / sum;
+      ASSERT_NEAR(y[i], p, 1e-6 * p + 1e-12) << "n " << n << " i " << i;
+    }
+  }
+  std::vector<float> masked{0.5f, -INFINITY, 0.5f};
+  loom::kernels::softmax(masked);
+  EXPECT_EQ(masked, (std::vector<float>{0.5f, 0.0f, 0.5f}));
+}
+
+TEST(Ops, F32ToF16RowsRoundLikeTheScalarReference) {
+  std::vector<float> x = random_vector(1000, 9, 300.0f);
+  x[0] = 65520.0f;                           // rounds to +inf
+  x[1] = 1.0f + std::ldexp(1.0f, -11);       // tie → even
+  x[2] = std::ldexp(1.0f, -20);              // subnormal in f16
+  x[3] = -0.0f;
+  std::vector<loom::f16> h(x.size());
+  for (std::size_t n : {std::size_t(3), std::size_t(13), x.size()}) {
+    loom::kernels::f32_to_f16(x.data(), h.data(), std::int64_t(n));
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(h[i].bits, loom::detail::f32_to_f16_scalar(x[i])) << i;
+  }
+}
+
+// ---- row products (attention's Q·Kᵀ and P·V) --------------------------------------------------
+
+template <typename T>
+std::vector<T> stored_rows(const std::vector<float>& f) {
+  std::vector<T> out(f.size());
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    if constexpr (std::is_same_v<T, float>)
+      out[i] = f[i];
+    else
+      out[i] = loom::to_f16(f[i]);
+  }
+  return out;
+}
+
+double as_double(float x) { return x; }
+double as_double(loom::f16 x) { return loom::detail::f16_to_f32_scalar(x.bits); }
+
+/// Every implementation of dot_rows / weighted_rows_add (the dispatched one and the portable one)
+/// against double sums written here, within the worst-case float accumulation error: 1e-5 of the
+/// sum of the terms' magnitudes (rows of up to 130 terms).
+template <typename T>
+void expect_row_products_match(int na, int nb, int n) {
+  SCOPED_TRACE(testing::Message() << "na " << na << " nb " << nb << " n " << n);
+  const std::int64_t lda = n + 3, ldb = n + 5, lds = nb + 1, ldw = nb + 2, ldc = n + 7;  // gaps between rows
+  const std::uint32_t seed = std::uint32_t(na * 10000 + nb * 100 + n);
+  const auto a = random_vector(std::size_t(na * lda), seed);
+  const auto b = stored_rows<T>(random_vector(std::size_t(nb * ldb), seed + 1));
+  const auto w = random_vector(std::size_t(na * ldw), seed + 2);
+  const auto c0 = random_vector(std::size_t(na * ldc), seed + 3);
+  using Dot = void (*)(const float*, std::int64_t, int, const T*, std::int64_t, int, int, float*, std::int64_t);
+  for (Dot dot : {Dot(loom::kernels::dot_rows<T>), Dot(loom::kernels::detail::dot_rows_portable<T>)}) {
+    std::vector<float> s(std::size_t(na * lds), 123.0f);
+    dot(a.data(), lda, na, b.data(), ldb, nb, n, s.data(), lds);
+    for (int i = 0; i < na; ++i)
+      for (int j = 0; j < nb; ++j) {
+        double ref = 0, mag = 0;
+        for (int d = 0; d < n; ++d) {
+          const double term = double(a[i * lda + d]) * as_double(b[j * ldb + d]);
+          ref += term;
+          mag += std::abs(term);
+        }
+        ASSERT_NEAR(s[i * lds + j], ref, 1e-5 * mag + 1e-30) << "s[" << i << "][" << j << "]";
+      }
+    for (int i = 0; i < na; ++i) ASSERT_EQ(s[i * lds + nb], 123.0f) << "wrote past row " << i;
+  }
+  for (Dot add :
+       {Dot(loom::kernels::weighted_rows_add<T>), Dot(loom::kernels::detail::weighted_rows_add_portable<T>)}) {
+    std::vector<float> c = c0;
+    add(w.data(), ldw, na, b.data(), ldb, nb, n, c.data(), ldc);
+    for (int i = 0; i < na; ++i) {
+      for (int d = 0; d < n; ++d) {
+        double ref = c0[i * ldc + d], mag = std::abs(ref);
+        for (int j = 0; j < nb; ++j) {
+          const double term = double(w[i * ldw + j]) * as_double(b[j * ldb + d]);
+          ref += term;
+          mag += std::abs(term);
+        }
+        ASSERT_NEAR(c[i * ldc + d], ref, 1e-5 * mag) << "c[" << i << "][" << d << "]";
+      }
+      for (std::int64_t d = n; d < ldc; ++d) ASSERT_EQ(c[i * ldc + d], c0[i * ldc + d]) << "wrote past row " << i;
+    }
+  }
+}
+
+TEST(RowProducts, MatchDoubleForEveryBlockAndTailSize) {
+  // Query blocks of 8/4/2/1 rows and their remainders; position counts around the batch and
+  // tile sizes; rows that are not whole vectors (masked tails), shorter than one, and longer
+  // than the portable path's 64-column chunks.
+  for (int na : {1, 2, 3, 7, 8, 13})
+    for (int nb : {1, 2, 5, 16, 17, 130})
+      for (int n : {1, 7, 16, 20, 33, 64, 80, 130}) {
+        expect_row_products_match<float>(na, nb, n);
+        expect_row_products_match<loom::f16>(na, nb, n);
+      }
 }
 
 // ---- matmul -----------------------------------------------------------------------------------

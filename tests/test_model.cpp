@@ -2,6 +2,7 @@
 // causality, thread independence, input validation.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <loom/model/model.hpp>
 
 #include "random_model.hpp"
@@ -49,18 +50,41 @@ const std::vector<std::int32_t> kTokens{5, 17, 3, 96, 0, 42, 42, 7, 11, 60, 2};
 TEST(Model, BatchedPromptEqualsTokenByTokenDecoding) {
   for (const Config& c : variants()) {
     for (loom::DType t : {loom::DType::f32, loom::DType::f16}) {
-      const loom::Model m = loom::test::random_model(c, 3, t);
-      loom::KVCache kv1(c, 32), kv2(c, 32);
-      const auto all = m.logits(kTokens, 0, kv1, loom::Logits::all);
-      ASSERT_EQ(all.dim(0), std::int64_t(kTokens.size()));
-      for (std::size_t i = 0; i < kTokens.size(); ++i) {
-        const auto one = m.logits({&kTokens[i], 1}, std::int32_t(i), kv2);
-        EXPECT_LT(max_rel_diff(one.data(), all.row(std::int64_t(i)), c.vocab_size), 1e-4)
-            << c.architecture << " position " << i;
+      for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
+        const loom::Model m = loom::test::random_model(c, 3, t);
+        loom::KVCache kv1(c, 32, kv_type), kv2(c, 32, kv_type);
+        const auto all = m.logits(kTokens, 0, kv1, loom::Logits::all);
+        ASSERT_EQ(all.dim(0), std::int64_t(kTokens.size()));
+        for (std::size_t i = 0; i < kTokens.size(); ++i) {
+          const auto one = m.logits({&kTokens[i], 1}, std::int32_t(i), kv2);
+          EXPECT_LT(max_rel_diff(one.data(), all.row(std::int64_t(i)), c.vocab_size), 1e-4)
+              << c.architecture << " weights " << loom::to_string(t) << " KV cache " << loom::to_string(kv_type)
+              << " position " << i;
+        }
+        EXPECT_EQ(kv1.size(), std::int32_t(kTokens.size()));
+        EXPECT_EQ(kv2.size(), std::int32_t(kTokens.size()));
       }
-      EXPECT_EQ(kv1.size(), std::int32_t(kTokens.size()));
-      EXPECT_EQ(kv2.size(), std::int32_t(kTokens.size()));
     }
+  }
+}
+
+TEST(Model, F16CacheLogitsStayCloseToF32Cache) {
+  // An f16 cache rounds every key and value by up to 2^-11 of itself. Attention averages the
+  // values and the residual stream carries the rest unrounded, so the logits must move by less
+  // than rounding them to f16 would: 2^-11 of the largest logit (measured: 4-20 times less).
+  // Something else (a key read as a value, a wrong position) moves them by far more.
+  for (const Config& c : variants()) {
+    const loom::Model m = loom::test::random_model(c, 7);
+    loom::KVCache kv32(c, 32), kv16(c, 32, loom::DType::f16);
+    const auto a = m.logits(kTokens, 0, kv32, loom::Logits::all);
+    const auto b = m.logits(kTokens, 0, kv16, loom::Logits::all);
+    double diff = 0, scale = 0;
+    for (std::int64_t i = 0; i < a.numel(); ++i) {
+      diff = std::max(diff, double(std::abs(a.data()[i] - b.data()[i])));
+      scale = std::max(scale, double(std::abs(a.data()[i])));
+    }
+    EXPECT_GT(diff, 0.0) << c.architecture << ": the f16 cache rounds nothing?";
+    EXPECT_LT(diff, std::ldexp(scale, -11)) << c.architecture << " (largest logit " << scale << ")";
   }
 }
 
@@ -100,17 +124,19 @@ TEST(Model, CausalityLaterTokensNeverChangeEarlierLogits) {
 
 TEST(Model, LogitsDoNotDependOnThreadCount) {
   for (const Config& c : variants()) {
-    const loom::Model m = loom::test::random_model(c, 6);
-    loom::ThreadPool p1(1), p2(2), p3(3);
-    loom::KVCache kv(c, 32);
-    const auto a = m.logits(kTokens, 0, kv, loom::Logits::all, &p1);
-    kv.clear();
-    const auto b = m.logits(kTokens, 0, kv, loom::Logits::all, &p2);
-    kv.clear();
-    const auto d = m.logits(kTokens, 0, kv, loom::Logits::all, &p3);
-    for (std::int64_t i = 0; i < a.numel(); ++i) {
-      ASSERT_EQ(a.data()[i], b.data()[i]);
-      ASSERT_EQ(a.data()[i], d.data()[i]);
+    for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
+      const loom::Model m = loom::test::random_model(c, 6);
+      loom::ThreadPool p1(1), p2(2), p3(3);
+      loom::KVCache kv(c, 32, kv_type);
+      const auto a = m.logits(kTokens, 0, kv, loom::Logits::all, &p1);
+      kv.clear();
+      const auto b = m.logits(kTokens, 0, kv, loom::Logits::all, &p2);
+      kv.clear();
+      const auto d = m.logits(kTokens, 0, kv, loom::Logits::all, &p3);
+      for (std::int64_t i = 0; i < a.numel(); ++i) {
+        ASSERT_EQ(a.data()[i], b.data()[i]) << c.architecture << " KV cache " << loom::to_string(kv_type);
+        ASSERT_EQ(a.data()[i], d.data()[i]) << c.architecture << " KV cache " << loom::to_string(kv_type);
+      }
     }
   }
 }

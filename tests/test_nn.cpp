@@ -8,6 +8,7 @@
 #include <loom/nn/position.hpp>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "random.hpp"
@@ -162,105 +163,184 @@ TEST(Positions, AlibiSlopesMatchPressEtAl) {
 
 // ---- attention --------------------------------------------------------------------------------
 
+using loom::DType;
+
+/// One layer of cached keys and values (random, stored in `type`) and query rows for them.
 struct AttnCase {
   loom::Config c;
   loom::KVCache kv;
-  std::vector<float> q;  // [n, heads*hd]
+  std::vector<float> k, v;  // [n, kv_heads*hd] as given to the cache (before any rounding)
+  std::vector<float> q;     // [n, heads*hd]
 };
 
-AttnCase make_case(int heads, int kv_heads, int hd, int n, std::uint32_t seed) {
+AttnCase make_case(int heads, int kv_heads, int hd, int n, std::uint32_t seed, DType type = DType::f32) {
   AttnCase a;
   a.c.n_layers = 1;
   a.c.n_heads = heads;
   a.c.n_kv_heads = kv_heads;
   a.c.head_dim = hd;
-  a.kv = loom::KVCache(a.c, 64);
+  a.kv = loom::KVCache(a.c, 64, type);
   a.kv.reserve_append(0, n);
-  const auto k = random_vector(std::size_t(n * kv_heads * hd), seed), v = random_vector(k.size(), seed + 1);
-  for (int t = 0; t < n; ++t) {
-    std::copy_n(k.data() + t * kv_heads * hd, kv_heads * hd, a.kv.k(0, t));
-    std::copy_n(v.data() + t * kv_heads * hd, kv_heads * hd, a.kv.v(0, t));
-  }
+  const int kvd = kv_heads * hd;
+  a.k = random_vector(std::size_t(n * kvd), seed);
+  a.v = random_vector(a.k.size(), seed + 1);
+  for (int t = 0; t < n; ++t) a.kv.store(0, t, a.k.data() + t * kvd, a.v.data() + t * kvd);
   a.kv.commit(n);
   a.q = random_vector(std::size_t(n * heads * hd), seed + 2);
   return a;
 }
 
+/// Query rows [first, n) of the case at positions first .. n−1, against the cache.
 std::vector<float> run_attention(const AttnCase& a, int n, int window = 0, const float* alibi = nullptr,
-                                 int threads = 1) {
+                                 int threads = 1, int first = 0) {
   const int qd = a.c.n_heads * a.c.head_dim;
-  std::vector<float> out(std::size_t(n * qd)), scores(std::size_t(threads * 64));
-  loom::ThreadPool pool(threads);
   const loom::nn::AttentionShape s{a.c.n_heads, a.c.n_kv_heads, a.c.head_dim, window, alibi};
-  loom::nn::attention(a.q.data(), qd, n, 0, a.kv, 0, s, out.data(), qd, scores.data(), &pool);
+  std::vector<float> out(std::size_t((n - first) * qd), NAN);
+  std::vector<float> scratch(std::size_t(threads * loom::nn::attention_scratch_floats(s, a.kv.capacity())));
+  loom::ThreadPool pool(threads);
+  loom::nn::attention(a.q.data() + first * qd, qd, n - first, first, a.kv, 0, s, out.data(), qd, scratch.data(), &pool);
   return out;
 }
 
-TEST(Attention, MatchesNaiveDoubleWithWindowAndAlibi) {
-  const int heads = 4, kvh = 2, hd = 8, n = 9;
-  AttnCase a = make_case(heads, kvh, hd, n, 20);
-  const auto slopes = loom::nn::alibi_slopes(heads);
-  for (int window : {0, 3}) {
-    for (bool alibi : {false, true}) {
-      const auto out = run_attention(a, n, window, alibi ? slopes.data() : nullptr, 2);
-      for (int t = 0; t < n; ++t)
-        for (int h = 0; h < heads; ++h) {
-          const int g = h / (heads / kvh);
-          std::vector<double> w;
-          const int lo = window ? std::max(0, t - window + 1) : 0;
-          double mx = -1e300;
-          for (int j = lo; j <= t; ++j) {
-            double s = 0;
-            for (int d = 0; d < hd; ++d) s += double(a.q[(t * heads + h) * hd + d]) * a.kv.k(0, j)[g * hd + d];
-            s = s / std::sqrt(double(hd)) + (alibi ? slopes[h] * double(j - t) : 0.0);
-            w.push_back(s);
-            mx = std::max(mx, s);
-          }
-          double sum = 0;
-          for (double& s : w) sum += (s = std::exp(s - mx));
-          for (int d = 0; d < hd; ++d) {
-            double o = 0;
-            for (int j = lo; j <= t; ++j) o += w[j - lo] / sum * a.kv.v(0, j)[g * hd + d];
-            EXPECT_NEAR(out[(t * heads + h) * hd + d], o, 1e-5);
-          }
-        }
+/// The definition, one query head at a time, in double, from the keys and values as the cache
+/// stores them: for f16, the given values rounded by loom::to_f16 (independently of the cache).
+std::vector<double> naive_attention(const AttnCase& a, int n, DType type, int window, const float* alibi,
+                                    int first = 0) {
+  const int heads = a.c.n_heads, hd = a.c.head_dim, kvd = a.c.n_kv_heads * hd, group = heads / a.c.n_kv_heads;
+  auto stored = [&](float x) { return type == DType::f16 ? double(loom::to_float(loom::to_f16(x))) : double(x); };
+  std::vector<double> out;
+  for (int t = first; t < n; ++t)
+    for (int h = 0; h < heads; ++h) {
+      const int g = h / group, lo = window ? std::max(0, t - window + 1) : 0;
+      std::vector<double> w;
+      double mx = -1e300;
+      for (int j = lo; j <= t; ++j) {
+        double s = 0;
+        for (int d = 0; d < hd; ++d) s += double(a.q[(t * heads + h) * hd + d]) * stored(a.k[j * kvd + g * hd + d]);
+        s = s / std::sqrt(double(hd)) + (alibi ? alibi[h] * double(j - t) : 0.0);
+        w.push_back(s);
+        mx = std::max(mx, s);
+      }
+      double sum = 0;
+      for (double& s : w) sum += (s = std::exp(s - mx));
+      for (int d = 0; d < hd; ++d) {
+        double o = 0;
+        for (int j = lo; j <= t; ++j) o += w[j - lo] / sum * stored(a.v[j * kvd + g * hd + d]);
+        out.push_back(o);
+      }
     }
-  }
+  return out;
 }
 
-TEST(Attention, GroupedQueryEqualsMultiHeadWithRepeatedKV) {
-  const int heads = 6, kvh = 2, hd = 4, n = 5;
-  AttnCase gqa = make_case(heads, kvh, hd, n, 30);
+struct Heads {
+  int heads, kv_heads, hd;
+};
+// MHA, GQA with a group of 3 (blocks of 2 + 1 query heads), a TinyLlama-like group of 8 with
+// head_dim 64, MQA, and head dims that are not multiples of 16 (partial vectors).
+const Heads kShapes[] = {{4, 4, 8}, {6, 2, 16}, {16, 2, 64}, {4, 1, 8}, {10, 1, 20}, {9, 3, 40}};
+
+TEST(Attention, MatchesNaiveDoubleForEveryShapeWindowAlibiAndCacheType) {
+  for (DType type : {DType::f32, DType::f16})
+    for (const Heads& sh : kShapes) {
+      const int n = 19;
+      const AttnCase a = make_case(sh.heads, sh.kv_heads, sh.hd, n, 20 + sh.hd, type);
+      const auto slopes = loom::nn::alibi_slopes(sh.heads);
+      for (int window : {0, 5})
+        for (bool alibi : {false, true})
+          for (int first : {0, n - 1}) {  // a prompt of n rows, then one decoded row
+            SCOPED_TRACE(testing::Message() << loom::to_string(type) << " heads " << sh.heads << "/" << sh.kv_heads
+                                            << " hd " << sh.hd << " window " << window << " alibi " << alibi
+                                            << " first " << first);
+            const float* sl = alibi ? slopes.data() : nullptr;
+            const auto out = run_attention(a, n, window, sl, 2, first);
+            const auto ref = naive_attention(a, n, type, window, sl, first);
+            ASSERT_EQ(out.size(), ref.size());
+            for (std::size_t i = 0; i < ref.size(); ++i)
+              ASSERT_NEAR(out[i], ref[i], 1e-5 * std::max(1.0, std::abs(ref[i]))) << "element " << i;
+          }
+    }
+}
+
+TEST(Attention, F16CacheIsCloseToF32Cache) {
+  // The same keys and values cached as f16 change the output by about f16's rounding (2^-11
+  // relative) of values of size ~1; a much larger difference would mean a conversion bug.
+  const AttnCase a32 = make_case(16, 2, 64, 30, 50, DType::f32), a16 = make_case(16, 2, 64, 30, 50, DType::f16);
+  const auto o32 = run_attention(a32, 30), o16 = run_attention(a16, 30);
+  double worst = 0;
+  for (std::size_t i = 0; i < o32.size(); ++i) worst = std::max(worst, double(std::abs(o32[i] - o16[i])));
+  EXPECT_GT(worst, 0.0);
+  EXPECT_LT(worst, 4e-3);
+}
+
+/// An MHA case whose KV head h holds what KV head h / (heads / kv_heads) of `gqa` holds.
+AttnCase repeat_kv_heads(const AttnCase& gqa, DType type) {
+  const int heads = gqa.c.n_heads, hd = gqa.c.head_dim, group = heads / gqa.c.n_kv_heads, n = gqa.kv.size();
   AttnCase mha;
   mha.c = gqa.c;
   mha.c.n_kv_heads = heads;
-  mha.kv = loom::KVCache(mha.c, 64);
+  mha.kv = loom::KVCache(mha.c, 64, type);
   mha.kv.reserve_append(0, n);
   for (int t = 0; t < n; ++t)
-    for (int h = 0; h < heads; ++h) {
-      std::copy_n(gqa.kv.k(0, t) + (h / 3) * hd, hd, mha.kv.k(0, t) + h * hd);
-      std::copy_n(gqa.kv.v(0, t) + (h / 3) * hd, hd, mha.kv.v(0, t) + h * hd);
-    }
+    for (int h = 0; h < heads; ++h)
+      for (int d = 0; d < hd; ++d) {
+        const std::size_t from = std::size_t((t * gqa.c.n_kv_heads + h / group) * hd + d);
+        mha.k.push_back(gqa.k[from]);
+        mha.v.push_back(gqa.v[from]);
+      }
+  for (int t = 0; t < n; ++t) mha.kv.store(0, t, mha.k.data() + t * heads * hd, mha.v.data() + t * heads * hd);
   mha.kv.commit(n);
   mha.q = gqa.q;
-  EXPECT_EQ(run_attention(gqa, n), run_attention(mha, n));
-  // Multi-query (one KV head) too.
-  AttnCase mqa = make_case(heads, 1, hd, n, 31);
-  EXPECT_EQ(run_attention(mqa, n).size(), std::size_t(n * heads * hd));
+  return mha;
+}
+
+TEST(Attention, GroupedQueryEqualsPerHeadAttentionWithRepeatedKV) {
+  // Sharing a KV head must give exactly what each query head computes alone (group of 1) from a
+  // copy of that KV head: GQA (group 3), TinyLlama's group of 8, and MQA.
+  for (DType type : {DType::f32, DType::f16})
+    for (const Heads& sh : {Heads{6, 2, 16}, Heads{16, 2, 64}, Heads{6, 1, 20}}) {
+      const int n = 12;
+      const AttnCase gqa = make_case(sh.heads, sh.kv_heads, sh.hd, n, 30, type);
+      const AttnCase mha = repeat_kv_heads(gqa, type);
+      const auto slopes = loom::nn::alibi_slopes(sh.heads);
+      for (int window : {0, 4})
+        for (const float* sl : {static_cast<const float*>(nullptr), slopes.data()})
+          EXPECT_EQ(run_attention(gqa, n, window, sl), run_attention(mha, n, window, sl))
+              << loom::to_string(type) << " heads " << sh.heads << "/" << sh.kv_heads << " window " << window;
+    }
 }
 
 TEST(Attention, CausalAndThreadIndependent) {
-  const int heads = 4, hd = 8, n = 8;
-  AttnCase a = make_case(heads, 4, hd, n, 40);
-  const auto before = run_attention(a, n, 0, nullptr, 1);
-  EXPECT_EQ(before, run_attention(a, n, 0, nullptr, 3));
-  // Changing the last position's key/value never changes earlier outputs.
-  for (int i = 0; i < heads * hd; ++i) a.kv.k(0, n - 1)[i] += 5.0f, a.kv.v(0, n - 1)[i] -= 3.0f;
-  const auto after = run_attention(a, n);
-  for (int i = 0; i < (n - 1) * heads * hd; ++i) EXPECT_EQ(before[i], after[i]);
-  bool last_changed = false;
-  for (int i = (n - 1) * heads * hd; i < n * heads * hd; ++i) last_changed |= before[i] != after[i];
-  EXPECT_TRUE(last_changed);
+  for (DType type : {DType::f32, DType::f16})
+    for (const Heads& sh : {Heads{4, 4, 8}, Heads{16, 2, 64}}) {
+      const int n = 8, kvd = sh.kv_heads * sh.hd, qd = sh.heads * sh.hd;
+      AttnCase a = make_case(sh.heads, sh.kv_heads, sh.hd, n, 40, type);
+      const auto before = run_attention(a, n, 0, nullptr, 1);
+      EXPECT_EQ(before, run_attention(a, n, 0, nullptr, 2));
+      EXPECT_EQ(before, run_attention(a, n, 0, nullptr, 3));
+      // Changing the last position's key/value never changes earlier outputs.
+      std::vector<float> k(a.k.end() - kvd, a.k.end()), v(a.v.end() - kvd, a.v.end());
+      for (int i = 0; i < kvd; ++i) k[i] += 5.0f, v[i] -= 3.0f;
+      a.kv.store(0, n - 1, k.data(), v.data());
+      const auto after = run_attention(a, n);
+      for (int i = 0; i < (n - 1) * qd; ++i) ASSERT_EQ(before[i], after[i]);
+      bool last_changed = false;
+      for (int i = (n - 1) * qd; i < n * qd; ++i) last_changed |= before[i] != after[i];
+      EXPECT_TRUE(last_changed);
+    }
+}
+
+TEST(Attention, RejectsShapesThatDoNotMatchTheCache) {
+  const AttnCase a = make_case(4, 2, 8, 4, 60);
+  std::vector<float> out(64), scratch(1024);
+  const loom::nn::AttentionShape bad_heads{4, 3, 8, 0, nullptr}, bad_dim{4, 2, 4, 0, nullptr}, ok{4, 2, 8, 0, nullptr};
+  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 0, a.kv, 0, bad_heads, out.data(), 32, scratch.data(), nullptr),
+               loom::Error);
+  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 0, a.kv, 0, bad_dim, out.data(), 32, scratch.data(), nullptr),
+               loom::Error);
+  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 64, a.kv, 0, ok, out.data(), 32, scratch.data(), nullptr),
+               loom::Error);  // position 64 is past the capacity
+  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 0, a.kv, 1, ok, out.data(), 32, scratch.data(), nullptr),
+               loom::Error);  // there is one layer
 }
 
 // ---- KV cache ---------------------------------------------------------------------------------
@@ -291,8 +371,57 @@ TEST(KVCache, CapacityRewindAndClear) {
   EXPECT_THROW(loom::KVCache(c, 0), loom::Error);
   EXPECT_THROW(loom::KVCache(c, -3), loom::Error);
   // Layers and K/V do not overlap.
-  EXPECT_EQ(kv.v(0, 0) - kv.k(0, 0), 8 * 8);
-  EXPECT_EQ(kv.k(1, 0) - kv.k(0, 0), 2 * 8 * 8);
+  EXPECT_EQ(kv.values<float>(0, 0) - kv.keys<float>(0, 0), 8 * 8);
+  EXPECT_EQ(kv.keys<float>(1, 0) - kv.keys<float>(0, 0), 2 * 8 * 8);
+}
+
+TEST(KVCache, StoresF32ExactlyAndF16RoundedInHalfTheBytes) {
+  loom::Config c;
+  c.n_layers = 3;
+  c.n_kv_heads = 2;
+  c.head_dim = 12;  // kv_dim 24: a whole 8-wide conversion block and a remainder
+  loom::KVCache f32(c, 5), f16(c, 5, DType::f16);
+  EXPECT_EQ(f32.type(), DType::f32);
+  EXPECT_EQ(f16.type(), DType::f16);
+  EXPECT_EQ(f32.bytes(), loom::KVCache::bytes_needed(c, 5));
+  EXPECT_EQ(f32.bytes(), 3u * 2 * 5 * 24 * 4);
+  EXPECT_EQ(f16.bytes(), loom::KVCache::bytes_needed(c, 5, DType::f16));
+  EXPECT_EQ(f16.bytes() * 2, f32.bytes());
+  const auto k = random_vector(24, 70, 10.0f), v = random_vector(24, 71, 10.0f);
+  for (loom::KVCache* kv : {&f32, &f16}) {
+    kv->reserve_append(0, 5);
+    kv->store(2, 3, k.data(), v.data());
+  }
+  for (int i = 0; i < 24; ++i) {
+    EXPECT_EQ(f32.keys<float>(2, 3)[i], k[i]);
+    EXPECT_EQ(f32.values<float>(2, 3)[i], v[i]);
+    EXPECT_EQ(f16.keys<loom::f16>(2, 3)[i].bits, loom::detail::f32_to_f16_scalar(k[i]));
+    EXPECT_EQ(f16.values<loom::f16>(2, 3)[i].bits, loom::detail::f32_to_f16_scalar(v[i]));
+  }
+  // Reading in another type than stored, or outside the cache, is refused.
+  EXPECT_THROW(f16.keys<float>(0, 0), loom::Error);
+  EXPECT_THROW(f32.values<loom::f16>(0, 0), loom::Error);
+  EXPECT_THROW(f32.keys<float>(3, 0), loom::Error);
+  EXPECT_THROW(f32.keys<float>(0, 5), loom::Error);
+  EXPECT_THROW(f32.store(0, -1, k.data(), v.data()), loom::Error);
+}
+
+TEST(KVCache, OtherTypesAreUnsupported) {
+  loom::Config c;
+  c.n_layers = 1;
+  c.n_kv_heads = 1;
+  c.head_dim = 32;
+  for (DType t : {DType::bf16, DType::q8_0, DType::f64}) {
+    try {
+      loom::KVCache kv(c, 4, t);
+      FAIL() << loom::to_string(t);
+    } catch (const loom::Error& e) {
+      EXPECT_EQ(e.kind(), loom::ErrorKind::unsupported);
+      EXPECT_NE(std::string(e.what()).find("KV cache type " + std::string(loom::to_string(t))), std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(loom::KVCache::bytes_needed(c, 4, t), loom::Error);
+  }
 }
 
 }  // namespace

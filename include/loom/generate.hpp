@@ -33,6 +33,9 @@ struct SessionOptions {
   /// in /proc/meminfo; no limit where that cannot be read). Checked before anything is allocated:
   /// the session refuses with Error(capacity) instead of being killed by the OS.
   std::uint64_t max_memory = 0;
+  /// Element type of the KV cache: f32, or f16 for half the memory (keys and values rounded to
+  /// f16; Error(unsupported) for any other type).
+  DType kv_type = DType::f32;
 };
 
 namespace detail {
@@ -119,7 +122,7 @@ class Session {
   std::uint64_t memory_budget() const { return budget_; }
   /// Bytes the KV cache and scratch need for prompts of up to `n_tokens` tokens.
   std::uint64_t memory_needed(std::int64_t n_tokens) const {
-    return KVCache::bytes_needed(model_->config(), kv_.capacity()) +
+    return kv_.bytes() +
            Activations::bytes_needed(model_->config(), std::max(n_tokens, batch_reserved_), kv_.capacity(), pool_.size());
   }
   /// The tokens in the context, oldest first (what the KV cache holds).
@@ -279,13 +282,13 @@ class Session {
     if (o.n_ctx < 0)
       fail(ErrorKind::invalid_argument, "session", "n_ctx must be >= 0 (0 = model maximum), got ", o.n_ctx);
     const std::int32_t n_ctx = o.n_ctx > 0 ? o.n_ctx : c.max_seq_len;
-    const std::uint64_t kv = KVCache::bytes_needed(c, n_ctx);
+    const std::uint64_t kv = KVCache::bytes_needed(c, n_ctx, o.kv_type);
     const std::uint64_t scratch = Activations::bytes_needed(c, 1, n_ctx, o.n_threads);
     if (budget > 0 && (kv > budget || scratch > budget - kv))
       fail(ErrorKind::capacity, "session", "a context of ", n_ctx, " tokens needs ", kv, " bytes of KV cache + ",
            scratch, " bytes of scratch = ", kv + scratch, " bytes, more than the memory budget of ", budget,
            " bytes (", o.max_memory ? "max_memory" : "available memory", "); use a smaller context");
-    return KVCache(c, n_ctx);
+    return KVCache(c, n_ctx, o.kv_type);
   }
 
   /// Throws Error(capacity) when evaluating a batch of `n` tokens would grow the scratch past the budget.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -20,17 +21,55 @@
 
 namespace loom::kernels {
 
-/// In-place numerically stable softmax: subtracts the maximum before exponentiating.
+namespace detail {
+
+/// e^x for x <= 0 (NaN stays NaN), within 2 ulp of the exact value, in plain arithmetic that compilers
+/// vectorize (std::exp is a library call they do not, and the softmax of attention spends most
+/// of its time there): e^x = 2^k · e^r with k = round(x / ln 2) and |r| <= ln 2 / 2, e^r by its
+/// Taylor series to r^7 (truncation error below 6e-9), 2^k written into the exponent bits.
+inline float exp_nonpositive(float x) {
+  constexpr float log2e = 1.44269504088896341f;
+  constexpr float ln2_hi = 0.693145751953125f;  // ln 2 split so that k · ln2_hi is exact
+  constexpr float ln2_lo = 1.42860682030941723e-6f;
+  constexpr float round_magic = 12582912.0f;    // 1.5 · 2^23: adding it rounds to an integer
+  constexpr float lowest = -87.3365f;           // ≈ ln(FLT_MIN): below it e^x is subnormal
+  const float xc = x < lowest ? lowest : x;     // keeps 2^k a normal number (and NaN a NaN)
+  const float shifted = xc * log2e + round_magic;
+  const float k = shifted - round_magic;
+  const float r = (xc - k * ln2_hi) - k * ln2_lo;
+  const float p =
+      ((((((1.0f / 5040 * r + 1.0f / 720) * r + 1.0f / 120) * r + 1.0f / 24) * r + 1.0f / 6) * r + 0.5f) * r + 1) * r + 1;
+  // The low bits of `shifted` hold k + 2^22 as an integer; 2^k has exponent field k + 127.
+  const std::uint32_t k_bits = std::bit_cast<std::uint32_t>(shifted) - std::bit_cast<std::uint32_t>(round_magic);
+  const float two_k = std::bit_cast<float>((k_bits + 127u) << 23);
+  return x < lowest ? 0.0f : p * two_k;  // subnormal results flush to 0 (e^-inf must be 0)
+}
+
+}  // namespace detail
+
+/// In-place numerically stable softmax: subtracts the maximum before exponentiating. Written as
+/// separate flat passes so that compilers vectorize each one; the max and the sum run over 16
+/// lanes combined in a fixed order (the result depends on the length alone), the sum in double.
 inline void softmax(std::span<float> x) {
   if (x.empty()) return;
-  const float mx = *std::max_element(x.begin(), x.end());
+  constexpr std::size_t lanes = 16;
+  const std::size_t n = x.size(), whole = n - n % lanes;
+  float* v = x.data();
+  float lane_max[lanes];
+  std::fill_n(lane_max, lanes, v[0]);
+  for (std::size_t i = 0; i < whole; i += lanes)
+    for (std::size_t l = 0; l < lanes; ++l) lane_max[l] = v[i + l] > lane_max[l] ? v[i + l] : lane_max[l];
+  for (std::size_t i = whole; i < n; ++i) lane_max[i - whole] = std::max(lane_max[i - whole], v[i]);
+  const float mx = *std::max_element(lane_max, lane_max + lanes);
+  for (std::size_t i = 0; i < n; ++i) v[i] = detail::exp_nonpositive(v[i] - mx);
+  double lane_sum[lanes] = {};
+  for (std::size_t i = 0; i < whole; i += lanes)
+    for (std::size_t l = 0; l < lanes; ++l) lane_sum[l] += v[i + l];
+  for (std::size_t i = whole; i < n; ++i) lane_sum[i - whole] += v[i];
   double sum = 0.0;
-  for (float& v : x) {
-    v = std::exp(v - mx);
-    sum += v;
-  }
+  for (double s : lane_sum) sum += s;
   const float inv = float(1.0 / sum);
-  for (float& v : x) v *= inv;
+  for (std::size_t i = 0; i < n; ++i) v[i] *= inv;
 }
 
 /// GELU, tanh approximation (GPT-2's "gelu_new"): 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))).
@@ -90,6 +129,17 @@ inline void to_f32(DType t, const std::byte* src, float* dst, std::int64_t n) {
     default:
       fail(ErrorKind::unsupported, "kernels", "conversion of ", to_string(t), " rows to f32 is not implemented");
   }
+}
+
+/// Converts n f32 values to f16, rounding to nearest even (the inverse of to_f32 for f16 rows).
+inline void f32_to_f16(const float* src, f16* dst, std::int64_t n) {
+  std::int64_t i = 0;
+#if defined(__AVX2__) && defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; ++i) dst[i] = to_f16(src[i]);
 }
 
 /// Copies row `i` of a stored [rows, cols] tensor into dst as f32 (an embedding lookup).

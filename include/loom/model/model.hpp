@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <span>
 #include <vector>
@@ -37,7 +36,8 @@ class Activations {
   /// (saturates at UINT64_MAX instead of overflowing).
   static std::uint64_t bytes_needed(const Config& c, std::int64_t n_tokens, std::int64_t kv_capacity, int n_threads) {
     const long double per_token = 3.0L * c.dim + c.q_dim() + 2.0L * c.kv_dim() + c.q_dim() + 2.0L * c.ffn_dim + c.vocab_size;
-    const long double floats = per_token * (long double)n_tokens + (long double)n_threads * (long double)kv_capacity;
+    const long double floats = per_token * (long double)n_tokens +
+                               (long double)n_threads * (long double)attention_floats(c, kv_capacity);
     const long double bytes = floats * sizeof(float);
     return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
   }
@@ -55,11 +55,16 @@ class Activations {
     hb.assign(std::size_t(n * c.ffn_dim), 0.0f);
     hb2.assign(std::size_t(n * c.ffn_dim), 0.0f);
     logits.assign(std::size_t(n * c.vocab_size), 0.0f);
-    scores.assign(std::size_t(std::int64_t(n_threads_) * kv_capacity_), 0.0f);
+    scores.assign(std::size_t(std::int64_t(n_threads_) * attention_floats(c, kv_capacity_)), 0.0f);
   }
+  /// scores: per thread, the attention scores of one group of query heads (nn::attention's scratch).
   std::vector<float> x, xb, xb2, qkv, att, hb, hb2, logits, scores;
 
  private:
+  static std::int64_t attention_floats(const Config& c, std::int64_t kv_capacity) {
+    return nn::attention_scratch_floats({c.n_heads, c.n_kv_heads, c.head_dim}, kv_capacity);
+  }
+
   std::int64_t max_tokens_ = 0, kv_capacity_ = 0;
   int n_threads_ = 0;
 };
@@ -155,8 +160,7 @@ class Model {
           rope_.apply(q, c.n_heads, p);
           rope_.apply(k, c.n_kv_heads, p);
         }
-        std::memcpy(kv.k(l, p), k, std::size_t(kvd) * sizeof(float));
-        std::memcpy(kv.v(l, p), k + kvd, std::size_t(kvd) * sizeof(float));
+        kv.store(l, p, k, k + kvd);  // converted to the cache's type
       }
       nn::attention(qkv, ld_qkv, int(n), start_pos, kv, l, shape, att, qd, act.scores.data(), pool);
       nn::linear(att, n, qd, w.wo, xb2, dim, pool);  // (n, dim)

@@ -1,16 +1,24 @@
 // Causal multi-head attention over the KV cache, with grouped-query / multi-query sharing of KV
 // heads, scale 1/√head_dim, optional ALiBi bias and optional sliding window.
+//
+// Work is split into items (query row t, KV head): the `group` = n_heads / n_kv_heads query
+// heads that share a KV head are computed together, so each KV head's keys and values are read
+// once per query row instead of once per query head (8 times less for TinyLlama's 32/4 heads):
+//   scores (group, m) = Q_group (group, head_dim) · Kᵀ (head_dim, m),  softmax per row,
+//   out    (group, head_dim) = P (group, m) · V (m, head_dim).
+// Each item is computed by one thread in an order fixed by its sizes, so results do not depend
+// on the thread count.
 #pragma once
-
-#include <Eigen/Core>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
 
+#include "loom/dtype.hpp"
 #include "loom/error.hpp"
 #include "loom/kernels/ops.hpp"
+#include "loom/kernels/row_products.hpp"
 #include "loom/kernels/thread_pool.hpp"
 #include "loom/nn/kv_cache.hpp"
 
@@ -24,45 +32,90 @@ struct AttentionShape {
   const float* alibi_slopes = nullptr;  ///< per query head, or null
 };
 
-/// Attention of n query rows at absolute positions pos .. pos+n−1 against the cached keys and
-/// values of `layer`, which must already hold positions [0, pos + n).
-///   q:      [n, n_heads·head_dim], row stride ldq
-///   out:    [n, n_heads·head_dim], row stride ldo
-///   scores: scratch of pool-size × kv.capacity() floats
-inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
-                      const AttentionShape& s, float* out, std::int64_t ldo, float* scores, ThreadPool* pool) {
+namespace detail {
+
+/// Floats per row of scores: the capacity rounded up to 16 floats, so that no two threads'
+/// scratch share a cache line.
+inline std::int64_t score_row_floats(std::int64_t capacity) { return (capacity + 15) / 16 * 16; }
+
+}  // namespace detail
+
+/// Floats of scratch attention() needs per thread for a cache of `capacity` positions: the
+/// scores of one query group.
+inline std::int64_t attention_scratch_floats(const AttentionShape& s, std::int64_t capacity) {
+  const std::int64_t group = s.n_kv_heads > 0 ? s.n_heads / s.n_kv_heads : 0;
+  return group * detail::score_row_floats(capacity);
+}
+
+namespace detail {
+
+/// The `group` query heads q (group, head_dim) that share one KV head, against its keys and
+/// values k, v at positions lo .. lo+m−1 (rows ld_kv apart). Writes out (group, head_dim).
+/// `distance` is lo − p, the (non-positive) offset of the first position from the query's.
+template <typename T>
+void attend_group(const float* q, const T* k, const T* v, std::int64_t ld_kv, int m, int group, int head_dim,
+                  float scale, const float* slopes, int distance, float* scores, std::int64_t ld_s, float* out) {
+  kernels::dot_rows(q, head_dim, group, k, ld_kv, m, head_dim, scores, ld_s);  // (group, m)
+  for (int g = 0; g < group; ++g) {
+    float* row = scores + g * ld_s;
+    if (slopes) {
+      const float slope = slopes[g];
+      for (int j = 0; j < m; ++j) row[j] = row[j] * scale + slope * float(distance + j);
+    } else {
+      for (int j = 0; j < m; ++j) row[j] *= scale;
+    }
+    kernels::softmax(std::span<float>(row, std::size_t(m)));
+  }
+  std::fill_n(out, std::int64_t(group) * head_dim, 0.0f);
+  kernels::weighted_rows_add(scores, ld_s, group, v, ld_kv, m, head_dim, out, head_dim);  // (group, head_dim)
+}
+
+template <typename T>
+void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
+                     const AttentionShape& s, float* out, std::int64_t ldo, float* scratch, ThreadPool* pool) {
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
-  const std::int64_t kv_dim = kv.kv_dim();
+  const std::int64_t ld_s = score_row_floats(kv.capacity());
   auto run = [&](std::int64_t b, std::int64_t e, int thread) {
-    float* sc = scores + std::int64_t(thread) * kv.capacity();
+    float* scores = scratch + std::int64_t(thread) * group * ld_s;
     for (std::int64_t item = b; item < e; ++item) {
-      const int t = int(item / s.n_heads), h = int(item % s.n_heads);
-      const int p = pos + t;                    // absolute position of this query
+      const int t = int(item / s.n_kv_heads), kvh = int(item % s.n_kv_heads);
+      const int p = pos + t;  // absolute position of this query row
       const int lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0;
-      const int kvh = h / group;
-      const float* qh = q + t * ldq + std::int64_t(h) * s.head_dim;
-      // Keys and values of this KV head for positions lo..p: rows of a strided matrix.
-      using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-      using Strided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
-      const Eigen::Index m = p - lo + 1;  // attended positions
-      const Strided K(kv.k(layer, lo) + std::int64_t(kvh) * s.head_dim, m, s.head_dim, Eigen::OuterStride<>(kv_dim));
-      const Strided V(kv.v(layer, lo) + std::int64_t(kvh) * s.head_dim, m, s.head_dim, Eigen::OuterStride<>(kv_dim));
-      Eigen::Map<Eigen::VectorXf> w(sc, m);
-      w.noalias() = K * Eigen::Map<const Eigen::VectorXf>(qh, s.head_dim);  // (m) = (m, hd) · (hd)
-      w *= scale;
-      if (s.alibi_slopes)
-        for (Eigen::Index j = 0; j < m; ++j) w[j] += s.alibi_slopes[h] * float(lo + j - p);
-      kernels::softmax(std::span<float>(sc, std::size_t(m)));
-      Eigen::Map<Eigen::VectorXf> oh(out + t * ldo + std::int64_t(h) * s.head_dim, s.head_dim);
-      oh.noalias() = V.transpose() * w;  // (hd) = (hd, m) · (m)
+      const std::int64_t head0 = std::int64_t(kvh) * group * s.head_dim;  // first query head of the group
+      attend_group(q + t * ldq + head0, kv.keys<T>(layer, lo) + std::int64_t(kvh) * s.head_dim,
+                   kv.values<T>(layer, lo) + std::int64_t(kvh) * s.head_dim, kv.kv_dim(), p - lo + 1, group,
+                   s.head_dim, scale, s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, scores, ld_s,
+                   out + t * ldo + head0);
     }
   };
-  const std::int64_t items = std::int64_t(n) * s.n_heads;
+  const std::int64_t items = std::int64_t(n) * s.n_kv_heads;
   if (pool)
     pool->parallel_for(items, run);
   else
     run(0, items, 0);
+}
+
+}  // namespace detail
+
+/// Attention of n query rows at absolute positions pos .. pos+n−1 against the cached keys and
+/// values of `layer`, which must already hold positions [0, pos + n).
+///   q:       [n, n_heads·head_dim], row stride ldq
+///   out:     [n, n_heads·head_dim], row stride ldo
+///   scratch: pool-size × attention_scratch_floats(s, kv.capacity()) floats
+inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
+                      const AttentionShape& s, float* out, std::int64_t ldo, float* scratch, ThreadPool* pool) {
+  if (s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 || s.n_heads % s.n_kv_heads != 0 ||
+      std::int64_t(s.n_kv_heads) * s.head_dim != kv.kv_dim())
+    fail(ErrorKind::invalid_argument, "attention", s.n_heads, " heads, ", s.n_kv_heads, " KV heads of dimension ",
+         s.head_dim, " do not match a cache with ", kv.kv_dim(), " values per position");
+  if (n < 0 || pos < 0 || std::int64_t(pos) + n > kv.capacity())
+    fail(ErrorKind::invalid_argument, "attention", "positions [", pos, ", ", std::int64_t(pos) + n,
+         ") are outside the cache of ", kv.capacity());
+  if (kv.type() == DType::f16)
+    detail::attention_items<f16>(q, ldq, n, pos, kv, layer, s, out, ldo, scratch, pool);
+  else
+    detail::attention_items<float>(q, ldq, n, pos, kv, layer, s, out, ldo, scratch, pool);
 }
 
 }  // namespace loom::nn

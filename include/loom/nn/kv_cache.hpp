@@ -2,12 +2,20 @@
 // Layout per layer: [capacity, kv_dim] for K and for V, so a position's keys are one contiguous
 // row. `size()` positions are valid; the model appends after them, and `rewind(p)` forgets
 // everything from position p on.
+//
+// Elements are f32 (the default) or f16, chosen at construction: f16 halves the memory and the
+// bytes attention reads per token, at the cost of rounding each key and value to 11 significant
+// bits. Writers hand in f32 rows (`store`), readers get the stored type (`keys<T>`, `values<T>`).
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "loom/dtype.hpp"
 #include "loom/error.hpp"
+#include "loom/kernels/ops.hpp"
 #include "loom/model/config.hpp"
 
 namespace loom {
@@ -15,35 +23,66 @@ namespace loom {
 class KVCache {
  public:
   KVCache() = default;
-  /// Preallocates room for `capacity` positions of the model described by `c`.
-  KVCache(const Config& c, std::int32_t capacity)
-      : n_layers_(c.n_layers), kv_dim_(c.kv_dim()), capacity_(capacity) {
+  /// Preallocates room for `capacity` positions of the model described by `c`, stored as `type`
+  /// (f32 or f16; Error(unsupported) for any other type).
+  KVCache(const Config& c, std::int32_t capacity, DType type = DType::f32)
+      : n_layers_(c.n_layers), kv_dim_(c.kv_dim()), capacity_(capacity), type_(type) {
+    const std::size_t elem = element_bytes(type);
     if (capacity <= 0) fail(ErrorKind::invalid_argument, "kv_cache", "context size must be positive, got ", capacity);
     const std::uint64_t per_layer = std::uint64_t(capacity) * std::uint64_t(kv_dim_);
     const std::uint64_t total = per_layer * 2 * std::uint64_t(n_layers_);
     if (per_layer / std::uint64_t(capacity) != std::uint64_t(kv_dim_) || total > (std::uint64_t(1) << 40))
       fail(ErrorKind::capacity, "kv_cache", "a cache of ", capacity, " positions × ", kv_dim_, " × ", n_layers_,
            " layers is too large");
-    data_.assign(std::size_t(total), 0.0f);
+    data_.assign(std::size_t(total) * elem, std::byte{0});
   }
 
-  /// Bytes a cache of `capacity` positions for the model `c` allocates, computed before
+  /// Bytes one stored key or value element takes: 4 for f32, 2 for f16. Throws Error(unsupported)
+  /// naming the type for anything else.
+  static std::size_t element_bytes(DType type) {
+    if (type != DType::f32 && type != DType::f16)
+      fail(ErrorKind::unsupported, "kv_cache", "KV cache type ", to_string(type), " is not supported (f32 or f16)");
+    return block_bytes(type);
+  }
+
+  /// Bytes a cache of `capacity` positions of `type` for the model `c` allocates, computed before
   /// allocating (saturates at UINT64_MAX instead of overflowing).
-  static std::uint64_t bytes_needed(const Config& c, std::int32_t capacity) {
-    const long double bytes = 2.0L * c.n_layers * (long double)capacity * c.kv_dim() * sizeof(float);
+  static std::uint64_t bytes_needed(const Config& c, std::int32_t capacity, DType type = DType::f32) {
+    const long double bytes = 2.0L * c.n_layers * (long double)capacity * c.kv_dim() * element_bytes(type);
     return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
   }
 
   std::int32_t size() const { return size_; }
   std::int32_t capacity() const { return capacity_; }
   std::int32_t kv_dim() const { return kv_dim_; }
-  std::uint64_t bytes() const { return data_.size() * sizeof(float); }
+  std::int32_t n_layers() const { return n_layers_; }
+  DType type() const { return type_; }
+  std::uint64_t bytes() const { return data_.size(); }
 
-  /// Pointer to the keys (values) of `layer` at position `pos`: kv_dim floats, then the next position.
-  float* k(std::int32_t layer, std::int32_t pos) { return data_.data() + offset(layer, pos, 0); }
-  float* v(std::int32_t layer, std::int32_t pos) { return data_.data() + offset(layer, pos, 1); }
-  const float* k(std::int32_t layer, std::int32_t pos) const { return data_.data() + offset(layer, pos, 0); }
-  const float* v(std::int32_t layer, std::int32_t pos) const { return data_.data() + offset(layer, pos, 1); }
+  /// Writes the keys `k` and values `v` (kv_dim floats each) of `layer` at position `pos`,
+  /// converted to type(). The position must have been made room for with reserve_append().
+  void store(std::int32_t layer, std::int32_t pos, const float* k, const float* v) {
+    check(layer, pos);
+    if (type_ == DType::f16) {
+      kernels::f32_to_f16(k, row<f16>(layer, pos, 0), kv_dim_);
+      kernels::f32_to_f16(v, row<f16>(layer, pos, 1), kv_dim_);
+    } else {
+      std::copy_n(k, kv_dim_, row<float>(layer, pos, 0));
+      std::copy_n(v, kv_dim_, row<float>(layer, pos, 1));
+    }
+  }
+
+  /// The keys (values) of `layer` from position `pos` on, as stored: kv_dim elements per position,
+  /// positions one after the other. T is the element type (float for f32, f16 for f16); asking
+  /// for another type throws Error(invalid_argument).
+  template <typename T>
+  const T* keys(std::int32_t layer, std::int32_t pos) const {
+    return checked_row<T>(layer, pos, 0);
+  }
+  template <typename T>
+  const T* values(std::int32_t layer, std::int32_t pos) const {
+    return checked_row<T>(layer, pos, 1);
+  }
 
   /// Makes room for positions [pos, pos + n): pos must not be past size() (earlier positions are
   /// overwritten, i.e. an implicit rewind). Throws Error(capacity) when pos + n > capacity.
@@ -67,7 +106,25 @@ class KVCache {
   void clear() { size_ = 0; }
 
  private:
-  std::size_t offset(std::int32_t layer, std::int32_t pos, int which) const {
+  void check(std::int32_t layer, std::int32_t pos) const {
+    if (layer < 0 || layer >= n_layers_ || pos < 0 || pos >= capacity_)
+      fail(ErrorKind::invalid_argument, "kv_cache", "layer ", layer, ", position ", pos, " is outside the cache (",
+           n_layers_, " layers × ", capacity_, " positions)");
+  }
+  template <typename T>
+  const T* checked_row(std::int32_t layer, std::int32_t pos, int which) const {
+    if (dtype_of_v<T> != type_)
+      fail(ErrorKind::invalid_argument, "kv_cache", "the cache holds ", to_string(type_), ", not ",
+           to_string(dtype_of_v<T>));
+    check(layer, pos);
+    return reinterpret_cast<const T*>(data_.data()) + index(layer, pos, which);
+  }
+  template <typename T>
+  T* row(std::int32_t layer, std::int32_t pos, int which) {
+    return reinterpret_cast<T*>(data_.data()) + index(layer, pos, which);
+  }
+  /// Element index of the K (which = 0) or V (1) row of `layer` at `pos`.
+  std::size_t index(std::int32_t layer, std::int32_t pos, int which) const {
     return (std::size_t(layer) * 2 + std::size_t(which)) * std::size_t(capacity_) * std::size_t(kv_dim_) +
            std::size_t(pos) * std::size_t(kv_dim_);
   }
@@ -76,7 +133,8 @@ class KVCache {
   std::int32_t kv_dim_ = 0;
   std::int32_t capacity_ = 0;
   std::int32_t size_ = 0;
-  std::vector<float> data_;
+  DType type_ = DType::f32;
+  std::vector<std::byte> data_;  // from operator new: aligned for float
 };
 
 }  // namespace loom
