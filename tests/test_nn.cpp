@@ -370,9 +370,12 @@ TEST(KVCache, CapacityRewindAndClear) {
   EXPECT_EQ(kv.size(), 0);
   EXPECT_THROW(loom::KVCache(c, 0), loom::Error);
   EXPECT_THROW(loom::KVCache(c, -3), loom::Error);
-  // Layers and K/V do not overlap.
-  EXPECT_EQ(kv.values<float>(0, 0) - kv.keys<float>(0, 0), 8 * 8);
-  EXPECT_EQ(kv.keys<float>(1, 0) - kv.keys<float>(0, 0), 2 * 8 * 8);
+  // Layers, K/V and heads do not overlap: per layer [K | V] × [kv heads, capacity, head_dim].
+  const std::int64_t plane = 8 * c.head_dim;  // capacity × head_dim
+  EXPECT_EQ(kv.keys<float>(0, 1, 0) - kv.keys<float>(0, 0, 0), plane);
+  EXPECT_EQ(kv.values<float>(0, 0, 0) - kv.keys<float>(0, 0, 0), c.n_kv_heads * plane);
+  EXPECT_EQ(kv.keys<float>(1, 0, 0) - kv.keys<float>(0, 0, 0), 2 * c.n_kv_heads * plane);
+  EXPECT_EQ(kv.keys<float>(0, 0, 3) - kv.keys<float>(0, 0, 0), 3 * c.head_dim);
 }
 
 TEST(KVCache, StoresF32ExactlyAndF16RoundedInHalfTheBytes) {
@@ -392,17 +395,19 @@ TEST(KVCache, StoresF32ExactlyAndF16RoundedInHalfTheBytes) {
     kv->reserve_append(0, 5);
     kv->store(2, 3, k.data(), v.data());
   }
-  for (int i = 0; i < 24; ++i) {
-    EXPECT_EQ(f32.keys<float>(2, 3)[i], k[i]);
-    EXPECT_EQ(f32.values<float>(2, 3)[i], v[i]);
-    EXPECT_EQ(f16.keys<loom::f16>(2, 3)[i].bits, loom::detail::f32_to_f16_scalar(k[i]));
-    EXPECT_EQ(f16.values<loom::f16>(2, 3)[i].bits, loom::detail::f32_to_f16_scalar(v[i]));
+  for (int i = 0; i < 24; ++i) {  // element i belongs to KV head i / 12
+    const int h = i / 12, j = i % 12;
+    EXPECT_EQ(f32.keys<float>(2, h, 3)[j], k[i]);
+    EXPECT_EQ(f32.values<float>(2, h, 3)[j], v[i]);
+    EXPECT_EQ(f16.keys<loom::f16>(2, h, 3)[j].bits, loom::detail::f32_to_f16_scalar(k[i]));
+    EXPECT_EQ(f16.values<loom::f16>(2, h, 3)[j].bits, loom::detail::f32_to_f16_scalar(v[i]));
   }
   // Reading in another type than stored, or outside the cache, is refused.
-  EXPECT_THROW(f16.keys<float>(0, 0), loom::Error);
-  EXPECT_THROW(f32.values<loom::f16>(0, 0), loom::Error);
-  EXPECT_THROW(f32.keys<float>(3, 0), loom::Error);
-  EXPECT_THROW(f32.keys<float>(0, 5), loom::Error);
+  EXPECT_THROW(f16.keys<float>(0, 0, 0), loom::Error);
+  EXPECT_THROW(f32.values<loom::f16>(0, 0, 0), loom::Error);
+  EXPECT_THROW(f32.keys<float>(3, 0, 0), loom::Error);
+  EXPECT_THROW(f32.keys<float>(0, 2, 0), loom::Error);
+  EXPECT_THROW(f32.keys<float>(0, 0, 5), loom::Error);
   EXPECT_THROW(f32.store(0, -1, k.data(), v.data()), loom::Error);
 }
 

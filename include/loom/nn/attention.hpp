@@ -83,8 +83,8 @@ void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVC
       const int p = pos + t;  // absolute position of this query row
       const int lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0;
       const std::int64_t head0 = std::int64_t(kvh) * group * s.head_dim;  // first query head of the group
-      attend_group(q + t * ldq + head0, kv.keys<T>(layer, lo) + std::int64_t(kvh) * s.head_dim,
-                   kv.values<T>(layer, lo) + std::int64_t(kvh) * s.head_dim, kv.kv_dim(), p - lo + 1, group,
+      attend_group(q + t * ldq + head0, kv.keys<T>(layer, kvh, lo), kv.values<T>(layer, kvh, lo), s.head_dim,
+                   p - lo + 1, group,
                    s.head_dim, scale, s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, scores, ld_s,
                    out + t * ldo + head0);
     }
@@ -106,9 +106,9 @@ void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVC
 inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
                       const AttentionShape& s, float* out, std::int64_t ldo, float* scratch, ThreadPool* pool) {
   if (s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 || s.n_heads % s.n_kv_heads != 0 ||
-      std::int64_t(s.n_kv_heads) * s.head_dim != kv.kv_dim())
+      s.n_kv_heads != kv.n_kv_heads() || s.head_dim != kv.head_dim())
     fail(ErrorKind::invalid_argument, "attention", s.n_heads, " heads, ", s.n_kv_heads, " KV heads of dimension ",
-         s.head_dim, " do not match a cache with ", kv.kv_dim(), " values per position");
+         s.head_dim, " do not match a cache of ", kv.n_kv_heads(), " KV heads of dimension ", kv.head_dim());
   if (n < 0 || pos < 0 || std::int64_t(pos) + n > kv.capacity())
     fail(ErrorKind::invalid_argument, "attention", "positions [", pos, ", ", std::int64_t(pos) + n,
          ") are outside the cache of ", kv.capacity());
