@@ -106,11 +106,43 @@ inline float dot_half(const std::uint16_t* w, const float* x, std::int64_t n) {
   return sum;
 }
 
+/// Dot product of a stored f32 row with f32 activations: the decode path for f32 weights. Four
+/// independent accumulators over 64 floats per step read the row as one stream; measured on this
+/// project's machine (1 thread, 5632×2048 rows from DRAM) at 92 % of the read probe where Eigen's
+/// GEMV reached 81 %.
+inline float dot_f32(const float* w, const float* x, std::int64_t n) {
+  std::int64_t i = 0;
+  float sum = 0.0f;
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  for (; i + 64 <= n; i += 64) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
+    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+  }
+  for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+  sum = hsum_512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+  sum = hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+  for (; i < n; ++i) sum += w[i] * x[i];
+  return sum;
+}
+
 }  // namespace detail
 
-/// Up to this many rows of x, f16/bf16 weights use fused convert-and-dot products per output;
-/// above it, blocks are converted to f32 and multiplied with Eigen's GEMM.
-inline constexpr std::int64_t half_dot_max_rows = 2;
+/// Up to this many rows of x, f32/f16/bf16 weights stored [out, in] use one fused (convert-and-)
+/// dot product per output; above it, blocks are (converted to f32 and) multiplied with Eigen's GEMM.
+inline constexpr std::int64_t fused_dot_max_rows = 2;
 
 /// Up to this many rows of x, quantized weights of type t use integer dot products per output;
 /// above it, 64-row blocks are dequantized to f32 and multiplied with Eigen's GEMM. Crossovers
@@ -167,13 +199,16 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
       run_q(0, out, 0);
     return;
   }
-  if ((w.dtype == DType::f16 || w.dtype == DType::bf16) && !in_out && n <= half_dot_max_rows) {
+  if ((w.dtype == DType::f16 || w.dtype == DType::bf16 || w.dtype == DType::f32) && !in_out &&
+      n <= fused_dot_max_rows) {
     auto run_h = [&](std::int64_t r0, std::int64_t r1, int) {
       for (std::int64_t o = r0; o < r1; ++o) {
-        const auto* wr = reinterpret_cast<const std::uint16_t*>(w.row(o));
+        const std::byte* wr = w.row(o);
+        const auto* wh = reinterpret_cast<const std::uint16_t*>(wr);
         for (std::int64_t t = 0; t < n; ++t)
-          y[t * ldy + o] = w.dtype == DType::bf16 ? detail::dot_half<true>(wr, x + t * ldx, in)
-                                                  : detail::dot_half<false>(wr, x + t * ldx, in);
+          y[t * ldy + o] = w.dtype == DType::f32    ? detail::dot_f32(reinterpret_cast<const float*>(wr), x + t * ldx, in)
+                           : w.dtype == DType::bf16 ? detail::dot_half<true>(wh, x + t * ldx, in)
+                                                    : detail::dot_half<false>(wh, x + t * ldx, in);
       }
     };
     if (pool)
