@@ -26,6 +26,7 @@
 #include "loom/error.hpp"
 #include "loom/io/gguf.hpp"
 #include "loom/model/config.hpp"
+#include "loom/model/tensor_table.hpp"
 #include "loom/model/weights.hpp"
 #include "loom/tensor.hpp"
 
@@ -42,29 +43,14 @@ struct GgufModel {
 
 namespace gguf_detail {
 
-/// Symbolic dimensions of an expected shape, resolved against a Config.
-enum class Dim : std::uint8_t { d, q, kv, qkv, ffn, vocab, ctx };
-
-/// When a table entry applies.
-enum class When : std::uint8_t { always, qkv_bias, out_bias, ffn_bias, output };
-
-using Slot = TensorRef& (*)(Weights&, LayerWeights&);
-template <auto Member>
-TensorRef& model_tensor(Weights& w, LayerWeights&) { return w.*Member; }
-template <auto Member, auto Field>
-TensorRef& model_part(Weights& w, LayerWeights&) { return (w.*Member).*Field; }
-template <auto Member, auto Field>
-TensorRef& layer_part(Weights&, LayerWeights& l) { return (l.*Member).*Field; }
-
-/// One GGUF tensor name; `{i}` stands for the block number. `rows`/`cols` are the PyTorch-order
-/// shape ([out, in] for matrices); `cols == rows` with `rank == 1` for vectors.
-struct TensorName {
-  std::string_view name;
-  Slot slot;
-  Dim rows, cols;
-  int rank;
-  When when = When::always;
-};
+using tensor_table::Dim;
+using tensor_table::Entry;
+using tensor_table::layer_part;
+using tensor_table::mat;
+using tensor_table::model_part;
+using tensor_table::model_tensor;
+using tensor_table::vec;
+using tensor_table::When;
 
 using L = LayerWeights;
 using W = Weights;
@@ -72,77 +58,55 @@ using N = NormWeights;
 using Lin = Linear;
 
 // Shared by llama and qwen2 (and Mistral, which llama.cpp converts to `llama`).
-inline constexpr TensorName llama_tensors[] = {
-    {"token_embd.weight", model_tensor<&W::token_embedding>, Dim::vocab, Dim::d, 2},
-    {"blk.{i}.attn_norm.weight", layer_part<&L::attn_norm, &N::weight>, Dim::d, Dim::d, 1},
-    {"blk.{i}.attn_q.weight", layer_part<&L::wq, &Lin::weight>, Dim::q, Dim::d, 2},
-    {"blk.{i}.attn_q.bias", layer_part<&L::wq, &Lin::bias>, Dim::q, Dim::q, 1, When::qkv_bias},
-    {"blk.{i}.attn_k.weight", layer_part<&L::wk, &Lin::weight>, Dim::kv, Dim::d, 2},
-    {"blk.{i}.attn_k.bias", layer_part<&L::wk, &Lin::bias>, Dim::kv, Dim::kv, 1, When::qkv_bias},
-    {"blk.{i}.attn_v.weight", layer_part<&L::wv, &Lin::weight>, Dim::kv, Dim::d, 2},
-    {"blk.{i}.attn_v.bias", layer_part<&L::wv, &Lin::bias>, Dim::kv, Dim::kv, 1, When::qkv_bias},
-    {"blk.{i}.attn_output.weight", layer_part<&L::wo, &Lin::weight>, Dim::d, Dim::q, 2},
-    {"blk.{i}.attn_output.bias", layer_part<&L::wo, &Lin::bias>, Dim::d, Dim::d, 1, When::out_bias},
-    {"blk.{i}.ffn_norm.weight", layer_part<&L::ffn_norm, &N::weight>, Dim::d, Dim::d, 1},
-    {"blk.{i}.ffn_gate.weight", layer_part<&L::w_gate, &Lin::weight>, Dim::ffn, Dim::d, 2},
-    {"blk.{i}.ffn_gate.bias", layer_part<&L::w_gate, &Lin::bias>, Dim::ffn, Dim::ffn, 1, When::ffn_bias},
-    {"blk.{i}.ffn_up.weight", layer_part<&L::w_up, &Lin::weight>, Dim::ffn, Dim::d, 2},
-    {"blk.{i}.ffn_up.bias", layer_part<&L::w_up, &Lin::bias>, Dim::ffn, Dim::ffn, 1, When::ffn_bias},
-    {"blk.{i}.ffn_down.weight", layer_part<&L::w_down, &Lin::weight>, Dim::d, Dim::ffn, 2},
-    {"blk.{i}.ffn_down.bias", layer_part<&L::w_down, &Lin::bias>, Dim::d, Dim::d, 1, When::ffn_bias},
-    {"output_norm.weight", model_part<&W::final_norm, &N::weight>, Dim::d, Dim::d, 1},
-    {"output.weight", model_part<&W::output, &Lin::weight>, Dim::vocab, Dim::d, 2, When::output},
+inline constexpr Entry llama_tensors[] = {
+    {"token_embd.weight", model_tensor<&W::token_embedding>, mat(Dim::vocab, Dim::d)},
+    {"blk.{i}.attn_norm.weight", layer_part<&L::attn_norm, &N::weight>, vec(Dim::d)},
+    {"blk.{i}.attn_q.weight", layer_part<&L::wq, &Lin::weight>, mat(Dim::q, Dim::d)},
+    {"blk.{i}.attn_q.bias", layer_part<&L::wq, &Lin::bias>, vec(Dim::q), When::qkv_bias},
+    {"blk.{i}.attn_k.weight", layer_part<&L::wk, &Lin::weight>, mat(Dim::kv, Dim::d)},
+    {"blk.{i}.attn_k.bias", layer_part<&L::wk, &Lin::bias>, vec(Dim::kv), When::qkv_bias},
+    {"blk.{i}.attn_v.weight", layer_part<&L::wv, &Lin::weight>, mat(Dim::kv, Dim::d)},
+    {"blk.{i}.attn_v.bias", layer_part<&L::wv, &Lin::bias>, vec(Dim::kv), When::qkv_bias},
+    {"blk.{i}.attn_output.weight", layer_part<&L::wo, &Lin::weight>, mat(Dim::d, Dim::q)},
+    {"blk.{i}.attn_output.bias", layer_part<&L::wo, &Lin::bias>, vec(Dim::d), When::out_bias},
+    {"blk.{i}.ffn_norm.weight", layer_part<&L::ffn_norm, &N::weight>, vec(Dim::d)},
+    {"blk.{i}.ffn_gate.weight", layer_part<&L::w_gate, &Lin::weight>, mat(Dim::ffn, Dim::d)},
+    {"blk.{i}.ffn_gate.bias", layer_part<&L::w_gate, &Lin::bias>, vec(Dim::ffn), When::ffn_bias},
+    {"blk.{i}.ffn_up.weight", layer_part<&L::w_up, &Lin::weight>, mat(Dim::ffn, Dim::d)},
+    {"blk.{i}.ffn_up.bias", layer_part<&L::w_up, &Lin::bias>, vec(Dim::ffn), When::ffn_bias},
+    {"blk.{i}.ffn_down.weight", layer_part<&L::w_down, &Lin::weight>, mat(Dim::d, Dim::ffn)},
+    {"blk.{i}.ffn_down.bias", layer_part<&L::w_down, &Lin::bias>, vec(Dim::d), When::ffn_bias},
+    {"output_norm.weight", model_part<&W::final_norm, &N::weight>, vec(Dim::d)},
+    {"output.weight", model_part<&W::output, &Lin::weight>, mat(Dim::vocab, Dim::d), When::output},
 };
 
 // gpt2: LayerNorm with biases, learned positions, fused [q | k | v] projection stored [out, in].
-inline constexpr TensorName gpt2_tensors[] = {
-    {"token_embd.weight", model_tensor<&W::token_embedding>, Dim::vocab, Dim::d, 2},
-    {"position_embd.weight", model_tensor<&W::position_embedding>, Dim::ctx, Dim::d, 2},
-    {"blk.{i}.attn_norm.weight", layer_part<&L::attn_norm, &N::weight>, Dim::d, Dim::d, 1},
-    {"blk.{i}.attn_norm.bias", layer_part<&L::attn_norm, &N::bias>, Dim::d, Dim::d, 1},
-    {"blk.{i}.attn_qkv.weight", layer_part<&L::wqkv, &Lin::weight>, Dim::qkv, Dim::d, 2},
-    {"blk.{i}.attn_qkv.bias", layer_part<&L::wqkv, &Lin::bias>, Dim::qkv, Dim::qkv, 1},
-    {"blk.{i}.attn_output.weight", layer_part<&L::wo, &Lin::weight>, Dim::d, Dim::q, 2},
-    {"blk.{i}.attn_output.bias", layer_part<&L::wo, &Lin::bias>, Dim::d, Dim::d, 1},
-    {"blk.{i}.ffn_norm.weight", layer_part<&L::ffn_norm, &N::weight>, Dim::d, Dim::d, 1},
-    {"blk.{i}.ffn_norm.bias", layer_part<&L::ffn_norm, &N::bias>, Dim::d, Dim::d, 1},
-    {"blk.{i}.ffn_up.weight", layer_part<&L::w_up, &Lin::weight>, Dim::ffn, Dim::d, 2},
-    {"blk.{i}.ffn_up.bias", layer_part<&L::w_up, &Lin::bias>, Dim::ffn, Dim::ffn, 1},
-    {"blk.{i}.ffn_down.weight", layer_part<&L::w_down, &Lin::weight>, Dim::d, Dim::ffn, 2},
-    {"blk.{i}.ffn_down.bias", layer_part<&L::w_down, &Lin::bias>, Dim::d, Dim::d, 1},
-    {"output_norm.weight", model_part<&W::final_norm, &N::weight>, Dim::d, Dim::d, 1},
-    {"output_norm.bias", model_part<&W::final_norm, &N::bias>, Dim::d, Dim::d, 1},
-    {"output.weight", model_part<&W::output, &Lin::weight>, Dim::vocab, Dim::d, 2, When::output},
+inline constexpr Entry gpt2_tensors[] = {
+    {"token_embd.weight", model_tensor<&W::token_embedding>, mat(Dim::vocab, Dim::d)},
+    {"position_embd.weight", model_tensor<&W::position_embedding>, mat(Dim::ctx, Dim::d)},
+    {"blk.{i}.attn_norm.weight", layer_part<&L::attn_norm, &N::weight>, vec(Dim::d)},
+    {"blk.{i}.attn_norm.bias", layer_part<&L::attn_norm, &N::bias>, vec(Dim::d)},
+    {"blk.{i}.attn_qkv.weight", layer_part<&L::wqkv, &Lin::weight>, mat(Dim::qkv, Dim::d)},
+    {"blk.{i}.attn_qkv.bias", layer_part<&L::wqkv, &Lin::bias>, vec(Dim::qkv)},
+    {"blk.{i}.attn_output.weight", layer_part<&L::wo, &Lin::weight>, mat(Dim::d, Dim::q)},
+    {"blk.{i}.attn_output.bias", layer_part<&L::wo, &Lin::bias>, vec(Dim::d)},
+    {"blk.{i}.ffn_norm.weight", layer_part<&L::ffn_norm, &N::weight>, vec(Dim::d)},
+    {"blk.{i}.ffn_norm.bias", layer_part<&L::ffn_norm, &N::bias>, vec(Dim::d)},
+    {"blk.{i}.ffn_up.weight", layer_part<&L::w_up, &Lin::weight>, mat(Dim::ffn, Dim::d)},
+    {"blk.{i}.ffn_up.bias", layer_part<&L::w_up, &Lin::bias>, vec(Dim::ffn)},
+    {"blk.{i}.ffn_down.weight", layer_part<&L::w_down, &Lin::weight>, mat(Dim::d, Dim::ffn)},
+    {"blk.{i}.ffn_down.bias", layer_part<&L::w_down, &Lin::bias>, vec(Dim::d)},
+    {"output_norm.weight", model_part<&W::final_norm, &N::weight>, vec(Dim::d)},
+    {"output_norm.bias", model_part<&W::final_norm, &N::bias>, vec(Dim::d)},
+    {"output.weight", model_part<&W::output, &Lin::weight>, mat(Dim::vocab, Dim::d), When::output},
 };
 
 /// Tensors some converters write that the forward pass does not need.
 inline constexpr std::string_view skipped_tensors[] = {"blk.{i}.attn_rot_embd"};
 
-inline std::span<const TensorName> tensor_table(std::string_view arch) {
+inline std::span<const Entry> tensor_table(std::string_view arch) {
   if (arch == "gpt2") return gpt2_tensors;
   return llama_tensors;
-}
-
-inline std::string layer_name(std::string_view pattern, int layer) {
-  std::string s(pattern);
-  if (const auto at = s.find("{i}"); at != std::string::npos) s.replace(at, 3, std::to_string(layer));
-  return s;
-}
-
-inline Shape resolve(const TensorName& e, const Config& c) {
-  auto v = [&](Dim x) -> std::int64_t {
-    switch (x) {
-      case Dim::d: return c.dim;
-      case Dim::q: return c.q_dim();
-      case Dim::kv: return c.kv_dim();
-      case Dim::qkv: return std::int64_t(c.q_dim()) + 2 * std::int64_t(c.kv_dim());
-      case Dim::ffn: return c.ffn_dim;
-      case Dim::vocab: return c.vocab_size;
-      case Dim::ctx: return c.max_seq_len;
-    }
-    return 0;
-  };
-  return e.rank == 1 ? Shape{v(e.rows)} : Shape{v(e.rows), v(e.cols)};
 }
 
 /// A positive int32 from an integer key.
@@ -259,30 +223,18 @@ inline Config gguf_config(const GgufFile& f) {
 /// expected and actual shapes); tensors the table does not know are an error too. When
 /// `output.weight` is absent, the output projection is the token embedding.
 inline Weights gguf_weights(const Config& c, const GgufFile& f) {
-  using gguf_detail::When;
+  using tensor_table::When;
   const std::string& path = f.path();
   Weights w;
   w.layers.resize(std::size_t(c.n_layers));
   LayerWeights none;
   std::set<std::string, std::less<>> used;
-  for (const gguf_detail::TensorName& e : gguf_detail::tensor_table(c.architecture)) {
-    switch (e.when) {
-      case When::always:
-      case When::output: break;
-      case When::qkv_bias:
-        if (!c.qkv_bias) continue;
-        break;
-      case When::out_bias:
-        if (!c.out_bias) continue;
-        break;
-      case When::ffn_bias:
-        if (!c.ffn_bias) continue;
-        break;
-    }
-    const bool per_layer = e.name.find("{i}") != std::string_view::npos;
-    const Shape expected = gguf_detail::resolve(e, c);
+  for (const tensor_table::Entry& e : gguf_detail::tensor_table(c.architecture)) {
+    if (!tensor_table::applies(e.when, c)) continue;
+    const bool per_layer = e.per_layer();
+    const Shape expected = e.shape.resolve(c);
     for (int i = 0; i < (per_layer ? c.n_layers : 1); ++i) {
-      const std::string name = gguf_detail::layer_name(e.name, i);
+      const std::string name = tensor_table::layer_name(e.name, i);
       const GgufTensorInfo* t = f.find_tensor(name);
       if (!t && e.when == When::output) continue;  // tied to the token embedding
       if (!t)
@@ -291,7 +243,7 @@ inline Weights gguf_weights(const Config& c, const GgufFile& f) {
       if (!(t->ref.shape == expected))
         fail(ErrorKind::format, "gguf", "'", path, "': tensor '", name, "': expected shape ", expected.str(), ", got ",
              t->ref.shape.str());
-      if (e.rank == 1 && is_quantized(t->ref.dtype))
+      if (e.shape.rank == 1 && is_quantized(t->ref.dtype))
         fail(ErrorKind::unsupported, "gguf", "'", path, "': tensor '", name, "' has type ", to_string(t->ref.dtype),
              "; vectors must be F32, F16 or BF16");
       e.slot(w, per_layer ? w.layers[std::size_t(i)] : none) = t->ref;
@@ -302,7 +254,7 @@ inline Weights gguf_weights(const Config& c, const GgufFile& f) {
 
   std::set<std::string, std::less<>> skip;
   for (std::string_view pattern : gguf_detail::skipped_tensors)
-    for (int i = 0; i < c.n_layers; ++i) skip.insert(gguf_detail::layer_name(pattern, i));
+    for (int i = 0; i < c.n_layers; ++i) skip.insert(tensor_table::layer_name(pattern, i));
   for (const GgufTensorInfo& t : f.tensors())
     if (!used.contains(t.name) && !skip.contains(t.name))
       fail(ErrorKind::format, "gguf", "'", path, "': unexpected tensor '", t.name, "' for architecture '",

@@ -28,6 +28,7 @@
 #include "loom/io/hf_config.hpp"
 #include "loom/io/safetensors.hpp"
 #include "loom/model/config.hpp"
+#include "loom/model/tensor_table.hpp"
 #include "loom/model/weights.hpp"
 #include "loom/tensor.hpp"
 
@@ -49,61 +50,17 @@ namespace detail {
 /// The Hugging Face name tables and their building blocks (short aliases kept local to them).
 namespace hf_tables {
 
-/// Symbolic dimensions of an expected tensor shape, resolved against a Config.
-enum class HfDim : std::uint8_t { d, q, kv, qkv, ffn, vocab, ctx };
-
-/// An expected shape of rank 1 or 2 in symbolic dimensions.
-struct HfShape {
-  HfDim a, b;
-  int rank;
-  Shape resolve(const Config& c) const {
-    auto v = [&](HfDim x) -> std::int64_t {
-      switch (x) {
-        case HfDim::d: return c.dim;
-        case HfDim::q: return c.q_dim();
-        case HfDim::kv: return c.kv_dim();
-        case HfDim::qkv: return std::int64_t(c.q_dim()) + 2 * std::int64_t(c.kv_dim());
-        case HfDim::ffn: return c.ffn_dim;
-        case HfDim::vocab: return c.vocab_size;
-        case HfDim::ctx: return c.max_seq_len;
-      }
-      return 0;
-    };
-    return rank == 1 ? Shape{v(a)} : Shape{v(a), v(b)};
-  }
-};
-constexpr HfShape vec(HfDim a) { return {a, a, 1}; }
-constexpr HfShape mat(HfDim rows, HfDim cols) { return {rows, cols, 2}; }
-
-/// Where a tensor goes in Weights.
-using HfSlot = TensorRef& (*)(Weights&, LayerWeights&);
-template <auto Member>
-TensorRef& model_tensor(Weights& w, LayerWeights&) { return w.*Member; }
-template <auto Member, auto Field>
-TensorRef& model_part(Weights& w, LayerWeights&) { return (w.*Member).*Field; }
-template <auto Member, auto Field>
-TensorRef& layer_part(Weights&, LayerWeights& l) { return (l.*Member).*Field; }
-
-/// When a table entry applies.
-enum class HfWhen : std::uint8_t {
-  always,
-  qkv_bias,  ///< Config::qkv_bias
-  out_bias,  ///< Config::out_bias
-  ffn_bias,  ///< Config::ffn_bias
-  lm_head,   ///< optional output projection: absent ⇒ tied to the token embedding
-};
-
-/// One Hugging Face tensor name; `{i}` stands for the layer number.
-struct HfTensorName {
-  std::string_view name;
-  HfSlot slot;
-  HfShape shape;
-  HfWhen when = HfWhen::always;
-};
+using tensor_table::Entry;
+using tensor_table::layer_part;
+using tensor_table::mat;
+using tensor_table::model_part;
+using tensor_table::model_tensor;
+using tensor_table::vec;
+using tensor_table::When;
 
 /// The tensor names of one architecture family.
 struct HfNameTable {
-  std::span<const HfTensorName> names;
+  std::span<const Entry> names;
   std::span<const std::string_view> skip;  ///< buffers saved with some checkpoints, not weights
   std::string_view optional_prefix;        ///< accepted before every name except lm_head ("transformer.")
   bool conv1d = false;                     ///< the layers' linear weights are stored [in, out]
@@ -111,10 +68,10 @@ struct HfNameTable {
 
 using L = LayerWeights;
 using W = Weights;
-using D = HfDim;
+using D = tensor_table::Dim;
 
 // GPT2LMHeadModel. Conv1D weights are [in, out].
-inline constexpr HfTensorName gpt2_names[] = {
+inline constexpr Entry gpt2_names[] = {
     {"wte.weight", model_tensor<&W::token_embedding>, mat(D::vocab, D::d)},
     {"wpe.weight", model_tensor<&W::position_embedding>, mat(D::ctx, D::d)},
     {"h.{i}.ln_1.weight", layer_part<&L::attn_norm, &NormWeights::weight>, vec(D::d)},
@@ -131,31 +88,31 @@ inline constexpr HfTensorName gpt2_names[] = {
     {"h.{i}.mlp.c_proj.bias", layer_part<&L::w_down, &Linear::bias>, vec(D::d)},
     {"ln_f.weight", model_part<&W::final_norm, &NormWeights::weight>, vec(D::d)},
     {"ln_f.bias", model_part<&W::final_norm, &NormWeights::bias>, vec(D::d)},
-    {"lm_head.weight", model_part<&W::output, &Linear::weight>, mat(D::vocab, D::d), HfWhen::lm_head},
+    {"lm_head.weight", model_part<&W::output, &Linear::weight>, mat(D::vocab, D::d), When::output},
 };
 inline constexpr std::string_view gpt2_skip[] = {"h.{i}.attn.bias", "h.{i}.attn.masked_bias"};
 
 // LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM. nn.Linear weights are [out, in].
-inline constexpr HfTensorName llama_names[] = {
+inline constexpr Entry llama_names[] = {
     {"model.embed_tokens.weight", model_tensor<&W::token_embedding>, mat(D::vocab, D::d)},
     {"model.layers.{i}.input_layernorm.weight", layer_part<&L::attn_norm, &NormWeights::weight>, vec(D::d)},
     {"model.layers.{i}.self_attn.q_proj.weight", layer_part<&L::wq, &Linear::weight>, mat(D::q, D::d)},
-    {"model.layers.{i}.self_attn.q_proj.bias", layer_part<&L::wq, &Linear::bias>, vec(D::q), HfWhen::qkv_bias},
+    {"model.layers.{i}.self_attn.q_proj.bias", layer_part<&L::wq, &Linear::bias>, vec(D::q), When::qkv_bias},
     {"model.layers.{i}.self_attn.k_proj.weight", layer_part<&L::wk, &Linear::weight>, mat(D::kv, D::d)},
-    {"model.layers.{i}.self_attn.k_proj.bias", layer_part<&L::wk, &Linear::bias>, vec(D::kv), HfWhen::qkv_bias},
+    {"model.layers.{i}.self_attn.k_proj.bias", layer_part<&L::wk, &Linear::bias>, vec(D::kv), When::qkv_bias},
     {"model.layers.{i}.self_attn.v_proj.weight", layer_part<&L::wv, &Linear::weight>, mat(D::kv, D::d)},
-    {"model.layers.{i}.self_attn.v_proj.bias", layer_part<&L::wv, &Linear::bias>, vec(D::kv), HfWhen::qkv_bias},
+    {"model.layers.{i}.self_attn.v_proj.bias", layer_part<&L::wv, &Linear::bias>, vec(D::kv), When::qkv_bias},
     {"model.layers.{i}.self_attn.o_proj.weight", layer_part<&L::wo, &Linear::weight>, mat(D::d, D::q)},
-    {"model.layers.{i}.self_attn.o_proj.bias", layer_part<&L::wo, &Linear::bias>, vec(D::d), HfWhen::out_bias},
+    {"model.layers.{i}.self_attn.o_proj.bias", layer_part<&L::wo, &Linear::bias>, vec(D::d), When::out_bias},
     {"model.layers.{i}.post_attention_layernorm.weight", layer_part<&L::ffn_norm, &NormWeights::weight>, vec(D::d)},
     {"model.layers.{i}.mlp.gate_proj.weight", layer_part<&L::w_gate, &Linear::weight>, mat(D::ffn, D::d)},
-    {"model.layers.{i}.mlp.gate_proj.bias", layer_part<&L::w_gate, &Linear::bias>, vec(D::ffn), HfWhen::ffn_bias},
+    {"model.layers.{i}.mlp.gate_proj.bias", layer_part<&L::w_gate, &Linear::bias>, vec(D::ffn), When::ffn_bias},
     {"model.layers.{i}.mlp.up_proj.weight", layer_part<&L::w_up, &Linear::weight>, mat(D::ffn, D::d)},
-    {"model.layers.{i}.mlp.up_proj.bias", layer_part<&L::w_up, &Linear::bias>, vec(D::ffn), HfWhen::ffn_bias},
+    {"model.layers.{i}.mlp.up_proj.bias", layer_part<&L::w_up, &Linear::bias>, vec(D::ffn), When::ffn_bias},
     {"model.layers.{i}.mlp.down_proj.weight", layer_part<&L::w_down, &Linear::weight>, mat(D::d, D::ffn)},
-    {"model.layers.{i}.mlp.down_proj.bias", layer_part<&L::w_down, &Linear::bias>, vec(D::d), HfWhen::ffn_bias},
+    {"model.layers.{i}.mlp.down_proj.bias", layer_part<&L::w_down, &Linear::bias>, vec(D::d), When::ffn_bias},
     {"model.norm.weight", model_part<&W::final_norm, &NormWeights::weight>, vec(D::d)},
-    {"lm_head.weight", model_part<&W::output, &Linear::weight>, mat(D::vocab, D::d), HfWhen::lm_head},
+    {"lm_head.weight", model_part<&W::output, &Linear::weight>, mat(D::vocab, D::d), When::output},
 };
 inline constexpr std::string_view llama_skip[] = {"model.layers.{i}.self_attn.rotary_emb.inv_freq"};
 
@@ -167,13 +124,6 @@ inline hf_tables::HfNameTable hf_name_table(HfArch arch) {
   return {llama_names, llama_skip, "", false};
 }
 
-/// `pattern` with "{i}" replaced by `layer`.
-inline std::string hf_layer_name(std::string_view pattern, int layer) {
-  std::string s(pattern);
-  if (const auto at = s.find("{i}"); at != std::string::npos) s.replace(at, 3, std::to_string(layer));
-  return s;
-}
-
 }  // namespace detail
 
 /// Binds the tensors of `set` to a Weights struct following the architecture's name table.
@@ -181,7 +131,7 @@ inline std::string hf_layer_name(std::string_view pattern, int layer) {
 /// is not a known buffer is an error. When the checkpoint has no `lm_head.weight` the output
 /// projection is tied to the token embedding and `config.tied_embeddings` is set.
 inline Weights bind_hf_weights(Config& config, const SafetensorsSet& set, detail::HfArch arch) {
-  using detail::hf_tables::HfWhen;
+  using tensor_table::When;
   const detail::hf_tables::HfNameTable table = detail::hf_name_table(arch);
   const std::string& source = set.source();
 
@@ -202,26 +152,14 @@ inline Weights bind_hf_weights(Config& config, const SafetensorsSet& set, detail
   std::set<std::string, std::less<>> used;
   LayerWeights none;  // slot argument for model-level entries
   bool has_lm_head = false;
-  for (const detail::hf_tables::HfTensorName& e : table.names) {
-    const bool per_layer = e.name.find("{i}") != std::string_view::npos;
-    switch (e.when) {
-      case HfWhen::always:
-      case HfWhen::lm_head: break;
-      case HfWhen::qkv_bias:
-        if (!config.qkv_bias) continue;
-        break;
-      case HfWhen::out_bias:
-        if (!config.out_bias) continue;
-        break;
-      case HfWhen::ffn_bias:
-        if (!config.ffn_bias) continue;
-        break;
-    }
+  for (const tensor_table::Entry& e : table.names) {
+    if (!tensor_table::applies(e.when, config)) continue;
+    const bool per_layer = e.per_layer();
     const Shape expected = e.shape.resolve(config);
     for (int i = 0; i < (per_layer ? config.n_layers : 1); ++i) {
-      const std::string name = detail::hf_layer_name(e.name, i);
+      const std::string name = tensor_table::layer_name(e.name, i);
       const auto it = names.find(name);
-      if (e.when == HfWhen::lm_head) {
+      if (e.when == When::output) {
         if (it == names.end()) continue;  // absent ⇒ tied
         used.insert(name);
         if (config.tied_embeddings) continue;  // tied: the embedding is the output (as transformers does)
@@ -246,7 +184,7 @@ inline Weights bind_hf_weights(Config& config, const SafetensorsSet& set, detail
   // Everything else must be a known buffer.
   std::set<std::string, std::less<>> skip;
   for (std::string_view pattern : table.skip)
-    for (int i = 0; i < config.n_layers; ++i) skip.insert(detail::hf_layer_name(pattern, i));
+    for (int i = 0; i < config.n_layers; ++i) skip.insert(tensor_table::layer_name(pattern, i));
   std::vector<std::string> unexpected;
   for (const auto& [key, stored] : names)
     if (!used.contains(key) && !skip.contains(key)) unexpected.push_back(stored);
