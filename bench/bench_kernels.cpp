@@ -5,6 +5,8 @@
 
 #include <loom/kernels/matmul.hpp>
 #include <loom/nn/attention.hpp>
+#include <algorithm>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -63,6 +65,48 @@ BENCHMARK(BM_Matmul)
     ->Args({2048, 2048, 128, 2, int(loom::DType::f32)})
     ->Args({2048, 2048, 128, 2, int(loom::DType::f16)})
     ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// Decode from memory, one core: matrices of the given shape cycled through 512 MiB, so that every
+// row comes from DRAM as in a real model. variant 0 = one row at a time (the baseline), 1 = the
+// grouping matmul uses (rows of K parts of the range read side by side; kernels/matmul.hpp).
+// args: rows (out), cols (in), dtype, variant
+void BM_DecodeFromMemory(benchmark::State& state) {
+  const std::int64_t out = state.range(0), in = state.range(1);
+  const auto dtype = loom::DType(state.range(2));
+  const bool grouped = state.range(3) != 0;
+  const Weight one = make_weight(dtype, out, in);
+  const std::size_t copies = std::max<std::size_t>(1, (std::size_t(512) << 20) / one.bytes.size());
+  std::vector<std::byte> all(one.bytes.size() * copies);
+  for (std::size_t c = 0; c < copies; ++c) std::memcpy(all.data() + c * one.bytes.size(), one.bytes.data(), one.bytes.size());
+  std::vector<float> x(static_cast<std::size_t>(in), 0.5f), y(static_cast<std::size_t>(out));
+  const std::size_t rb = one.ref.row_bytes();
+  for (auto _ : state) {
+    for (std::size_t c = 0; c < copies; ++c) {
+      const loom::TensorRef w{dtype, one.ref.shape, all.data() + c * one.bytes.size(), one.bytes.size()};
+      auto run = [&]<loom::DType T>() {
+        if (grouped)
+          loom::kernels::detail::dot_rows_range<T>(w, x.data(), 1, in, y.data(), out, 0, out);
+        else
+          for (std::int64_t o = 0; o < out; ++o) loom::kernels::detail::dot_row_group<T, 1>(w, rb, x.data(), 1, in, y.data(), out, o, 0);
+      };
+      if (dtype == loom::DType::f32) run.template operator()<loom::DType::f32>();
+      else if (dtype == loom::DType::f16) run.template operator()<loom::DType::f16>();
+      else run.template operator()<loom::DType::bf16>();
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(std::string(loom::to_string(dtype)) + (grouped ? " grouped" : " one row at a time"));
+  state.counters["weight_bytes/s"] =
+      benchmark::Counter(double(all.size()), benchmark::Counter::kIsIterationInvariantRate);
+}
+// TinyLlama's gate/up (5632x2048) and down (2048x5632) shapes, GPT-2's QKV (2304x768).
+BENCHMARK(BM_DecodeFromMemory)
+    ->ArgNames({"out", "in", "dtype", "grouped"})
+    ->ArgsProduct({{5632}, {2048}, {int(loom::DType::f32), int(loom::DType::f16)}, {0, 1}})
+    ->ArgsProduct({{2048}, {5632}, {int(loom::DType::f32), int(loom::DType::f16), int(loom::DType::bf16)}, {0, 1}})
+    ->ArgsProduct({{2304}, {768}, {int(loom::DType::f32)}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 // args: context length, threads, KV cache type. TinyLlama's heads: 32 query heads sharing 4 KV

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <loom/dtype.hpp>
 #include <loom/kernels/matmul.hpp>
 #include <loom/kernels/ops.hpp>
@@ -10,6 +11,7 @@
 #include <loom/kernels/thread_pool.hpp>
 #include <loom/nn/linear.hpp>
 #include <random>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -80,6 +82,23 @@ TEST(Ops, ActivationsAgainstDefinitions) {
     EXPECT_NEAR(loom::kernels::gelu_erf(float(x)), gelu_erf, 1e-5 * (1 + std::abs(x)));
     EXPECT_NEAR(loom::kernels::silu(float(x)), silu, 1e-5 * (1 + std::abs(x)));
   }
+  // Far tails, tiny inputs and special values, through apply (the vectorized loop).
+  std::vector<float> v{-100.0f, -30.0f, -1e-6f, 0.0f, 1e-6f, 30.0f, 100.0f, 1e30f,
+                       std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()};
+  std::vector<float> g = v, s = v;
+  loom::kernels::apply(std::span<float>(g), loom::kernels::gelu_tanh);
+  loom::kernels::apply(std::span<float>(s), loom::kernels::silu);
+  for (std::size_t i = 0; i + 2 < v.size(); ++i) {
+    const double x = v[i];
+    const double pi = 3.14159265358979323846;
+    const double gt = 0.5 * x * (1 + std::tanh(std::sqrt(2 / pi) * (x + 0.044715 * x * x * x)));
+    EXPECT_NEAR(g[i], gt, 1e-6 * std::abs(x) + 1e-30) << x;
+    EXPECT_NEAR(s[i], x / (1 + std::exp(-x)), 1e-6 * std::abs(x) + 1e-30) << x;
+  }
+  EXPECT_EQ(g[8], std::numeric_limits<float>::infinity());
+  EXPECT_EQ(s[8], std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(g[9]));
+  EXPECT_TRUE(std::isnan(s[9]));
   // The two GELUs differ (the tanh form is an approximation), by at most ~1e-3.
   EXPECT_GT(std::abs(loom::kernels::gelu_tanh(-3.0f) - loom::kernels::gelu_erf(-3.0f)), 1e-5);
 }
@@ -269,6 +288,48 @@ TEST_P(Matmul, MatchesNaiveDouble) {
 INSTANTIATE_TEST_SUITE_P(AllStoredTypes, Matmul,
                          ::testing::Combine(::testing::Values(loom::DType::f32, loom::DType::f16, loom::DType::bf16),
                                             ::testing::Values(1, 2, 5), ::testing::Bool(), ::testing::Values(1, 3)));
+
+// Decode (n ≤ fused_dot_max_rows) with rows long enough for the 4-stream grouping (x over 16 KiB);
+// out = 131 leaves remainder rows for every thread count.
+class MatmulLongRows : public ::testing::TestWithParam<std::tuple<loom::DType, int, int>> {};
+
+TEST_P(MatmulLongRows, MatchesNaiveDouble) {
+  const auto [dtype, n, threads] = GetParam();
+  const std::int64_t in = 4096 + 32 + 16 + 5, out = 131;
+  const StoredWeight w = make_weight(dtype, out, in, 11);
+  const auto x = random_vector(std::size_t(n * in), 12);
+  std::vector<float> y(std::size_t(n * out));
+  loom::ThreadPool pool(threads);
+  loom::kernels::matmul(x.data(), n, in, w.ref, false, y.data(), out, &pool);
+  for (int t = 0; t < n; ++t)
+    for (std::int64_t o = 0; o < out; ++o) {
+      double acc = 0;
+      for (std::int64_t i = 0; i < in; ++i) acc += double(x[std::size_t(t * in + i)]) * w.values[std::size_t(o * in + i)];
+      EXPECT_NEAR(y[std::size_t(t * out + o)], acc, 1e-3) << "row " << t << " col " << o;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStoredTypes, MatmulLongRows,
+                         ::testing::Combine(::testing::Values(loom::DType::f32, loom::DType::f16, loom::DType::bf16),
+                                            ::testing::Values(1, 2), ::testing::Values(1, 2, 3)));
+
+TEST(Matmul, DecodeDoesNotDependOnThreadCount) {
+  // The fused decode kernels group rows (or columns, for [in, out]) differently per thread chunk;
+  // every output must still be bit-identical.
+  for (const bool in_out : {false, true})
+    for (const std::int64_t in : {std::int64_t(300), std::int64_t(4200)})
+      for (const loom::DType t : {loom::DType::f32, loom::DType::f16, loom::DType::bf16}) {
+        const StoredWeight w = in_out ? make_weight(t, in, 301, 13) : make_weight(t, 301, in, 13);
+        const auto x = random_vector(std::size_t(in), 14);
+        std::vector<float> y1(301), y2(301), y3(301);
+        loom::ThreadPool p1(1), p2(2), p3(3);
+        loom::kernels::matmul(x.data(), 1, in, w.ref, in_out, y1.data(), 301, &p1);
+        loom::kernels::matmul(x.data(), 1, in, w.ref, in_out, y2.data(), 301, &p2);
+        loom::kernels::matmul(x.data(), 1, in, w.ref, in_out, y3.data(), 301, &p3);
+        EXPECT_EQ(y1, y2) << loom::to_string(t) << " in " << in << " in_out " << in_out;
+        EXPECT_EQ(y1, y3) << loom::to_string(t) << " in " << in << " in_out " << in_out;
+      }
+}
 
 TEST(Matmul, ResultDoesNotDependOnThreadCount) {
   const StoredWeight w = make_weight(loom::DType::f32, 300, 64, 5);

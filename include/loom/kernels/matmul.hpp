@@ -1,6 +1,8 @@
 // Matrix products of f32 activations by stored weights: y[n, out] = x[n, in] · Wᵀ, with W kept
-// in its stored type (f32 in place; f16/bf16 converted block by block on the fly). n = 1 is the
-// decode case (matrix-vector), n > 1 the prompt case (matrix-matrix, Eigen's blocked GEMM).
+// in its stored type (f32 in place; f16/bf16 converted on the fly). n ≤ fused_dot_max_rows is the
+// decode case: one pass over the weights, by dot products of rows read side by side for weights
+// stored [out, in] and by row-by-row accumulation for [in, out]; larger n uses Eigen's blocked
+// products on f32 or on converted 64-row blocks.
 // Quantized weights (q8_0, q4_0, q4_k, q6_k; [out, in] only): for small n the activations are
 // quantized to 8-bit blocks once per thread and every output is an integer dot product on the
 // weight blocks in place (kernels/quant.hpp); for larger n, 64-row blocks are dequantized to f32
@@ -12,6 +14,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -61,87 +64,169 @@ inline void check_weight(const TensorRef& w, bool in_out) {
 
 namespace detail {
 
-/// Dot product of a stored f16 (bf = false) or bf16 (bf = true) row with f32 activations,
-/// converting on the fly (no intermediate buffer): the decode path for 16-bit weights.
-template <bool bf>
-inline float dot_half(const std::uint16_t* w, const float* x, std::int64_t n) {
-  std::int64_t i = 0;
-  float sum = 0.0f;
+// ---- fused decode dots for f32 / f16 / bf16 rows --------------------------------------------------
+
+/// Element i of a stored f32 / f16 / bf16 row as a float (the scalar tail of the dots).
+template <DType T>
+inline float stored_value(const std::byte* w, std::int64_t i) {
+  if constexpr (T == DType::f32) {
+    return reinterpret_cast<const float*>(w)[i];
+  } else {
+    const std::uint16_t bits = reinterpret_cast<const std::uint16_t*>(w)[i];
+    if constexpr (T == DType::bf16)
+      return to_float(bf16{bits});
+    else
+      return to_float(f16{bits});
+  }
+}
+
 #if defined(__AVX512F__)
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  auto load16 = [&](std::int64_t k) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
-    if constexpr (bf)
+/// 16 stored elements from element i on, as floats (f16/bf16 converted on the fly).
+template <DType T>
+inline __m512 load_stored(const std::byte* w, std::int64_t i) {
+  if constexpr (T == DType::f32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const std::uint16_t*>(w) + i));
+    if constexpr (T == DType::bf16)
       return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     else
       return _mm512_cvtph_ps(h);
-  };
-  for (; i + 32 <= n; i += 32) {
-    acc0 = _mm512_fmadd_ps(load16(i), _mm512_loadu_ps(x + i), acc0);
-    acc1 = _mm512_fmadd_ps(load16(i + 16), _mm512_loadu_ps(x + i + 16), acc1);
   }
-  for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(load16(i), _mm512_loadu_ps(x + i), acc0);
-  sum = hsum_512(_mm512_add_ps(acc0, acc1));
+}
 #elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  auto load8 = [&](std::int64_t k) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k));
-    if constexpr (bf)
+/// 8 stored elements from element i on, as floats (f16/bf16 converted on the fly).
+template <DType T>
+inline __m256 load_stored(const std::byte* w, std::int64_t i) {
+  if constexpr (T == DType::f32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint16_t*>(w) + i));
+    if constexpr (T == DType::bf16)
       return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     else
       return _mm256_cvtph_ps(h);
-  };
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(load8(i), _mm256_loadu_ps(x + i), acc0);
-    acc1 = _mm256_fmadd_ps(load8(i + 8), _mm256_loadu_ps(x + i + 8), acc1);
   }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(load8(i), _mm256_loadu_ps(x + i), acc0);
-  const __m256 a = _mm256_add_ps(acc0, acc1);
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_add_ss(r, _mm_movehdup_ps(r));
-  sum = _mm_cvtss_f32(r);
+}
 #endif
-  for (; i < n; ++i) sum += (bf ? to_float(bf16{w[i]}) : to_float(f16{w[i]})) * x[i];
-  return sum;
+
+/// out[k] = row w[k] · x for K stored rows of n elements (type T), read side by side so that
+/// each load of x serves K rows. Every row's sum is formed in the same order whatever K is (two
+/// vector accumulators, then the scalar tail), so results do not depend on how rows are grouped.
+template <DType T, int K>
+inline void dot_rows(const std::byte* const (&w)[K], const float* x, std::int64_t n, float* const (&out)[K]) {
+  std::int64_t i = 0;
+  float sum[K] = {};
+#if defined(__AVX512F__)
+  __m512 a[K], b[K];
+  for (int k = 0; k < K; ++k) a[k] = b[k] = _mm512_setzero_ps();
+  for (; i + 32 <= n; i += 32) {
+    const __m512 xa = _mm512_loadu_ps(x + i), xb = _mm512_loadu_ps(x + i + 16);
+    for (int k = 0; k < K; ++k) {
+      a[k] = _mm512_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
+      b[k] = _mm512_fmadd_ps(load_stored<T>(w[k], i + 16), xb, b[k]);
+    }
+  }
+  if (i + 16 <= n) {
+    const __m512 xa = _mm512_loadu_ps(x + i);
+    for (int k = 0; k < K; ++k) a[k] = _mm512_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
+    i += 16;
+  }
+  for (int k = 0; k < K; ++k) sum[k] = hsum_512(_mm512_add_ps(a[k], b[k]));
+#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+  __m256 a[K], b[K];
+  for (int k = 0; k < K; ++k) a[k] = b[k] = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    const __m256 xa = _mm256_loadu_ps(x + i), xb = _mm256_loadu_ps(x + i + 8);
+    for (int k = 0; k < K; ++k) {
+      a[k] = _mm256_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
+      b[k] = _mm256_fmadd_ps(load_stored<T>(w[k], i + 8), xb, b[k]);
+    }
+  }
+  if (i + 8 <= n) {
+    const __m256 xa = _mm256_loadu_ps(x + i);
+    for (int k = 0; k < K; ++k) a[k] = _mm256_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
+    i += 8;
+  }
+  for (int k = 0; k < K; ++k) sum[k] = hsum_avx2(_mm256_add_ps(a[k], b[k]));
+#endif
+  for (int k = 0; k < K; ++k) {
+    for (std::int64_t j = i; j < n; ++j) sum[k] += stored_value<T>(w[k], j) * x[j];
+    *out[k] = sum[k];
+  }
 }
 
-/// Dot product of a stored f32 row with f32 activations: the decode path for f32 weights. Four
-/// independent accumulators over 64 floats per step read the row as one stream; measured on this
-/// project's machine (1 thread, 5632×2048 rows from DRAM) at 92 % of the read probe where Eigen's
-/// GEMV reached 81 %.
-inline float dot_f32(const float* w, const float* x, std::int64_t n) {
+/// Rows first, first + stride, ... (K of them) of y[n, out] = x · Wᵀ for f32 / f16 / bf16 W.
+template <DType T, int K>
+inline void dot_row_group(const TensorRef& w, std::size_t row_bytes, const float* x, std::int64_t n, std::int64_t ldx,
+                          float* y, std::int64_t ldy, std::int64_t first, std::int64_t stride) {
+  const std::byte* rows[K];
+  for (int k = 0; k < K; ++k) rows[k] = w.data + std::size_t(first + k * stride) * row_bytes;
+  for (std::int64_t t = 0; t < n; ++t) {
+    float* out[K];
+    for (int k = 0; k < K; ++k) out[k] = y + t * ldy + first + k * stride;
+    dot_rows<T, K>(rows, x + t * ldx, w.cols(), out);
+  }
+}
+
+/// Outputs [r0, r1) of y[n, out] = x · Wᵀ, W f32 / f16 / bf16 stored [out, in], by fused dots:
+/// the decode path. The range is cut into K equal parts read side by side (row r0 + i with
+/// r0 + q + i, ...), which this project measured faster than one row at a time on its machine
+/// (1 core, rows from DRAM; bench/bench_kernels.cpp): two streams far apart read at the full
+/// rate while two adjacent rows do not, and when x outgrows L1 beside a row's weights (long
+/// rows, e.g. the FFN down projection: 5632 f16 weights 17.5 → 25.3 GB/s with K = 4) sharing
+/// x's loads over K rows cuts the traffic it costs.
+template <DType T>
+inline void dot_rows_range(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y,
+                           std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
+  const std::size_t rb = w.row_bytes();
+  const bool long_rows = w.cols() * std::int64_t(sizeof(float)) > 16 * 1024;
+  const std::int64_t streams = long_rows ? 4 : 2, q = (r1 - r0) / streams;
+  for (std::int64_t i = 0; i < q; ++i) {
+    if (long_rows)
+      dot_row_group<T, 4>(w, rb, x, n, ldx, y, ldy, r0 + i, q);
+    else
+      dot_row_group<T, 2>(w, rb, x, n, ldx, y, ldy, r0 + i, q);
+  }
+  for (std::int64_t o = r0 + streams * q; o < r1; ++o) dot_row_group<T, 1>(w, rb, x, n, ldx, y, ldy, o, 0);
+}
+
+/// y[0, m) += a · w[0, m) for a stored f32 / f16 / bf16 vector w (fused multiply-adds).
+template <DType T>
+inline void axpy_stored(float a, const std::byte* w, float* y, std::int64_t m) {
   std::int64_t i = 0;
-  float sum = 0.0f;
 #if defined(__AVX512F__)
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-  for (; i + 64 <= n; i += 64) {
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
-    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
-    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
-  }
-  for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
-  sum = hsum_512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#elif defined(__AVX2__) && defined(__FMA__)
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
-  }
-  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-  sum = hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  const __m512 va = _mm512_set1_ps(a);
+  for (; i + 16 <= m; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, load_stored<T>(w, i), _mm512_loadu_ps(y + i)));
+#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+  const __m256 va = _mm256_set1_ps(a);
+  for (; i + 8 <= m; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_stored<T>(w, i), _mm256_loadu_ps(y + i)));
 #endif
-  for (; i < n; ++i) sum += w[i] * x[i];
-  return sum;
+  for (; i < m; ++i) y[i] = std::fma(a, stored_value<T>(w, i), y[i]);
+}
+
+/// Outputs [r0, r1) of y[n, out] = x · W, W f32 / f16 / bf16 stored [in, out] (GPT-2's Conv1D):
+/// the decode path. W's rows are read in order, each adding x[i] · W[i, r0:r1) to the outputs
+/// (which stay in L1), so a thread streams its columns of every row front to back; measured on
+/// this project's machine (1 core, GPT-2's 768×2304 from DRAM) at 16–21 GB/s where Eigen's GEMV
+/// over 64-column blocks reached 13. Each output sums over i in order: the result does not depend on
+/// the range.
+template <DType T>
+inline void axpy_rows_range(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y,
+                            std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
+  const std::size_t rb = w.row_bytes(), offset = std::size_t(r0) * (T == DType::f32 ? 4 : 2);
+  for (std::int64_t t = 0; t < n; ++t) std::fill(y + t * ldy + r0, y + t * ldy + r1, 0.0f);
+  for (std::int64_t i = 0; i < w.rows(); ++i) {
+    const std::byte* wr = w.data + std::size_t(i) * rb + offset;
+    for (std::int64_t t = 0; t < n; ++t) axpy_stored<T>(x[t * ldx + i], wr, y + t * ldy + r0, r1 - r0);
+  }
 }
 
 }  // namespace detail
 
-/// Up to this many rows of x, f32/f16/bf16 weights stored [out, in] use one fused (convert-and-)
-/// dot product per output; above it, blocks are (converted to f32 and) multiplied with Eigen's GEMM.
+/// Up to this many rows of x, f32/f16/bf16 weights are read once by fused (convert-and-) kernels:
+/// dot products for weights stored [out, in], row-by-row accumulation for [in, out]; above it,
+/// blocks are (converted to f32 and) multiplied with Eigen's GEMM.
 inline constexpr std::int64_t fused_dot_max_rows = 2;
 
 /// Up to this many rows of x, quantized weights of type t use integer dot products per output;
@@ -199,16 +284,18 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
       run_q(0, out, 0);
     return;
   }
-  if ((w.dtype == DType::f16 || w.dtype == DType::bf16 || w.dtype == DType::f32) && !in_out &&
-      n <= fused_dot_max_rows) {
+  if ((w.dtype == DType::f16 || w.dtype == DType::bf16 || w.dtype == DType::f32) && n <= fused_dot_max_rows) {
     auto run_h = [&](std::int64_t r0, std::int64_t r1, int) {
-      for (std::int64_t o = r0; o < r1; ++o) {
-        const std::byte* wr = w.row(o);
-        const auto* wh = reinterpret_cast<const std::uint16_t*>(wr);
-        for (std::int64_t t = 0; t < n; ++t)
-          y[t * ldy + o] = w.dtype == DType::f32    ? detail::dot_f32(reinterpret_cast<const float*>(wr), x + t * ldx, in)
-                           : w.dtype == DType::bf16 ? detail::dot_half<true>(wh, x + t * ldx, in)
-                                                    : detail::dot_half<false>(wh, x + t * ldx, in);
+      auto range = [&]<DType T>() {
+        if (in_out)
+          detail::axpy_rows_range<T>(w, x, n, ldx, y, ldy, r0, r1);
+        else
+          detail::dot_rows_range<T>(w, x, n, ldx, y, ldy, r0, r1);
+      };
+      switch (w.dtype) {
+        case DType::f32: range.template operator()<DType::f32>(); break;
+        case DType::f16: range.template operator()<DType::f16>(); break;
+        default: range.template operator()<DType::bf16>(); break;
       }
     };
     if (pool)

@@ -73,14 +73,25 @@ inline void softmax(std::span<float> x) {
 }
 
 /// GELU, tanh approximation (GPT-2's "gelu_new"): 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))).
+/// tanh(u) = sign(u)·(1 − e)/(1 + e) with e = e^(−2|u|) from exp_nonpositive, so that `apply`
+/// vectorizes (std::tanh is a library call per element: 0.46 ms per GPT-2-small token on this
+/// project's machine, ~2 % of decoding). Error in 1 + tanh below 2e-7 absolute.
 inline float gelu_tanh(float x) {
   constexpr float k = 0.7978845608028654f;  // sqrt(2/pi)
-  return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+  const float u = k * (x + 0.044715f * x * x * x);
+  const float e = detail::exp_nonpositive(-2.0f * std::fabs(u));
+  const float t = std::copysign((1.0f - e) / (1.0f + e), u);
+  return 0.5f * x * (1.0f + t);
 }
 /// GELU, exact: 0.5x(1 + erf(x/√2)).
 inline float gelu_erf(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f)); }
-/// SiLU (swish): x·σ(x).
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+/// SiLU (swish): x·σ(x), with σ from e = e^(−|x|) (exp_nonpositive, so that `apply` vectorizes):
+/// σ(x) = 1/(1 + e) for x ≥ 0 and e/(1 + e) below.
+inline float silu(float x) {
+  const float e = detail::exp_nonpositive(-std::fabs(x));
+  const float s = 1.0f / (1.0f + e);
+  return x * (x >= 0.0f ? s : e * s);
+}
 inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
 
 template <typename F>
