@@ -259,10 +259,22 @@ inline void matmul_quant_rows(const float* x, std::int64_t n, std::int64_t ldx, 
   const std::size_t abytes = activation_bytes(w.dtype, in);
   std::byte* act = activation_buffer(abytes * std::size_t(n));  // (n, quantized in)
   for (std::int64_t t = 0; t < n; ++t) quantize_activation(w.dtype, x + t * ldx, act + std::size_t(t) * abytes, in);
-  for (std::int64_t o = r0; o < r1; ++o) {
-    const std::byte* wr = w.row(o);
+  const std::size_t rb = w.row_bytes();
+  auto row = [&](std::int64_t o) {
+    const std::byte* wr = w.data + std::size_t(o) * rb;
     for (std::int64_t t = 0; t < n; ++t) y[t * ldy + o] = dot_quantized(w.dtype, in, wr, act + std::size_t(t) * abytes);
+  };
+  // K-quant rows alternate between the two halves of the range (two streams far apart, as the
+  // f32/f16 decode reads them); measured on this project's machine, whole tinyllama-shape forward
+  // on one thread: Q4_K 32.4 -> 28.0 ms, Q6_K 39-42 -> 36 ms, while Q8_0 and Q4_0 came out
+  // 0-7 % slower that way and keep one stream.
+  const bool two_streams = w.dtype == DType::q4_k || w.dtype == DType::q6_k;
+  const std::int64_t q = two_streams ? (r1 - r0) / 2 : 0;
+  for (std::int64_t i = 0; i < q; ++i) {
+    row(r0 + i);
+    row(r0 + q + i);
   }
+  for (std::int64_t o = r0 + 2 * q; o < r1; ++o) row(o);
 }
 
 }  // namespace detail
