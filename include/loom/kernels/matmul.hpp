@@ -60,10 +60,6 @@ inline void check_weight(const TensorRef& w, bool in_out) {
          " weights stored [in, out] is not implemented (quantized weights must be [out, in])");
 }
 
-}  // namespace detail
-
-namespace detail {
-
 // ---- fused decode dots for f32 / f16 / bf16 rows --------------------------------------------------
 
 /// Element i of a stored f32 / f16 / bf16 row as a float (the scalar tail of the dots).
@@ -81,33 +77,59 @@ inline float stored_value(const std::byte* w, std::int64_t i) {
 }
 
 #if defined(__AVX512F__)
-/// 16 stored elements from element i on, as floats (f16/bf16 converted on the fly).
-template <DType T>
-inline __m512 load_stored(const std::byte* w, std::int64_t i) {
-  if constexpr (T == DType::f32) {
-    return _mm512_loadu_ps(reinterpret_cast<const float*>(w) + i);
-  } else {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const std::uint16_t*>(w) + i));
-    if constexpr (T == DType::bf16)
-      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    else
-      return _mm512_cvtph_ps(h);
+#define LOOM_FUSED_SIMD 1
+/// The vector the fused decode kernels work in: 16 floats with AVX-512.
+struct FusedVec {
+  using V = __m512;
+  static constexpr int lanes = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float a) { return _mm512_set1_ps(a); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static float sum(V v) { return hsum_512(v); }
+  /// Stored elements i .. i+15 as floats (f16/bf16 converted on the fly).
+  template <DType T>
+  static V load_stored(const std::byte* w, std::int64_t i) {
+    if constexpr (T == DType::f32) {
+      return _mm512_loadu_ps(reinterpret_cast<const float*>(w) + i);
+    } else {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const std::uint16_t*>(w) + i));
+      if constexpr (T == DType::bf16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      else
+        return _mm512_cvtph_ps(h);
+    }
   }
-}
+};
 #elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-/// 8 stored elements from element i on, as floats (f16/bf16 converted on the fly).
-template <DType T>
-inline __m256 load_stored(const std::byte* w, std::int64_t i) {
-  if constexpr (T == DType::f32) {
-    return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + i);
-  } else {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint16_t*>(w) + i));
-    if constexpr (T == DType::bf16)
-      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    else
-      return _mm256_cvtph_ps(h);
+#define LOOM_FUSED_SIMD 1
+/// The vector the fused decode kernels work in: 8 floats with AVX2.
+struct FusedVec {
+  using V = __m256;
+  static constexpr int lanes = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float a) { return _mm256_set1_ps(a); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static float sum(V v) { return hsum_avx2(v); }
+  /// Stored elements i .. i+7 as floats (f16/bf16 converted on the fly).
+  template <DType T>
+  static V load_stored(const std::byte* w, std::int64_t i) {
+    if constexpr (T == DType::f32) {
+      return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + i);
+    } else {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint16_t*>(w) + i));
+      if constexpr (T == DType::bf16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      else
+        return _mm256_cvtph_ps(h);
+    }
   }
-}
+};
 #endif
 
 /// out[k] = row w[k] · x for K stored rows of n elements (type T), read side by side so that
@@ -117,38 +139,24 @@ template <DType T, int K>
 inline void dot_rows(const std::byte* const (&w)[K], const float* x, std::int64_t n, float* const (&out)[K]) {
   std::int64_t i = 0;
   float sum[K] = {};
-#if defined(__AVX512F__)
-  __m512 a[K], b[K];
-  for (int k = 0; k < K; ++k) a[k] = b[k] = _mm512_setzero_ps();
-  for (; i + 32 <= n; i += 32) {
-    const __m512 xa = _mm512_loadu_ps(x + i), xb = _mm512_loadu_ps(x + i + 16);
+#if defined(LOOM_FUSED_SIMD)
+  using S = FusedVec;
+  constexpr int L = S::lanes;
+  S::V a[K], b[K];
+  for (int k = 0; k < K; ++k) a[k] = b[k] = S::zero();
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const S::V xa = S::load(x + i), xb = S::load(x + i + L);
     for (int k = 0; k < K; ++k) {
-      a[k] = _mm512_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
-      b[k] = _mm512_fmadd_ps(load_stored<T>(w[k], i + 16), xb, b[k]);
+      a[k] = S::fmadd(S::load_stored<T>(w[k], i), xa, a[k]);
+      b[k] = S::fmadd(S::load_stored<T>(w[k], i + L), xb, b[k]);
     }
   }
-  if (i + 16 <= n) {
-    const __m512 xa = _mm512_loadu_ps(x + i);
-    for (int k = 0; k < K; ++k) a[k] = _mm512_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
-    i += 16;
+  if (i + L <= n) {
+    const S::V xa = S::load(x + i);
+    for (int k = 0; k < K; ++k) a[k] = S::fmadd(S::load_stored<T>(w[k], i), xa, a[k]);
+    i += L;
   }
-  for (int k = 0; k < K; ++k) sum[k] = hsum_512(_mm512_add_ps(a[k], b[k]));
-#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-  __m256 a[K], b[K];
-  for (int k = 0; k < K; ++k) a[k] = b[k] = _mm256_setzero_ps();
-  for (; i + 16 <= n; i += 16) {
-    const __m256 xa = _mm256_loadu_ps(x + i), xb = _mm256_loadu_ps(x + i + 8);
-    for (int k = 0; k < K; ++k) {
-      a[k] = _mm256_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
-      b[k] = _mm256_fmadd_ps(load_stored<T>(w[k], i + 8), xb, b[k]);
-    }
-  }
-  if (i + 8 <= n) {
-    const __m256 xa = _mm256_loadu_ps(x + i);
-    for (int k = 0; k < K; ++k) a[k] = _mm256_fmadd_ps(load_stored<T>(w[k], i), xa, a[k]);
-    i += 8;
-  }
-  for (int k = 0; k < K; ++k) sum[k] = hsum_avx2(_mm256_add_ps(a[k], b[k]));
+  for (int k = 0; k < K; ++k) sum[k] = S::sum(S::add(a[k], b[k]));
 #endif
   for (int k = 0; k < K; ++k) {
     for (std::int64_t j = i; j < n; ++j) sum[k] += stored_value<T>(w[k], j) * x[j];
@@ -195,12 +203,10 @@ inline void dot_rows_range(const TensorRef& w, const float* x, std::int64_t n, s
 template <DType T>
 inline void axpy_stored(float a, const std::byte* w, float* y, std::int64_t m) {
   std::int64_t i = 0;
-#if defined(__AVX512F__)
-  const __m512 va = _mm512_set1_ps(a);
-  for (; i + 16 <= m; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, load_stored<T>(w, i), _mm512_loadu_ps(y + i)));
-#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-  const __m256 va = _mm256_set1_ps(a);
-  for (; i + 8 <= m; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_stored<T>(w, i), _mm256_loadu_ps(y + i)));
+#if defined(LOOM_FUSED_SIMD)
+  using S = FusedVec;
+  const S::V va = S::set1(a);
+  for (; i + S::lanes <= m; i += S::lanes) S::store(y + i, S::fmadd(va, S::load_stored<T>(w, i), S::load(y + i)));
 #endif
   for (; i < m; ++i) y[i] = std::fma(a, stored_value<T>(w, i), y[i]);
 }
@@ -377,3 +383,5 @@ inline void matmul_reference(const float* x, std::int64_t n, std::int64_t ldx, c
 }
 
 }  // namespace loom::kernels
+
+#undef LOOM_FUSED_SIMD
