@@ -3,6 +3,7 @@
 // against matmul_reference and a naive double product.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <loom/dtype.hpp>
@@ -177,28 +178,49 @@ TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
 
 // ---- activation quantization -------------------------------------------------------------------
 
+TEST(Quant, ActivationOrderIsAPermutation) {
+  for (bool halves : {false, true}) {
+    std::vector<int> seen(512, 0);
+    for (int j = 0; j < 16; ++j)
+      for (int i = 0; i < 32; ++i) {
+        const int o = loom::kernels::q8_a_offset(halves, j, i);
+        ASSERT_TRUE(o >= 0 && o < 512) << j << " " << i;
+        ++seen[std::size_t(o)];
+      }
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 512) << "halves " << halves;
+  }
+  // Q4_0's order: values 0-15 of four blocks side by side (one 64-byte load), then values 16-31.
+  EXPECT_EQ(loom::kernels::q8_a_offset(true, 1, 0), 16);
+  EXPECT_EQ(loom::kernels::q8_a_offset(true, 0, 16), 64);
+  EXPECT_EQ(loom::kernels::q8_a_offset(true, 4, 0), 128);
+  EXPECT_EQ(loom::kernels::q8_a_offset(false, 1, 0), 32);
+}
+
 TEST(Quant, ActivationBlocks) {
   auto x = random_vector(512, 5, 2.0f);
-  // 480 values: one group of 16 blocks of 32 would hold 512, so the last block must be zero.
-  std::vector<block_q8_a> a(1);
-  std::memset(static_cast<void*>(a.data()), 0x5a, sizeof(block_q8_a));
-  quantize_row_q8_a(x.data(), a.data(), 480);
-  for (int b = 0; b < 16; ++b) {
-    if (b == 15) {
-      EXPECT_EQ(a[0].d[b], 0.0f);
-      EXPECT_EQ(a[0].sum[b], 0);
-      for (int j = 0; j < 32; ++j) EXPECT_EQ(a[0].qs[b][j], 0);
-      continue;
+  for (bool halves : {false, true}) {
+    // 480 values: one group of 16 blocks of 32 would hold 512, so the last block must be zero.
+    std::vector<block_q8_a> a(1);
+    std::memset(static_cast<void*>(a.data()), 0x5a, sizeof(block_q8_a));
+    quantize_row_q8_a(x.data(), a.data(), 480, halves);
+    auto q = [&](int b, int j) { return a[0].qs[loom::kernels::q8_a_offset(halves, b, j)]; };
+    for (int b = 0; b < 16; ++b) {
+      if (b == 15) {
+        EXPECT_EQ(a[0].d[b], 0.0f);
+        EXPECT_EQ(a[0].sum[b], 0);
+        for (int j = 0; j < 32; ++j) EXPECT_EQ(q(b, j), 0);
+        continue;
+      }
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
+      EXPECT_EQ(a[0].d[b], amax / 127.0f);
+      int sum = 0;
+      for (int j = 0; j < 32; ++j) {
+        sum += q(b, j);
+        EXPECT_NEAR(a[0].d[b] * q(b, j), x[32 * b + j], 0.5001 * a[0].d[b]);
+      }
+      EXPECT_EQ(a[0].sum[b], sum);
     }
-    float amax = 0;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
-    EXPECT_EQ(a[0].d[b], amax / 127.0f);
-    int sum = 0;
-    for (int j = 0; j < 32; ++j) {
-      sum += a[0].qs[b][j];
-      EXPECT_NEAR(a[0].d[b] * a[0].qs[b][j], x[32 * b + j], 0.5001 * a[0].d[b]);
-    }
-    EXPECT_EQ(a[0].sum[b], sum);
   }
   std::vector<block_q8_k> k(2);
   quantize_row_q8_k(x.data(), k.data(), 512);
@@ -317,7 +339,8 @@ double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* 
     const auto* a = reinterpret_cast<const block_q8_a*>(act);
     for (std::int64_t i = 0; i < n; ++i) {
       const block_q8_a& g = a[i / 512];
-      xf[std::size_t(i)] = g.d[i / 32 % 16] * float(g.qs[i / 32 % 16][i % 32]);
+      const int j = int(i / 32 % 16);
+      xf[std::size_t(i)] = g.d[j] * float(g.qs[loom::kernels::q8_a_offset(t == DType::q4_0, j, int(i % 32))]);
     }
   } else {
     const auto* a = reinterpret_cast<const block_q8_k*>(act);

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -37,12 +38,12 @@
 namespace loom::kernels {
 
 /// Activations quantized to int8 for Q8_0 / Q4_0 weights, 16 blocks of 32 values (512 values)
-/// per group, laid out for the SIMD dot products: the quants of the 16 blocks back to back (one
-/// 64-byte load covers two blocks), then the 16 scales, then the 16 sums of quants (for the Q4_0
-/// and signed-byte offsets). Block j of a group: x ≈ d[j]·qs[j][i]. A row's last group may be
-/// partial; its unused blocks are all zero.
+/// per group, laid out for the SIMD dot products: the 512 quants (in the order q8_a_offset
+/// gives), then the 16 scales, then the 16 sums of quants (for the Q4_0 and signed-byte
+/// offsets). Value i of block j: x ≈ d[j]·qs[q8_a_offset(halves, j, i)]. A row's last group may
+/// be partial; its unused blocks are all zero.
 struct block_q8_a {
-  std::int8_t qs[16][qk8_0];
+  std::int8_t qs[16 * qk8_0];
   float d[16];
   std::int32_t sum[16];
 };
@@ -54,6 +55,15 @@ struct block_q8_k {
 };
 static_assert(sizeof(block_q8_a) == 640);
 inline constexpr std::int64_t q8_a_group = 16;  ///< blocks per block_q8_a
+
+/// Where value i (0..31) of block j (0..15) sits among a block_q8_a's 512 quants. For Q8_0
+/// weights (`halves` false) each block's 32 values are in order, so one 64-byte load meets two
+/// weight blocks. Q4_0 byte i holds weights i (low nibble) and i + 16 (high nibble), so for Q4_0
+/// (`halves` true) every four blocks store their first 16 values, then their last 16: one
+/// 64-byte load meets the low nibbles of four weight blocks, the next one their high nibbles.
+constexpr int q8_a_offset(bool halves, int j, int i) noexcept {
+  return halves ? 128 * (j / 4) + 64 * (i / 16) + 16 * (j % 4) + i % 16 : qk8_0 * j + i;
+}
 static_assert(sizeof(block_q8_k) == 292);
 
 namespace detail {
@@ -214,9 +224,10 @@ inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n
 
 // ---- activation quantization -----------------------------------------------------------------
 
-/// f32 → block_q8_a groups (n a multiple of 32): per block of 32, d = max|x| / 127 and
-/// q = round-to-nearest-even(x / d). Writes ⌈n / 512⌉ groups, zero-filling the last one's unused blocks.
-inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n) {
+/// f32 → block_q8_a groups (n a multiple of 32) in the order q8_a_offset(halves, ...) gives: per
+/// block of 32, d = max|x| / 127 and q = round-to-nearest-even(x / d). Writes ⌈n / 512⌉ groups,
+/// zero-filling the last one's unused blocks.
+inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n, bool halves) {
   const std::int64_t nb = n / qk8_0;
   if (nb % q8_a_group != 0) std::memset(static_cast<void*>(y + nb / q8_a_group), 0, sizeof(block_q8_a));
   for (std::int64_t b = 0; b < nb; ++b) {
@@ -230,7 +241,7 @@ inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n) {
     std::int32_t sum = 0;
     for (int i = 0; i < qk8_0; ++i) {
       const int q = int(std::nearbyint(v[i] * id));
-      g.qs[j][i] = std::int8_t(q);
+      g.qs[q8_a_offset(halves, int(j), i)] = std::int8_t(q);
       sum += q;
     }
     g.d[j] = d;
@@ -273,8 +284,8 @@ constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
 inline void quantize_activation(DType w, const float* x, std::byte* dst, std::int64_t n) {
   detail::check_multiple(n, block_elems(w), "quantize_activation");
   switch (w) {
-    case DType::q8_0:
-    case DType::q4_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n);
+    case DType::q8_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, false);
+    case DType::q4_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, true);
     case DType::q4_k:
     case DType::q6_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n);
     default: fail(ErrorKind::invalid_argument, "kernels", "quantize_activation: ", to_string(w), " is not quantized");
@@ -292,7 +303,7 @@ inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8
     std::int32_t isum = 0;
     const block_q8_a& g = a[b / q8_a_group];
     const std::int64_t k = b % q8_a_group;
-    for (int j = 0; j < qk8_0; ++j) isum += std::int32_t(w[b].qs[j]) * g.qs[k][j];
+    for (int j = 0; j < qk8_0; ++j) isum += std::int32_t(w[b].qs[j]) * g.qs[q8_a_offset(false, int(k), j)];
     sum += f16f(w[b].d) * g.d[k] * float(isum);
   }
   return sum;
@@ -305,8 +316,8 @@ inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8
     const block_q8_a& g = a[b / q8_a_group];
     const std::int64_t k = b % q8_a_group;
     for (int j = 0; j < qk4_0 / 2; ++j) {
-      isum += (int(w[b].qs[j] & 0x0f) - 8) * g.qs[k][j];
-      isum += (int(w[b].qs[j] >> 4) - 8) * g.qs[k][j + qk4_0 / 2];
+      isum += (int(w[b].qs[j] & 0x0f) - 8) * g.qs[q8_a_offset(true, int(k), j)];
+      isum += (int(w[b].qs[j] >> 4) - 8) * g.qs[q8_a_offset(true, int(k), j + qk4_0 / 2)];
     }
     sum += f16f(w[b].d) * g.d[k] * float(isum);
   }
@@ -387,7 +398,7 @@ inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a
     const block_q8_a& g = a[b / q8_a_group];
     const std::int64_t k = b % q8_a_group;
     const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs[k]));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_a_offset(false, int(k), 0)));
     const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
     acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
   }
@@ -400,7 +411,8 @@ inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_a
     const block_q8_a& g = a[b / q8_a_group];
     const std::int64_t k = b % q8_a_group;
     const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[b].qs), _mm256_set1_epi8(8));
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs[k]));
+    const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, int(k), 16))),
+                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, int(k), 0))));
     const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
     acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
   }
@@ -464,14 +476,16 @@ inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k
 #if defined(LOOM_QUANT_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define LOOM_QUANT_AVX512 1
 
-/// 16 int32 lanes, each the sum of 4 products of unsigned bytes u and signed bytes s.
-inline __m512i dot_u8s8_512(__m512i u, __m512i s) {
+/// acc + 16 int32 lanes, each the sum of 4 products of unsigned bytes u and signed bytes s
+/// (vpdpbusd where available).
+inline __m512i add_dot_u8s8_512(__m512i acc, __m512i u, __m512i s) {
 #if defined(__AVX512VNNI__)
-  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+  return _mm512_dpbusd_epi32(acc, u, s);
 #else
-  return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
 #endif
 }
+inline __m512i dot_u8s8_512(__m512i u, __m512i s) { return add_dot_u8s8_512(_mm512_setzero_si512(), u, s); }
 /// Signed × signed bytes: |w| · (x with w's sign).
 inline __m512i dot_s8s8_512(__m512i w, __m512i x) {
   const __mmask64 neg = _mm512_movepi8_mask(w);
@@ -514,18 +528,25 @@ inline __m512 block_scales_512(const Block* b, int count) {
   return _mm512_cvtph_ps(halves);
 }
 
-/// Σ_j d_w[j]·d_x[j]·(Σ_i u[j][i]·x[j][i] − offset·Σ_i x[j][i]) over the blocks of a Q8_0 or
-/// Q4_0 row, where `unpack(blocks, two)` gives the unsigned bytes u of two blocks (or of one, the
-/// upper half then being anything: its activations are zero) in the activation layout. Per group
-/// of 16 blocks the scales are built once; per pair of blocks the work is the unpacking, one
-/// vpdpbusd, and one FMA with the pair's scales spread over their lanes.
-template <typename Block, typename Unpack>
-inline float dot_q8_groups_avx512(std::int64_t n, const Block* w, const block_q8_a* a, float offset, Unpack unpack) {
+/// Σ_j d_w[j]·d_x[j]·Σ_i q[j][i]·x[j][i] over the blocks of a Q8_0 row. vpdpbusd multiplies
+/// unsigned by signed bytes: u = q + 128 (q xor 0x80), then Σ q·x = Σ u·x − 128·Σ x. Without
+/// VNNI that would saturate vpmaddubsw's 16-bit pair sums (255·127·2 > 2^15), so the products are
+/// signed × signed there (|q| · ±x). Per group of 16 blocks the scales are built once; per pair of
+/// blocks the work is the products and one FMA with the pair's scales spread over their lanes.
+inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
   const std::int64_t nb = n / qk8_0;
+#if defined(__AVX512VNNI__)
+  const __m512i bias = _mm512_set1_epi8(char(0x80));
+  constexpr float offset = 128.0f;
+  auto products = [&](__m512i q, __m512i x) { return dot_u8s8_512(_mm512_xor_si512(q, bias), x); };
+#else
+  constexpr float offset = 0.0f;
+  auto products = [](__m512i q, __m512i x) { return dot_s8s8_512(q, x); };
+#endif
   const __m512i pair_lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
   for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
-    const Block* wb = w + g0;
+    const block_q8_0* wb = w + g0;
     const block_q8_a& g = a[g0 / q8_a_group];
     const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
     // Scales of the group's blocks (unused ones are zero in g.d), and the offset term Σ_j scale_j·sum_j.
@@ -533,8 +554,12 @@ inline float dot_q8_groups_avx512(std::int64_t n, const Block* w, const block_q8
     const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
     acc_off = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
     // Pair k = blocks 2k, 2k+1: lanes 0-7 hold block 2k's partial sums, lanes 8-15 block 2k+1's.
+    // An odd last block pairs with zeros.
     auto pair = [&](int k, bool two, __m512& acc) {
-      const __m512i p = dot_u8s8_512(unpack(wb + 2 * k, two), _mm512_loadu_si512(g.qs[2 * k]));
+      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[2 * k].qs));
+      const __m512i q = two ? join256(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[2 * k + 1].qs)))
+                            : _mm512_zextsi256_si512(lo);
+      const __m512i p = products(q, _mm512_loadu_si512(g.qs + q8_a_offset(false, 2 * k, 0)));
       const __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(pair_lanes, _mm512_set1_epi32(2 * k)), scale);
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
     };
@@ -546,35 +571,91 @@ inline float dot_q8_groups_avx512(std::int64_t n, const Block* w, const block_q8
     } else {
       int k = 0;
       for (; 2 * k + 2 <= blocks; ++k) pair(k, true, k % 2 ? acc1 : acc0);
-      if (2 * k < blocks) pair(k, false, acc0);  // an odd last block
+      if (2 * k < blocks) pair(k, false, acc0);
     }
   }
   return hsum_512(_mm512_add_ps(acc0, acc1)) - offset * hsum_512(acc_off);
 }
 
-inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
-  // vpdpbusd multiplies unsigned by signed bytes: u = q + 128 (q xor 0x80), then Σ q·x = Σ u·x − 128·Σ x.
-  const __m512i bias = _mm512_set1_epi8(char(0x80));
-  return dot_q8_groups_avx512(n, w, a, 128.0f, [&](const block_q8_0* b, bool two) {
-    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
-    const __m512i q = two ? join256(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)))
-                          : _mm512_zextsi256_si512(lo);
-    return _mm512_xor_si512(q, bias);
-  });
-}
-
+/// Σ_j d_w[j]·d_x[j]·Σ_i (q[j][i] − 8)·x[j][i] over the blocks of a Q4_0 row: the nibbles are the
+/// unsigned q, and Σ (q − 8)·x = Σ q·x − 8·Σ x. Four blocks per step: their 4×16 quant bytes in
+/// one vector, whose low nibbles meet one 64-byte load of activations (q8_a_offset's `halves`
+/// order) and whose high nibbles the next; both products accumulate into one int32 vector whose
+/// lanes 4k .. 4k+3 belong to block k of the four. With AVX-512 VBMI one byte permute gathers
+/// the quant bytes (and a word permute the f16 scales) from the 72 bytes of the four blocks.
 inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
-  // Nibbles are the unsigned q; Σ (q − 8)·x = Σ q·x − 8·Σ x.
-  // Each block's 16 quant bytes are broadcast into two 128-bit lanes; a per-lane shift of 0 or 4
-  // leaves the low nibbles in the first and the high nibbles in the second, matching the
-  // activations: [b0 low | b0 high | b1 low | b1 high].
-  const __m512i shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+  const std::int64_t nb = n / qk4_0;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
-  return dot_q8_groups_avx512(n, w, a, 8.0f, [&](const block_q4_0* b, bool two) {
-    __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs)));
-    if (two) q = _mm512_mask_broadcast_i32x4(q, 0xff00, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)));
-    return _mm512_and_si512(_mm512_srlv_epi64(q, shifts), m4);
-  });
+  const __m512i quad_lanes = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+#if defined(__AVX512VBMI__)
+  alignas(64) static constexpr auto quant_bytes = [] {  // byte 16k + i = quant i of block k
+    std::array<std::uint8_t, 64> idx{};
+    for (std::size_t k = 0; k < 4; ++k)
+      for (std::size_t i = 0; i < 16; ++i) idx[16 * k + i] = std::uint8_t(sizeof(block_q4_0) * k + 2 + i);
+    return idx;
+  }();
+  alignas(64) static constexpr auto scale_words = [] {  // words 0-3: scales of 4 blocks, 4-7: the next 4
+    std::array<std::uint16_t, 32> idx{};
+    for (std::size_t i = 0; i < 8; ++i) idx[i] = std::uint16_t((i < 4 ? 0 : 32) + sizeof(block_q4_0) / 2 * (i % 4));
+    return idx;
+  }();
+  const __m512i gather_quants = _mm512_load_si512(quant_bytes.data());
+  const __m512i gather_scales = _mm512_load_si512(scale_words.data());
+#endif
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
+  for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
+    const block_q4_0* wb = w + g0;
+    const block_q8_a& g = a[g0 / q8_a_group];
+    const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
+    const bool full = blocks == q8_a_group;
+#if defined(__AVX512VBMI__)
+    // Quad k is bytes [72k, 72k + 72): a 64-byte load and a masked one of the rest, which reads
+    // nothing past the row's last block.
+    __m512i head[4], tail[4];
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(wb);
+    if (full) {
+      for (int k = 0; k < 4; ++k) {
+        head[k] = _mm512_loadu_si512(bytes + 72 * k);
+        tail[k] = _mm512_maskz_loadu_epi8(0xff, bytes + 72 * k + 64);
+      }
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        const int valid = int(sizeof(block_q4_0)) * std::clamp(blocks - 4 * k, 0, 4);
+        head[k] = _mm512_maskz_loadu_epi8(valid >= 64 ? ~__mmask64(0) : (__mmask64(1) << valid) - 1, bytes + 72 * k);
+        tail[k] = _mm512_maskz_loadu_epi8(valid > 64 ? (__mmask64(1) << (valid - 64)) - 1 : 0, bytes + 72 * k + 64);
+      }
+    }
+    // quant bytes of blocks 4k .. 4k+3, zero past the row
+    auto quad = [&](int k) { return _mm512_permutex2var_epi8(head[k], gather_quants, tail[k]); };
+    const __m512i d01 = _mm512_permutex2var_epi16(head[0], gather_scales, head[1]);
+    const __m512i d23 = _mm512_permutex2var_epi16(head[2], gather_scales, head[3]);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_set_m128i(_mm512_castsi512_si128(d23), _mm512_castsi512_si128(d01)));
+#else
+    auto quants = [&](int b) {
+      return b < blocks ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs)) : _mm_setzero_si128();
+    };
+    auto quad = [&](int k) {  // quant bytes of blocks 4k .. 4k+3, zero past the row
+      const __m512i q01 = _mm512_inserti32x4(_mm512_zextsi128_si512(quants(4 * k)), quants(4 * k + 1), 1);
+      return _mm512_inserti32x4(_mm512_inserti32x4(q01, quants(4 * k + 2), 2), quants(4 * k + 3), 3);
+    };
+    const __m512 dw = full ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
+#endif
+    // Scales of the group's blocks (unused ones are zero in g.d), and the offset term Σ_j scale_j·sum_j.
+    const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
+    acc_off = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
+    for (int k = 0; k < 4 && 4 * k < blocks; ++k) {
+      const __m512i q = quad(k);
+      const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      const std::int8_t* x = g.qs + q8_a_offset(true, 4 * k, 0);  // 64 low halves, then 64 high halves
+      const __m512i p = add_dot_u8s8_512(dot_u8s8_512(lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
+      const __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(quad_lanes, _mm512_set1_epi32(4 * k)), scale);
+      if (k % 2)  // two accumulators hide the FMA latency
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc1);
+      else
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc0);
+    }
+  }
+  return hsum_512(_mm512_add_ps(acc0, acc1)) - 8.0f * hsum_512(acc_off);
 }
 
 /// acc + Σ of pairs of 16-bit products a·b, per int32 lane (vpdpwssd where available).
