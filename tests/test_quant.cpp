@@ -189,6 +189,16 @@ TEST(Quant, ActivationOrderIsAPermutation) {
       }
     EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 512) << "halves " << halves;
   }
+  {
+    std::vector<int> seen(256, 0);
+    for (int i = 0; i < 256; ++i) ++seen[std::size_t(loom::kernels::q8_k_offset(true, i))];
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 256);
+  }
+  // Q4_K's order: sub-blocks 0, 2, 1, 3 of each 128 values.
+  EXPECT_EQ(loom::kernels::q8_k_offset(true, 32), 64);
+  EXPECT_EQ(loom::kernels::q8_k_offset(true, 64), 32);
+  EXPECT_EQ(loom::kernels::q8_k_offset(true, 128 + 96 + 5), 128 + 96 + 5);
+  EXPECT_EQ(loom::kernels::q8_k_offset(false, 32), 32);
   // Q4_0's order: values 0-15 of four blocks side by side (one 64-byte load), then values 16-31.
   EXPECT_EQ(loom::kernels::q8_a_offset(true, 1, 0), 16);
   EXPECT_EQ(loom::kernels::q8_a_offset(true, 0, 16), 64);
@@ -222,17 +232,20 @@ TEST(Quant, ActivationBlocks) {
       EXPECT_EQ(a[0].sum[b], sum);
     }
   }
-  std::vector<block_q8_k> k(2);
-  quantize_row_q8_k(x.data(), k.data(), 512);
-  for (int b = 0; b < 2; ++b)
-    for (int g = 0; g < 16; ++g) {
-      int s = 0;
-      for (int j = 0; j < 16; ++j) {
-        s += k[b].qs[16 * g + j];
-        EXPECT_NEAR(k[b].d * k[b].qs[16 * g + j], x[256 * b + 16 * g + j], 0.5001 * k[b].d);
+  for (bool q4_k : {false, true}) {
+    std::vector<block_q8_k> k(2);
+    quantize_row_q8_k(x.data(), k.data(), 512, q4_k);
+    for (int b = 0; b < 2; ++b)
+      for (int g = 0; g < 16; ++g) {
+        int s = 0;
+        for (int j = 16 * g; j < 16 * g + 16; ++j) {
+          const int q = k[b].qs[loom::kernels::q8_k_offset(q4_k, j)];
+          s += q;
+          EXPECT_NEAR(k[b].d * q, x[256 * b + j], 0.5001 * k[b].d);
+        }
+        EXPECT_EQ(k[b].bsums[g], s);
       }
-      EXPECT_EQ(k[b].bsums[g], s);
-    }
+  }
 }
 
 // ---- dot products ---------------------------------------------------------------------------------
@@ -344,7 +357,8 @@ double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* 
     }
   } else {
     const auto* a = reinterpret_cast<const block_q8_k*>(act);
-    for (std::int64_t i = 0; i < n; ++i) xf[std::size_t(i)] = a[i / 256].d * float(a[i / 256].qs[i % 256]);
+    for (std::int64_t i = 0; i < n; ++i)
+      xf[std::size_t(i)] = a[i / 256].d * float(a[i / 256].qs[loom::kernels::q8_k_offset(t == DType::q4_k, int(i % 256))]);
   }
   double s = 0;
   for (std::int64_t i = 0; i < n; ++i) s += double(wf[std::size_t(i)]) * xf[std::size_t(i)];

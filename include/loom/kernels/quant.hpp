@@ -47,7 +47,8 @@ struct block_q8_a {
   float d[16];
   std::int32_t sum[16];
 };
-/// 256 activations quantized to int8 with one scale: x ≈ d·qs; bsums[j] = Σ qs[16j .. 16j+15].
+/// 256 activations quantized to int8 with one scale: value i ≈ d·qs[q8_k_offset(q4_k, i)];
+/// bsums[j] = the sum of the quants of values 16j .. 16j+15.
 struct block_q8_k {
   float d;
   std::int8_t qs[qk_k];
@@ -65,6 +66,17 @@ constexpr int q8_a_offset(bool halves, int j, int i) noexcept {
   return halves ? 128 * (j / 4) + 64 * (i / 16) + 16 * (j % 4) + i % 16 : qk8_0 * j + i;
 }
 static_assert(sizeof(block_q8_k) == 292);
+
+/// Where value i (0..255) sits among a block_q8_k's quants. Q6_K (`q4_k` false) reads them in
+/// order. A Q4_K super-block stores sub-blocks 4h, 4h+1, 4h+2, 4h+3 of 32 weights (h = 0, 1) in
+/// 64 bytes whose low nibbles are sub-blocks 4h and 4h+2 and high nibbles 4h+1 and 4h+3, so for
+/// Q4_K (`q4_k` true) each 128 values store their sub-blocks in the order 0, 2, 1, 3: one 64-byte
+/// load meets the low nibbles, the next the high nibbles.
+constexpr int q8_k_offset(bool q4_k, int i) noexcept {
+  if (!q4_k) return i;
+  const int s = i % 128 / 32;  // sub-block within the 128; 0, 2, 1, 3 → positions 0, 1, 2, 3
+  return i - i % 128 + 32 * (s == 1 ? 2 : s == 2 ? 1 : s) + i % 32;
+}
 
 namespace detail {
 
@@ -249,19 +261,22 @@ inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n, boo
   }
 }
 
-/// f32 → block_q8_k (n a multiple of 256): d = max|x| / 127 per 256 values, q = round(x / d),
-/// with the sums of every 16 quants.
-inline void quantize_row_q8_k(const float* x, block_q8_k* y, std::int64_t n) {
+/// f32 → block_q8_k (n a multiple of 256) in the order q8_k_offset(q4_k, ...) gives:
+/// d = max|x| / 127 per 256 values, q = round(x / d), with the sums of every 16 quants.
+inline void quantize_row_q8_k(const float* x, block_q8_k* y, std::int64_t n, bool q4_k) {
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     const float* v = x + b * qk_k;
     float amax = 0.0f;
     for (int j = 0; j < qk_k; ++j) amax = std::max(amax, std::fabs(v[j]));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int j = 0; j < qk_k; ++j) y[b].qs[j] = std::int8_t(std::nearbyint(v[j] * id));
     for (int g = 0; g < qk_k / 16; ++g) {
       int s = 0;
-      for (int j = 0; j < 16; ++j) s += y[b].qs[16 * g + j];
+      for (int j = 16 * g; j < 16 * g + 16; ++j) {
+        const int q = int(std::nearbyint(v[j] * id));
+        y[b].qs[q8_k_offset(q4_k, j)] = std::int8_t(q);
+        s += q;
+      }
       y[b].bsums[g] = std::int16_t(s);
     }
     y[b].d = d;
@@ -286,8 +301,8 @@ inline void quantize_activation(DType w, const float* x, std::byte* dst, std::in
   switch (w) {
     case DType::q8_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, false);
     case DType::q4_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, true);
-    case DType::q4_k:
-    case DType::q6_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n);
+    case DType::q4_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, true);
+    case DType::q6_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, false);
     default: fail(ErrorKind::invalid_argument, "kernels", "quantize_activation: ", to_string(w), " is not quantized");
   }
 }
@@ -335,10 +350,11 @@ inline float dot_q4_k_scalar(std::int64_t n, const block_q4_k* w, const block_q8
       q4_k_scale_min(2 * k + 1, w[b].scales, sc1, m1);
       std::int32_t s0 = 0, s1 = 0;
       const std::uint8_t* q = w[b].qs + 32 * k;
-      const std::int8_t* x = a[b].qs + 64 * k;
+      const std::int8_t* x0 = a[b].qs + q8_k_offset(true, 64 * k);  // sub-block 2k
+      const std::int8_t* x1 = a[b].qs + q8_k_offset(true, 64 * k + 32);
       for (int l = 0; l < 32; ++l) {
-        s0 += int(q[l] & 0x0f) * x[l];
-        s1 += int(q[l] >> 4) * x[32 + l];
+        s0 += int(q[l] & 0x0f) * x0[l];
+        s1 += int(q[l] >> 4) * x1[l];
       }
       isum += sc0 * s0 + sc1 * s1;
       msum += m0 * (a[b].bsums[4 * k] + a[b].bsums[4 * k + 1]) + m1 * (a[b].bsums[4 * k + 2] + a[b].bsums[4 * k + 3]);
@@ -429,8 +445,8 @@ inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k
     for (int k = 0; k < 4; ++k) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
       const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 64 * k));
-      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 64 * k + 32));
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k)));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k + 32)));
       // maddubs: pairs of q·x in int16 (|15·127·2| fits); madd by the sub-block scale → int32.
       isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * k])));
       isum = _mm256_add_epi32(isum,
@@ -667,11 +683,11 @@ inline __m512i add_dot_s16_512(__m512i acc, __m512i a, __m512i b) {
 #endif
 }
 
-/// A word permutation spreading two of a super-block's scales over a 64-weight chunk: word lane
-/// i (weights 2i, 2i+1 of the chunk) reads scale `first + i / per_scale`.
-inline __m512i scale_spread_512(int first, int per_scale) {
+/// A word permutation spreading a super-block's scales over 64 weights: word lane i (weights
+/// 2i, 2i+1 of the 64) reads scale `first + i / per_scale * step`.
+inline __m512i scale_spread_512(int first, int per_scale, int step = 1) {
   alignas(64) std::int16_t idx[32];
-  for (int i = 0; i < 32; ++i) idx[i] = std::int16_t(first + i / per_scale);
+  for (int i = 0; i < 32; ++i) idx[i] = std::int16_t(first + i / per_scale * step);
   return _mm512_load_si512(idx);
 }
 
@@ -683,23 +699,20 @@ inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8
   __m512 acc = _mm512_setzero_ps();
   __m256 acc_min = _mm256_setzero_ps();
   const __m512i m4 = _mm512_set1_epi8(0x0f);
-  // Chunk c (weights 64c .. 64c+63) is sub-blocks 2c and 2c+1, 32 weights = 16 words each.
-  const __m512i spread[4] = {scale_spread_512(0, 16), scale_spread_512(2, 16), scale_spread_512(4, 16),
-                             scale_spread_512(6, 16)};
+  // The low nibbles of bytes 64h .. 64h+63 are sub-blocks 4h and 4h+2 (32 weights = 16 words
+  // each), the high nibbles 4h+1 and 4h+3; the activations are in the same order (q8_k_offset).
+  const __m512i spread[4] = {scale_spread_512(0, 16, 2), scale_spread_512(1, 16, 2), scale_spread_512(4, 16, 2),
+                             scale_spread_512(5, 16, 2)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     std::uint64_t scales, mins;
     q4_k_scales_mins(w[b].scales, scales, mins);
     const __m512i sc = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_cvtsi64_si128(std::int64_t(scales))));
     __m512i isum = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
-      // Bytes 64h .. 64h+63: low nibbles are weights 128h + [0, 32) and [64, 96), high nibbles
-      // [32, 64) and [96, 128); regroup them into chunks 2h and 2h+1.
       const __m512i z = _mm512_loadu_si512(w[b].qs + 64 * h);
       const __m512i lo = _mm512_and_si512(z, m4), hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
-      const __m512i q0 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
-      const __m512i q1 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
-      const __m512i p0 = _mm512_maddubs_epi16(q0, _mm512_loadu_si512(a[b].qs + 128 * h));
-      const __m512i p1 = _mm512_maddubs_epi16(q1, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
+      const __m512i p0 = _mm512_maddubs_epi16(lo, _mm512_loadu_si512(a[b].qs + 128 * h));
+      const __m512i p1 = _mm512_maddubs_epi16(hi, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
       isum = add_dot_s16_512(isum, p0, _mm512_permutexvar_epi16(spread[2 * h], sc));
       isum = add_dot_s16_512(isum, p1, _mm512_permutexvar_epi16(spread[2 * h + 1], sc));
     }
