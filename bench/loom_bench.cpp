@@ -135,9 +135,14 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
     w.storage.push_back(buf);
     return loom::TensorRef{dt, shape, buf->data(), buf->size()};
   };
-  auto linear = [&](std::int64_t out, std::int64_t in, bool bias) {
+  // GPT-2's float checkpoints (Hugging Face's Conv1D) store the block matrices [in, out]; the
+  // random model does too, so that the table measures the layout people load. (Quantized
+  // weights are always [out, in], as GGUF stores them.)
+  const bool conv1d = c.architecture == "gpt2" && !loom::is_quantized(t);
+  auto linear = [&](std::int64_t out, std::int64_t in, bool bias, bool in_out = false) {
     loom::Linear l;
-    l.weight = make({out, in}, t);
+    l.in_out = in_out;
+    l.weight = in_out ? make({in, out}, t) : make({out, in}, t);
     if (bias) l.bias = make({out}, loom::DType::f32);
     return l;
   };
@@ -153,17 +158,17 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
     loom::LayerWeights lw;
     lw.attn_norm = norm();
     if (c.architecture == "gpt2") {
-      lw.wqkv = linear(c.q_dim() + 2 * c.kv_dim(), c.dim, c.qkv_bias);
+      lw.wqkv = linear(c.q_dim() + 2 * c.kv_dim(), c.dim, c.qkv_bias, conv1d);
     } else {
       lw.wq = linear(c.q_dim(), c.dim, c.qkv_bias);
       lw.wk = linear(c.kv_dim(), c.dim, c.qkv_bias);
       lw.wv = linear(c.kv_dim(), c.dim, c.qkv_bias);
     }
-    lw.wo = linear(c.dim, c.q_dim(), c.out_bias);
+    lw.wo = linear(c.dim, c.q_dim(), c.out_bias, conv1d);
     lw.ffn_norm = norm();
     if (c.gated_ffn) lw.w_gate = linear(c.ffn_dim, c.dim, c.ffn_bias);
-    lw.w_up = linear(c.ffn_dim, c.dim, c.ffn_bias);
-    lw.w_down = linear(c.dim, c.ffn_dim, c.ffn_bias);
+    lw.w_up = linear(c.ffn_dim, c.dim, c.ffn_bias, conv1d);
+    lw.w_down = linear(c.dim, c.ffn_dim, c.ffn_bias, conv1d);
     w.layers.push_back(lw);
   }
   w.final_norm = norm();

@@ -199,33 +199,58 @@ inline void dot_rows_range(const TensorRef& w, const float* x, std::int64_t n, s
   for (std::int64_t o = r0 + streams * q; o < r1; ++o) dot_row_group<T, 1>(w, rb, x, n, ldx, y, ldy, o, 0);
 }
 
-/// y[0, m) += a · w[0, m) for a stored f32 / f16 / bf16 vector w (fused multiply-adds).
-template <DType T>
-inline void axpy_stored(float a, const std::byte* w, float* y, std::int64_t m) {
+/// y[0, m) += a[0] · w[0][0, m) + a[1] · w[1][0, m) + ... for R stored f32 / f16 / bf16 vectors:
+/// per element one chain of fused multiply-adds in the order k = 0, 1, ..., exactly as R passes
+/// over y would compute it, but y is loaded and stored once per R vectors.
+template <DType T, int R>
+inline void axpy_stored(const float (&a)[R], const std::byte* const (&w)[R], float* y, std::int64_t m) {
   std::int64_t i = 0;
 #if defined(LOOM_FUSED_SIMD)
   using S = FusedVec;
-  const S::V va = S::set1(a);
-  for (; i + S::lanes <= m; i += S::lanes) S::store(y + i, S::fmadd(va, S::load_stored<T>(w, i), S::load(y + i)));
+  S::V va[R];
+  for (int k = 0; k < R; ++k) va[k] = S::set1(a[k]);
+  for (; i + S::lanes <= m; i += S::lanes) {
+    S::V acc = S::load(y + i);
+    for (int k = 0; k < R; ++k) acc = S::fmadd(va[k], S::load_stored<T>(w[k], i), acc);
+    S::store(y + i, acc);
+  }
 #endif
-  for (; i < m; ++i) y[i] = std::fma(a, stored_value<T>(w, i), y[i]);
+  for (; i < m; ++i) {
+    float acc = y[i];
+    for (int k = 0; k < R; ++k) acc = std::fma(a[k], stored_value<T>(w[k], i), acc);
+    y[i] = acc;
+  }
 }
 
 /// Outputs [r0, r1) of y[n, out] = x · W, W f32 / f16 / bf16 stored [in, out] (GPT-2's Conv1D):
-/// the decode path. W's rows are read in order, each adding x[i] · W[i, r0:r1) to the outputs
-/// (which stay in L1), so a thread streams its columns of every row front to back; measured on
-/// this project's machine (1 core, GPT-2's 768×2304 from DRAM) at 16–21 GB/s where Eigen's GEMV
-/// over 64-column blocks reached 13. Each output sums over i in order: the result does not depend on
-/// the range.
+/// the decode path. W's rows are read in order, R at a time, each group adding
+/// Σ_k x[i + k] · W[i + k, r0:r1) to the outputs (which stay in L1), so a thread streams its
+/// columns of R rows side by side. Each output sums over i in order, so the result does not
+/// depend on the range or on R. Measured on this project's machine (1 core, f32 from DRAM):
+/// GPT-2's 768×2304 13 GB/s with Eigen's GEMV, 14 with one row at a time, 27–29 with R = 8–16;
+/// 3072×768 13.7 -> 25.7 (R = 16).
 template <DType T>
 inline void axpy_rows_range(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y,
                             std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
+#if defined(LOOM_FUSED_SIMD)
+  constexpr int R = FusedVec::lanes == 16 ? 16 : 8;  // AVX2 has 16 vector registers
+#else
+  constexpr int R = 4;
+#endif
   const std::size_t rb = w.row_bytes(), offset = std::size_t(r0) * (T == DType::f32 ? 4 : 2);
   for (std::int64_t t = 0; t < n; ++t) std::fill(y + t * ldy + r0, y + t * ldy + r1, 0.0f);
-  for (std::int64_t i = 0; i < w.rows(); ++i) {
-    const std::byte* wr = w.data + std::size_t(i) * rb + offset;
-    for (std::int64_t t = 0; t < n; ++t) axpy_stored<T>(x[t * ldx + i], wr, y + t * ldy + r0, r1 - r0);
-  }
+  auto group = [&]<int K>(std::int64_t i) {
+    const std::byte* wr[K];
+    for (int k = 0; k < K; ++k) wr[k] = w.data + std::size_t(i + k) * rb + offset;
+    for (std::int64_t t = 0; t < n; ++t) {
+      float a[K];
+      for (int k = 0; k < K; ++k) a[k] = x[t * ldx + i + k];
+      axpy_stored<T, K>(a, wr, y + t * ldy + r0, r1 - r0);
+    }
+  };
+  std::int64_t i = 0;
+  for (; i + R <= w.rows(); i += R) group.template operator()<R>(i);
+  for (; i < w.rows(); ++i) group.template operator()<1>(i);
 }
 
 }  // namespace detail
@@ -270,11 +295,12 @@ inline void matmul_quant_rows(const float* x, std::int64_t n, std::int64_t ldx, 
     const std::byte* wr = w.data + std::size_t(o) * rb;
     for (std::int64_t t = 0; t < n; ++t) y[t * ldy + o] = dot_quantized(w.dtype, in, wr, act + std::size_t(t) * abytes);
   };
-  // Rows alternate between the two halves of the range: two streams far apart, as the f32/f16
-  // decode reads them. Measured on this project's machine, one core, matrices cycled through
-  // 512 MiB (so from DRAM): Q4_0 2048x2048 14.5 -> 21.7 GB/s, Q8_0 19.7 -> 23.7, Q4_K 12.5 ->
-  // 18.8, Q6_K 13.6 -> 22.1; 2048x5632 gains less (Q8_0 19.7 -> 21.4).
-  const std::int64_t q = (r1 - r0) / 2;
+  // Q4_0 / Q4_K / Q6_K rows alternate between the two halves of the range: two streams far
+  // apart, as the f32/f16 decode reads them. Measured on this project's machine with loom-bench
+  // (tinyllama shape, 1 thread, tg32 @ d512, runs alternated): Q4_0 33.0-36.0 -> 39.1-39.4 t/s;
+  // Q4_K 32.4 -> 28.0 ms per token (whole forward). Q8_0, whose dot outruns one core's
+  // bandwidth, reads one stream: 20.5-21.5 t/s against 18.9-20.6 with two.
+  const std::int64_t q = w.dtype == DType::q8_0 ? 0 : (r1 - r0) / 2;
   for (std::int64_t i = 0; i < q; ++i) {
     row(r0 + i);
     row(r0 + q + i);
