@@ -11,7 +11,6 @@
 // reached (2 × matmul parameters × t/s ÷ GEMM rate). Both limits are measured at start with the
 // same thread count and printed; the bandwidth is the faster of a 1 GiB buffer and the weights'
 // own memory.
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -77,28 +76,6 @@ loom::DType parse_type(const std::string& t) {
   throw UsageError("--type: unsupported type '" + t + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
 }
 
-/// Weight memory for the random models: 2 MiB-aligned and advised for huge pages, as loom's file
-/// mappings are (io/mapped_file.hpp), so the table matches what a loaded file gets.
-class PageAlignedBuffer {
- public:
-  explicit PageAlignedBuffer(std::size_t n) : n_(n) {
-    constexpr std::size_t huge = std::size_t(2) << 20;
-    const std::size_t cap = (std::max<std::size_t>(n, 1) + huge - 1) / huge * huge;
-    p_ = static_cast<std::byte*>(std::aligned_alloc(huge, cap));
-    if (!p_) throw std::bad_alloc();
-    madvise(p_, cap, MADV_HUGEPAGE);
-  }
-  ~PageAlignedBuffer() { std::free(p_); }
-  PageAlignedBuffer(const PageAlignedBuffer&) = delete;
-  PageAlignedBuffer& operator=(const PageAlignedBuffer&) = delete;
-  std::byte* data() { return p_; }
-  std::size_t size() const { return n_; }
-
- private:
-  std::byte* p_;
-  std::size_t n_;
-};
-
 /// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1) stored as `t`.
 std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DType t) {
   loom::Weights w;
@@ -110,7 +87,9 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
   auto make = [&](loom::Shape shape, loom::DType dt, bool ones = false) {
     const std::int64_t cols = shape[shape.rank - 1], rows = shape.numel() / cols;
     const std::size_t row_bytes = std::size_t(*loom::row_bytes(dt, cols));
-    auto buf = std::make_shared<PageAlignedBuffer>(row_bytes * std::size_t(rows));
+    // 2 MiB-aligned and advised for huge pages, as loom's file mappings are (io/mapped_file.hpp),
+    // so the table matches what a loaded file gets.
+    auto buf = std::make_shared<loom::HugePageBuffer>(row_bytes * std::size_t(rows));
     std::vector<float> row(static_cast<std::size_t>(cols));
     for (std::int64_t r = 0; r < rows; ++r) {
       std::byte* dst = buf->data() + std::size_t(r) * row_bytes;

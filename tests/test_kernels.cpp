@@ -224,10 +224,27 @@ TEST(RowProducts, MatchDoubleForEveryBlockAndTailSize) {
   // than the portable path's 64-column chunks.
   for (int na : {1, 2, 3, 7, 8, 13})
     for (int nb : {1, 2, 5, 16, 17, 130})
-      for (int n : {1, 7, 16, 20, 33, 64, 80, 130}) {
+      for (int n : {1, 7, 16, 20, 32, 33, 64, 80, 128, 130}) {
         expect_row_products_match<float>(na, nb, n);
         expect_row_products_match<loom::f16>(na, nb, n);
       }
+}
+
+TEST(RowProducts, EachScoreDoesNotDependOnHowQueriesAreGrouped) {
+  // Attention computes one query row (multi-head) or a group of them (grouped-query) against
+  // the same keys; a score must come out the same either way (head_dim 64 and 128 have their
+  // own one-row kernel).
+  for (int n : {32, 64, 100, 128}) {
+    const int nb = 37;
+    const auto a = random_vector(std::size_t(8 * n), 7u + std::uint32_t(n));
+    const auto b = random_vector(std::size_t(nb * n), 8u + std::uint32_t(n));
+    std::vector<float> together(std::size_t(8 * nb)), alone(static_cast<std::size_t>(nb));
+    loom::kernels::dot_rows(a.data(), n, 8, b.data(), n, nb, n, together.data(), nb);
+    for (int i = 0; i < 8; ++i) {
+      loom::kernels::dot_rows(a.data() + i * n, n, 1, b.data(), n, nb, n, alone.data(), nb);
+      for (int j = 0; j < nb; ++j) ASSERT_EQ(alone[std::size_t(j)], together[std::size_t(i * nb + j)]) << n << " " << i << " " << j;
+    }
+  }
 }
 
 // ---- matmul -----------------------------------------------------------------------------------

@@ -7,9 +7,6 @@
 
 #include <Eigen/Core>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include <algorithm>
 #include <chrono>
@@ -21,6 +18,7 @@
 #include <span>
 #include <vector>
 
+#include "loom/huge_pages.hpp"
 #include "loom/kernels/thread_pool.hpp"
 #include "loom/model/model.hpp"
 
@@ -89,27 +87,19 @@ inline double measure_read_bandwidth(ThreadPool& pool, std::span<const ByteRange
 /// bandwidth drifts with what its neighbours do.
 class BandwidthProbe {
  public:
-  explicit BandwidthProbe(ThreadPool& pool, std::size_t bytes = std::size_t(1) << 30)
-      : bytes_((bytes + huge_page - 1) / huge_page * huge_page),
-        buf_(static_cast<std::byte*>(std::aligned_alloc(huge_page, bytes_)), &std::free) {
-    if (!buf_) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(buf_.get(), bytes_, MADV_HUGEPAGE);  // a hint: ignored where transparent huge pages are off
-#endif
-    pool.parallel_for(std::int64_t(bytes_ / 4096), [&](std::int64_t b, std::int64_t e, int) {
-      for (std::int64_t i = b; i < e; ++i) std::memset(buf_.get() + std::size_t(i) * 4096, int(i & 0x7f), 4096);
+  explicit BandwidthProbe(ThreadPool& pool, std::size_t bytes = std::size_t(1) << 30) : buf_(bytes, false) {
+    pool.parallel_for(std::int64_t(buf_.capacity() / 4096), [&](std::int64_t b, std::int64_t e, int) {
+      for (std::int64_t i = b; i < e; ++i) std::memset(buf_.data() + std::size_t(i) * 4096, int(i & 0x7f), 4096);
     }, 512);
   }
   /// Bytes/s, best of `passes` passes over the buffer.
   double measure(ThreadPool& pool, int passes = 3) const {
-    const ByteRange range{buf_.get(), bytes_};
+    const ByteRange range{buf_.data(), buf_.capacity()};
     return measure_read_bandwidth(pool, {&range, 1}, passes);
   }
 
  private:
-  static constexpr std::size_t huge_page = std::size_t(2) << 20;
-  std::size_t bytes_;
-  std::unique_ptr<std::byte, decltype(&std::free)> buf_;
+  HugePageBuffer buf_;
 };
 
 /// Read bandwidth of the machine: best of `passes` passes over a fresh `bytes`-sized buffer.

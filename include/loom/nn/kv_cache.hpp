@@ -17,6 +17,7 @@
 
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
+#include "loom/huge_pages.hpp"
 #include "loom/kernels/ops.hpp"
 #include "loom/model/config.hpp"
 
@@ -37,7 +38,7 @@ class KVCache {
     if (per_layer / std::uint64_t(capacity) != std::uint64_t(kv_dim_) || total > (std::uint64_t(1) << 40))
       fail(ErrorKind::capacity, "kv_cache", "a cache of ", capacity, " positions × ", kv_dim_, " × ", n_layers_,
            " layers is too large");
-    data_.assign(std::size_t(total) * elem, std::byte{0});
+    data_ = HugePageBuffer(std::size_t(total) * elem);
   }
 
   /// Bytes one stored key or value element takes: 4 for f32, 2 for f16. Throws Error(unsupported)
@@ -146,7 +147,7 @@ class KVCache {
   std::int32_t capacity_ = 0;
   std::int32_t size_ = 0;
   DType type_ = DType::f32;
-  std::vector<std::byte> data_;  // from operator new: aligned for float
+  HugePageBuffer data_;  // zero-filled, 2 MiB-aligned: attention streams it every token
 };
 
 }  // namespace loom
