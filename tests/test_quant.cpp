@@ -178,6 +178,31 @@ TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
 
 // ---- activation quantization -------------------------------------------------------------------
 
+TEST(Quant, ActivationsThatAreNotFiniteGiveDefinedQuants) {
+  // A NaN is skipped by the block maximum and quantizes to -128; an infinity makes the scale
+  // infinite, so every value of its block becomes 0 except the infinity (inf · 0 = NaN: -128).
+  // The SIMD and scalar builds of this test expect the same bytes.
+  std::vector<float> x(512, 0.5f);
+  x[3] = std::nanf("");
+  x[40] = INFINITY;
+  std::vector<block_q8_a> a(1);
+  quantize_row_q8_a(x.data(), a.data(), 512, false);
+  EXPECT_EQ(a[0].d[0], 0.5f / 127.0f);
+  EXPECT_EQ(a[0].qs[3], -128);
+  EXPECT_EQ(a[0].qs[4], 127);
+  EXPECT_EQ(a[0].sum[0], 31 * 127 - 128);
+  EXPECT_EQ(a[0].qs[40], -128);
+  EXPECT_EQ(a[0].qs[41], 0);
+  EXPECT_EQ(a[0].sum[1], -128);
+  std::vector<block_q8_k> k(2);
+  quantize_row_q8_k(x.data(), k.data(), 512, false);
+  EXPECT_EQ(k[0].qs[3], -128);
+  EXPECT_EQ(k[0].qs[40], -128);
+  EXPECT_EQ(k[0].qs[0], 0);
+  EXPECT_EQ(k[1].qs[0], 127);
+  EXPECT_EQ(k[0].bsums[0], -128);
+}
+
 TEST(Quant, ActivationOrderIsAPermutation) {
   for (bool halves : {false, true}) {
     std::vector<int> seen(512, 0);
@@ -225,9 +250,11 @@ TEST(Quant, ActivationBlocks) {
       for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
       EXPECT_EQ(a[0].d[b], amax / 127.0f);
       int sum = 0;
+      const float id = 1.0f / a[0].d[b];
       for (int j = 0; j < 32; ++j) {
         sum += q(b, j);
         EXPECT_NEAR(a[0].d[b] * q(b, j), x[32 * b + j], 0.5001 * a[0].d[b]);
+        EXPECT_EQ(q(b, j), int(std::nearbyint(x[32 * b + j] * id))) << "rounding, block " << b << " value " << j;
       }
       EXPECT_EQ(a[0].sum[b], sum);
     }
