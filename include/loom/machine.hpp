@@ -7,7 +7,6 @@
 
 #include <Eigen/Core>
 
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>

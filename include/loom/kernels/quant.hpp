@@ -597,7 +597,7 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
     // Scales of the group's blocks (unused ones are zero in g.d), and the offset term Σ_j scale_j·sum_j.
     const __m512 dw = blocks == q8_a_group ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
     const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
-    acc_off = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
+    if constexpr (offset != 0.0f) acc_off = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
     // Pair k = blocks 2k, 2k+1: lanes 0-7 hold block 2k's partial sums, lanes 8-15 block 2k+1's.
     // An odd last block pairs with zeros.
     auto pair = [&](int k, bool two, __m512& acc) {

@@ -246,14 +246,11 @@ void dot_rows_block(const float* a, std::int64_t lda, const T* b, std::int64_t l
                     std::int64_t lds) {
   constexpr int P = Simd::lanes / B;
   if constexpr (B == 1) {
-    if (n == 4 * Simd::lanes) {
-      for (int j = 0; j < nb; j += P) dot_block_one<4>(a, b + j * ldb, ldb, std::min(P, nb - j), s + j);
-      return;
-    }
-    if (n == 8 * Simd::lanes) {
-      for (int j = 0; j < nb; j += P) dot_block_one<8>(a, b + j * ldb, ldb, std::min(P, nb - j), s + j);
-      return;
-    }
+    auto one_row = [&]<int NV>() {
+      for (int j = 0; j < nb; j += P) dot_block_one<NV>(a, b + j * ldb, ldb, std::min(P, nb - j), s + j);
+    };
+    if (n == 4 * Simd::lanes) return one_row.template operator()<4>();
+    if (n == 8 * Simd::lanes) return one_row.template operator()<8>();
   }
   for (int j = 0; j < nb; j += P) dot_block<B>(a, lda, b + j * ldb, ldb, std::min(P, nb - j), n, s + j, lds);
 }
@@ -293,19 +290,14 @@ void weighted_block(const float* w, std::int64_t ldw, const T* b, std::int64_t l
 template <int B, typename T>
 void weighted_rows_block(const float* w, std::int64_t ldw, const T* b, std::int64_t ldb, int nb, int n, float* c,
                          std::int64_t ldc) {
-  constexpr int max_cv = std::max(1, Simd::accumulators / B);
-  auto passes = [&]<int CV>() {
+  const int needed = (n + Simd::lanes - 1) / Simd::lanes;  // column vectors of one row
+  // CV: the smallest power of two >= needed, at most 8 and what B rows of accumulators allow.
+  auto passes = [&]<int CV>(auto& self) -> void {
+    if constexpr (CV > 1)
+      if (needed <= CV / 2) return self.template operator()<CV / 2>(self);
     for (int d = 0; d < n; d += Simd::lanes * CV) weighted_block<B, CV>(w, ldw, b, ldb, nb, n, d, c, ldc);
   };
-  const int needed = (n + Simd::lanes - 1) / Simd::lanes;  // column vectors of one row
-  if (needed <= 1 || max_cv == 1)
-    passes.template operator()<1>();
-  else if (needed <= 2 || max_cv == 2)
-    passes.template operator()<std::min(2, max_cv)>();
-  else if (needed <= 4 || max_cv == 4)
-    passes.template operator()<std::min(4, max_cv)>();
-  else
-    passes.template operator()<std::min(8, max_cv)>();
+  passes.template operator()<std::min(8, std::max(1, Simd::accumulators / B))>(passes);
 }
 
 /// Calls block<B>(first row of the block, B) over rows [0, rows) in blocks of 8, then 4, 2, 1.
