@@ -171,36 +171,20 @@ std::vector<T> stored_rows(const std::vector<float>& f) {
 double as_double(float x) { return x; }
 double as_double(loom::f16 x) { return loom::detail::f16_to_f32_scalar(x.bits); }
 
-/// Every implementation of dot_rows / weighted_rows_add (the dispatched one and the portable one)
-/// against double sums written here, within the worst-case float accumulation error: 1e-5 of the
-/// sum of the terms' magnitudes (rows of up to 130 terms).
+/// Every implementation of weighted_rows_add (the dispatched one and the portable one) against
+/// double sums written here, within the worst-case float accumulation error: 1e-5 of the sum of
+/// the terms' magnitudes (rows of up to 130 terms).
 template <typename T>
-void expect_row_products_match(int na, int nb, int n) {
+void expect_weighted_rows_match(int na, int nb, int n) {
   SCOPED_TRACE(testing::Message() << "na " << na << " nb " << nb << " n " << n);
-  const std::int64_t lda = n + 3, ldb = n + 5, lds = nb + 1, ldw = nb + 2, ldc = n + 7;  // gaps between rows
+  const std::int64_t ldb = n + 5, ldw = nb + 2, ldc = n + 7;  // gaps between rows
   const std::uint32_t seed = std::uint32_t(na * 10000 + nb * 100 + n);
-  const auto a = random_vector(std::size_t(na * lda), seed);
   const auto b = stored_rows<T>(random_vector(std::size_t(nb * ldb), seed + 1));
   const auto w = random_vector(std::size_t(na * ldw), seed + 2);
   const auto c0 = random_vector(std::size_t(na * ldc), seed + 3);
-  using Dot = void (*)(const float*, std::int64_t, int, const T*, std::int64_t, int, int, float*, std::int64_t);
-  for (Dot dot : {Dot(loom::kernels::dot_rows<T>), Dot(loom::kernels::detail::dot_rows_portable<T>)}) {
-    std::vector<float> s(std::size_t(na * lds), 123.0f);
-    dot(a.data(), lda, na, b.data(), ldb, nb, n, s.data(), lds);
-    for (int i = 0; i < na; ++i)
-      for (int j = 0; j < nb; ++j) {
-        double ref = 0, mag = 0;
-        for (int d = 0; d < n; ++d) {
-          const double term = double(a[i * lda + d]) * as_double(b[j * ldb + d]);
-          ref += term;
-          mag += std::abs(term);
-        }
-        ASSERT_NEAR(s[i * lds + j], ref, 1e-5 * mag + 1e-30) << "s[" << i << "][" << j << "]";
-      }
-    for (int i = 0; i < na; ++i) ASSERT_EQ(s[i * lds + nb], 123.0f) << "wrote past row " << i;
-  }
-  for (Dot add :
-       {Dot(loom::kernels::weighted_rows_add<T>), Dot(loom::kernels::detail::weighted_rows_add_portable<T>)}) {
+  using Add = void (*)(const float*, std::int64_t, int, const T*, std::int64_t, int, int, float*, std::int64_t);
+  for (Add add :
+       {Add(loom::kernels::weighted_rows_add<T>), Add(loom::kernels::detail::weighted_rows_add_portable<T>)}) {
     std::vector<float> c = c0;
     add(w.data(), ldw, na, b.data(), ldb, nb, n, c.data(), ldc);
     for (int i = 0; i < na; ++i) {
@@ -218,32 +202,78 @@ void expect_row_products_match(int na, int nb, int n) {
   }
 }
 
-TEST(RowProducts, MatchDoubleForEveryBlockAndTailSize) {
-  // Query blocks of 8/4/2/1 rows and their remainders; position counts around the batch and
-  // tile sizes; rows that are not whole vectors (masked tails), shorter than one, and longer
-  // than the portable path's 64-column chunks.
+TEST(RowProducts, WeightedRowsMatchDoubleForEveryBlockAndTailSize) {
+  // Query blocks of 8/4/2/1 rows and their remainders; position counts around the tile size;
+  // rows that are not whole vectors (masked tails), shorter than one, and longer than the
+  // portable path's 64-column chunks.
   for (int na : {1, 2, 3, 7, 8, 13})
     for (int nb : {1, 2, 5, 16, 17, 130})
       for (int n : {1, 7, 16, 20, 32, 33, 64, 80, 128, 130}) {
-        expect_row_products_match<float>(na, nb, n);
-        expect_row_products_match<loom::f16>(na, nb, n);
+        expect_weighted_rows_match<float>(na, nb, n);
+        expect_weighted_rows_match<loom::f16>(na, nb, n);
       }
 }
 
-TEST(RowProducts, EachScoreDoesNotDependOnHowQueriesAreGrouped) {
-  // Attention computes one query row (multi-head) or a group of them (grouped-query) against
-  // the same keys; a score must come out the same either way (head_dim 64 and 128 have their
-  // own one-row kernel).
-  for (int n : {32, 64, 100, 128}) {
-    const int nb = 37;
-    const auto a = random_vector(std::size_t(8 * n), 7u + std::uint32_t(n));
-    const auto b = random_vector(std::size_t(nb * n), 8u + std::uint32_t(n));
-    std::vector<float> together(std::size_t(8 * nb)), alone(static_cast<std::size_t>(nb));
-    loom::kernels::dot_rows(a.data(), n, 8, b.data(), n, nb, n, together.data(), nb);
-    for (int i = 0; i < 8; ++i) {
-      loom::kernels::dot_rows(a.data() + i * n, n, 1, b.data(), n, nb, n, alone.data(), nb);
-      for (int j = 0; j < nb; ++j) ASSERT_EQ(alone[std::size_t(j)], together[std::size_t(i * nb + j)]) << n << " " << i << " " << j;
+/// dot_tiles (dispatched and portable) against double sums, keys laid out in tiles by this test.
+template <typename T>
+void expect_tile_products_match(int na, int nt, int n) {
+  SCOPED_TRACE(testing::Message() << "na " << na << " tiles " << nt << " n " << n);
+  constexpr int tile = loom::kernels::key_tile;
+  const std::int64_t lda = n + 3, nb = std::int64_t(nt) * tile, lds = nb + 1;
+  const std::uint32_t seed = std::uint32_t(na * 10000 + nt * 100 + n);
+  const auto a = random_vector(std::size_t(na * lda), seed);
+  const auto keys = stored_rows<T>(random_vector(std::size_t(nb * n), seed + 1));  // key j: [j·n, j·n + n)
+  std::vector<T> tiles(keys.size());
+  for (std::int64_t j = 0; j < nb; ++j)
+    for (int d = 0; d < n; ++d) tiles[std::size_t(j / tile * tile * n + d * tile + j % tile)] = keys[std::size_t(j * n + d)];
+  using Dot = void (*)(const float*, std::int64_t, int, const T*, int, int, float*, std::int64_t);
+  for (Dot dot : {Dot(loom::kernels::dot_tiles<T>), Dot(loom::kernels::detail::dot_tiles_portable<T>)}) {
+    std::vector<float> s(std::size_t(na * lds), 123.0f);
+    dot(a.data(), lda, na, tiles.data(), nt, n, s.data(), lds);
+    for (int i = 0; i < na; ++i) {
+      for (std::int64_t j = 0; j < nb; ++j) {
+        double ref = 0, mag = 0;
+        for (int d = 0; d < n; ++d) {
+          const double term = double(a[i * lda + d]) * as_double(keys[std::size_t(j * n + d)]);
+          ref += term;
+          mag += std::abs(term);
+        }
+        ASSERT_NEAR(s[std::size_t(i * lds + j)], ref, 1e-5 * mag + 1e-30) << "s[" << i << "][" << j << "]";
+      }
+      ASSERT_EQ(s[std::size_t(i * lds + nb)], 123.0f) << "wrote past row " << i;
     }
+  }
+}
+
+TEST(RowProducts, TileProductsMatchDoubleForEveryBlockAndTailSize) {
+  // Query blocks of 8/4/2/1 rows and remainders; tile counts around the kernels' passes (2 to 8
+  // tiles) and their 128-position outer blocks; head sizes that are odd, short, and longer than
+  // the portable path's chunks.
+  for (int na : {1, 2, 3, 7, 8, 13})
+    for (int nt : {1, 2, 3, 5, 8, 9, 17})
+      for (int n : {1, 7, 16, 20, 64, 80, 128, 130}) {
+        expect_tile_products_match<float>(na, nt, n);
+        expect_tile_products_match<loom::f16>(na, nt, n);
+      }
+}
+
+TEST(RowProducts, EachTileScoreDoesNotDependOnHowQueriesAreGrouped) {
+  // Grouped-query attention computes 8 (or 4, 2) query rows against a KV head's keys at once,
+  // multi-head attention one: a score must come out bit-identical either way.
+  for (int n : {32, 64, 100, 128}) {
+    const int nt = 11, nb = nt * loom::kernels::key_tile;
+    const auto a = random_vector(std::size_t(8 * n), 7u + std::uint32_t(n));
+    const auto tiles = random_vector(std::size_t(nb * n), 8u + std::uint32_t(n));
+    std::vector<float> together(std::size_t(8 * nb)), alone(static_cast<std::size_t>(nb));
+    loom::kernels::dot_tiles(a.data(), n, 8, tiles.data(), nt, n, together.data(), nb);
+    for (int rows : {1, 2, 4})
+      for (int i = 0; i < 8; i += rows) {
+        std::vector<float> part(std::size_t(rows * nb));
+        loom::kernels::dot_tiles(a.data() + i * n, n, rows, tiles.data(), nt, n, part.data(), nb);
+        for (int r = 0; r < rows; ++r)
+          for (int j = 0; j < nb; ++j)
+            ASSERT_EQ(part[std::size_t(r * nb + j)], together[std::size_t((i + r) * nb + j)]) << n << " " << i + r << " " << j;
+      }
   }
 }
 

@@ -370,12 +370,16 @@ TEST(KVCache, CapacityRewindAndClear) {
   EXPECT_EQ(kv.size(), 0);
   EXPECT_THROW(loom::KVCache(c, 0), loom::Error);
   EXPECT_THROW(loom::KVCache(c, -3), loom::Error);
-  // Layers, K/V and heads do not overlap: per layer [K | V] × [kv heads, capacity, head_dim].
-  const std::int64_t plane = 8 * c.head_dim;  // capacity × head_dim
-  EXPECT_EQ(kv.keys<float>(0, 1, 0) - kv.keys<float>(0, 0, 0), plane);
-  EXPECT_EQ(kv.values<float>(0, 0, 0) - kv.keys<float>(0, 0, 0), c.n_kv_heads * plane);
-  EXPECT_EQ(kv.keys<float>(1, 0, 0) - kv.keys<float>(0, 0, 0), 2 * c.n_kv_heads * plane);
-  EXPECT_EQ(kv.keys<float>(0, 0, 3) - kv.keys<float>(0, 0, 0), 3 * c.head_dim);
+  // Layers, K/V and heads do not overlap: per layer [K | V] × [kv heads, 16 positions (the capacity
+  // 8 rounded up to a key tile), head_dim]; keys are one tile, transposed.
+  const std::int64_t plane = 16 * c.head_dim;
+  const float* k0 = kv.key_tiles<float>(0, 0, 0);
+  EXPECT_EQ(kv.key_tiles<float>(0, 1, 0) - k0, plane);
+  EXPECT_EQ(kv.values<float>(0, 0, 0) - k0, c.n_kv_heads * plane);
+  EXPECT_EQ(kv.key_tiles<float>(1, 0, 0) - k0, 2 * c.n_kv_heads * plane);
+  EXPECT_EQ(kv.values<float>(0, 0, 3) - kv.values<float>(0, 0, 0), 3 * c.head_dim);
+  EXPECT_THROW(kv.key_tiles<float>(0, 0, 1), loom::Error);  // positions 16.. are not in the cache
+  EXPECT_THROW(kv.key_tiles<float>(0, 0, -1), loom::Error);
 }
 
 TEST(KVCache, StoresF32ExactlyAndF16RoundedInHalfTheBytes) {
@@ -387,7 +391,7 @@ TEST(KVCache, StoresF32ExactlyAndF16RoundedInHalfTheBytes) {
   EXPECT_EQ(f32.type(), DType::f32);
   EXPECT_EQ(f16.type(), DType::f16);
   EXPECT_EQ(f32.bytes(), loom::KVCache::bytes_needed(c, 5));
-  EXPECT_EQ(f32.bytes(), 3u * 2 * 5 * 24 * 4);
+  EXPECT_EQ(f32.bytes(), 3u * 2 * 16 * 24 * 4);  // 5 positions take a whole key tile of 16
   EXPECT_EQ(f16.bytes(), loom::KVCache::bytes_needed(c, 5, DType::f16));
   EXPECT_EQ(f16.bytes() * 2, f32.bytes());
   const auto k = random_vector(24, 70, 10.0f), v = random_vector(24, 71, 10.0f);
@@ -397,17 +401,20 @@ TEST(KVCache, StoresF32ExactlyAndF16RoundedInHalfTheBytes) {
   }
   for (int i = 0; i < 24; ++i) {  // element i belongs to KV head i / 12
     const int h = i / 12, j = i % 12;
-    EXPECT_EQ(f32.keys<float>(2, h, 3)[j], k[i]);
+    EXPECT_EQ(f32.key<float>(2, h, 3, j), k[i]);
+    EXPECT_EQ(f32.key_tiles<float>(2, h, 0)[16 * j + 3], k[i]);  // tile 0, element j of position 3
     EXPECT_EQ(f32.values<float>(2, h, 3)[j], v[i]);
-    EXPECT_EQ(f16.keys<loom::f16>(2, h, 3)[j].bits, loom::detail::f32_to_f16_scalar(k[i]));
+    EXPECT_EQ(f16.key<loom::f16>(2, h, 3, j).bits, loom::detail::f32_to_f16_scalar(k[i]));
     EXPECT_EQ(f16.values<loom::f16>(2, h, 3)[j].bits, loom::detail::f32_to_f16_scalar(v[i]));
   }
   // Reading in another type than stored, or outside the cache, is refused.
-  EXPECT_THROW(f16.keys<float>(0, 0, 0), loom::Error);
+  EXPECT_THROW(f16.key_tiles<float>(0, 0, 0), loom::Error);
   EXPECT_THROW(f32.values<loom::f16>(0, 0, 0), loom::Error);
-  EXPECT_THROW(f32.keys<float>(3, 0, 0), loom::Error);
-  EXPECT_THROW(f32.keys<float>(0, 2, 0), loom::Error);
-  EXPECT_THROW(f32.keys<float>(0, 0, 5), loom::Error);
+  EXPECT_THROW(f32.key<float>(3, 0, 0, 0), loom::Error);
+  EXPECT_THROW(f32.key<float>(0, 2, 0, 0), loom::Error);
+  EXPECT_THROW(f32.key<float>(0, 0, 5, 0), loom::Error);
+  EXPECT_THROW(f32.key<float>(0, 0, 0, 12), loom::Error);
+  EXPECT_THROW(f32.values<float>(0, 0, 5), loom::Error);
   EXPECT_THROW(f32.store(0, -1, k.data(), v.data()), loom::Error);
 }
 

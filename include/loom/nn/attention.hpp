@@ -34,9 +34,11 @@ struct AttentionShape {
 
 namespace detail {
 
-/// Floats per row of scores: the capacity rounded up to 16 floats, so that no two threads'
-/// scratch share a cache line.
-inline std::int64_t score_row_floats(std::int64_t capacity) { return (capacity + 15) / 16 * 16; }
+/// Floats per row of scores: the capacity rounded up to whole key tiles (16 floats, so no two
+/// threads' scratch share a cache line either).
+inline std::int64_t score_row_floats(std::int64_t capacity) {
+  return (capacity + kernels::key_tile - 1) / kernels::key_tile * kernels::key_tile;
+}
 
 }  // namespace detail
 
@@ -50,14 +52,17 @@ inline std::int64_t attention_scratch_floats(const AttentionShape& s, std::int64
 namespace detail {
 
 /// The `group` query heads q (group, head_dim) that share one KV head, against its keys and
-/// values k, v at positions lo .. lo+m−1 (rows ld_kv apart). Writes out (group, head_dim).
-/// `distance` is lo − p, the (non-positive) offset of the first position from the query's.
+/// values at positions lo .. lo+m−1: key tiles from the one holding lo (k_tiles; lo is
+/// `skip` positions into it), values v from position lo (rows head_dim apart). Writes out
+/// (group, head_dim). `distance` is lo − p, the (non-positive) offset of the first position
+/// from the query's. scores: rows of ld_s >= skip + m rounded up to a whole tile.
 template <typename T>
-void attend_group(const float* q, const T* k, const T* v, std::int64_t ld_kv, int m, int group, int head_dim,
+void attend_group(const float* q, const T* k_tiles, int skip, const T* v, int m, int group, int head_dim,
                   float scale, const float* slopes, int distance, float* scores, std::int64_t ld_s, float* out) {
-  kernels::dot_rows(q, head_dim, group, k, ld_kv, m, head_dim, scores, ld_s);  // (group, m)
+  const int tiles = (skip + m + kernels::key_tile - 1) / kernels::key_tile;
+  kernels::dot_tiles(q, head_dim, group, k_tiles, tiles, head_dim, scores, ld_s);  // (group, 16·tiles)
   for (int g = 0; g < group; ++g) {
-    float* row = scores + g * ld_s;
+    float* row = scores + g * ld_s + skip;
     if (slopes) {
       const float slope = slopes[g];
       for (int j = 0; j < m; ++j) row[j] = row[j] * scale + slope * float(distance + j);
@@ -67,7 +72,7 @@ void attend_group(const float* q, const T* k, const T* v, std::int64_t ld_kv, in
     kernels::softmax(std::span<float>(row, std::size_t(m)));
   }
   std::fill_n(out, std::int64_t(group) * head_dim, 0.0f);
-  kernels::weighted_rows_add(scores, ld_s, group, v, ld_kv, m, head_dim, out, head_dim);  // (group, head_dim)
+  kernels::weighted_rows_add(scores + skip, ld_s, group, v, head_dim, m, head_dim, out, head_dim);  // (group, head_dim)
 }
 
 template <typename T>
@@ -83,10 +88,10 @@ void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVC
       const int p = pos + t;  // absolute position of this query row
       const int lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0;
       const std::int64_t head0 = std::int64_t(kvh) * group * s.head_dim;  // first query head of the group
-      attend_group(q + t * ldq + head0, kv.keys<T>(layer, kvh, lo), kv.values<T>(layer, kvh, lo), s.head_dim,
-                   p - lo + 1, group,
-                   s.head_dim, scale, s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, scores, ld_s,
-                   out + t * ldo + head0);
+      const int tile = lo / kernels::key_tile;
+      attend_group(q + t * ldq + head0, kv.key_tiles<T>(layer, kvh, tile), lo - tile * kernels::key_tile,
+                   kv.values<T>(layer, kvh, lo), p - lo + 1, group, s.head_dim, scale,
+                   s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, scores, ld_s, out + t * ldo + head0);
     }
   };
   const std::int64_t items = std::int64_t(n) * s.n_kv_heads;

@@ -1,13 +1,19 @@
 // KVCache: the keys and values of every layer for up to `capacity` positions, allocated once.
-// Layout per layer: [n_kv_heads, capacity, head_dim] for K and for V, so one KV head's keys for
-// consecutive positions are contiguous: attention streams them instead of picking one head's
-// slice out of every position (3x slower at context 1536 when the cache is in DRAM, measured).
-// `size()` positions are valid; the model appends after them, and `rewind(p)` forgets
-// everything from position p on.
+// Per layer and KV head, the keys and the values of consecutive positions are contiguous, so
+// attention streams them instead of picking one head's slice out of every position (3x slower
+// at context 1536 when the cache is in DRAM, measured):
+//   values: [capacity, head_dim], one row per position;
+//   keys:   tiles of kernels::key_tile (16) positions, each stored transposed as
+//           [head_dim, 16]: element d of 16 consecutive keys is one 64-byte vector, so a query's
+//           scores against 16 keys build up lane by lane with no horizontal sums (for grouped-query
+//           attention, which multiplies every key by 8 query rows, that is twice the speed).
+// Capacity is rounded up to whole tiles. `size()` positions are valid; the model appends after
+// them, and `rewind(p)` forgets everything from position p on.
 //
 // Elements are f32 (the default) or f16, chosen at construction: f16 halves the memory and the
 // bytes attention reads per token, at the cost of rounding each key and value to 11 significant
-// bits. Writers hand in f32 rows (`store`), readers get the stored type (`keys<T>`, `values<T>`).
+// bits. Writers hand in f32 rows (`store`), readers get the stored type (`key_tiles<T>`,
+// `values<T>`).
 #pragma once
 
 #include <algorithm>
@@ -19,6 +25,7 @@
 #include "loom/error.hpp"
 #include "loom/huge_pages.hpp"
 #include "loom/kernels/ops.hpp"
+#include "loom/kernels/row_products.hpp"
 #include "loom/model/config.hpp"
 
 namespace loom {
@@ -30,12 +37,12 @@ class KVCache {
   /// (f32 or f16; Error(unsupported) for any other type).
   KVCache(const Config& c, std::int32_t capacity, DType type = DType::f32)
       : n_layers_(c.n_layers), n_heads_(c.n_kv_heads), head_dim_(c.head_dim), kv_dim_(c.kv_dim()),
-        capacity_(capacity), type_(type) {
+        capacity_(capacity), rows_(padded(capacity)), type_(type) {
     const std::size_t elem = element_bytes(type);
     if (capacity <= 0) fail(ErrorKind::invalid_argument, "kv_cache", "context size must be positive, got ", capacity);
-    const std::uint64_t per_layer = std::uint64_t(capacity) * std::uint64_t(kv_dim_);
+    const std::uint64_t per_layer = std::uint64_t(rows_) * std::uint64_t(kv_dim_);
     const std::uint64_t total = per_layer * 2 * std::uint64_t(n_layers_);
-    if (per_layer / std::uint64_t(capacity) != std::uint64_t(kv_dim_) || total > (std::uint64_t(1) << 40))
+    if (per_layer / std::uint64_t(rows_) != std::uint64_t(kv_dim_) || total > (std::uint64_t(1) << 40))
       fail(ErrorKind::capacity, "kv_cache", "a cache of ", capacity, " positions × ", kv_dim_, " × ", n_layers_,
            " layers is too large");
     data_ = HugePageBuffer(std::size_t(total) * elem);
@@ -52,7 +59,7 @@ class KVCache {
   /// Bytes a cache of `capacity` positions of `type` for the model `c` allocates, computed before
   /// allocating (saturates at UINT64_MAX instead of overflowing).
   static std::uint64_t bytes_needed(const Config& c, std::int32_t capacity, DType type = DType::f32) {
-    const long double bytes = 2.0L * c.n_layers * (long double)capacity * c.kv_dim() * element_bytes(type);
+    const long double bytes = 2.0L * c.n_layers * (long double)padded(capacity) * c.kv_dim() * element_bytes(type);
     return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
   }
 
@@ -73,26 +80,47 @@ class KVCache {
     for (std::int32_t h = 0; h < n_heads_; ++h) {
       const float* kh = k + std::int64_t(h) * head_dim_;
       const float* vh = v + std::int64_t(h) * head_dim_;
+      const std::size_t key0 = key_index(layer, h, pos);  // element d at key0 + d·key_tile
       if (type_ == DType::f16) {
-        kernels::f32_to_f16(kh, row<f16>(layer, h, pos, 0), head_dim_);
-        kernels::f32_to_f16(vh, row<f16>(layer, h, pos, 1), head_dim_);
+        f16* keys = reinterpret_cast<f16*>(data_.data());
+        for (std::int32_t d = 0; d < head_dim_; ++d) keys[key0 + std::size_t(d) * kernels::key_tile] = to_f16(kh[d]);
+        kernels::f32_to_f16(vh, row<f16>(layer, h, pos), head_dim_);
       } else {
-        std::copy_n(kh, head_dim_, row<float>(layer, h, pos, 0));
-        std::copy_n(vh, head_dim_, row<float>(layer, h, pos, 1));
+        float* keys = reinterpret_cast<float*>(data_.data());
+        for (std::int32_t d = 0; d < head_dim_; ++d) keys[key0 + std::size_t(d) * kernels::key_tile] = kh[d];
+        std::copy_n(vh, head_dim_, row<float>(layer, h, pos));
       }
     }
   }
 
-  /// The keys (values) of KV head `head` of `layer` from position `pos` on, as stored: head_dim
-  /// elements per position, positions one after the other. T is the element type (float for
-  /// f32, f16 for f16); asking for another type throws Error(invalid_argument).
+  /// The keys of KV head `head` of `layer` from tile `tile` (positions 16·tile ..) on, as stored:
+  /// tiles of kernels::key_tile positions, each [head_dim, key_tile], one after the other (the
+  /// layout kernels::dot_tiles reads). T is the element type (float for f32, f16 for f16); asking
+  /// for another type throws Error(invalid_argument).
   template <typename T>
-  const T* keys(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
-    return checked_row<T>(layer, head, pos, 0);
+  const T* key_tiles(std::int32_t layer, std::int32_t head, std::int32_t tile) const {
+    check_type<T>();
+    if (tile < 0 || std::int64_t(tile) * kernels::key_tile >= capacity_)
+      fail(ErrorKind::invalid_argument, "kv_cache", "key tile ", tile, " is outside a cache of ", capacity_, " positions");
+    check(layer, head, 0);
+    return reinterpret_cast<const T*>(data_.data()) + key_index(layer, head, tile * kernels::key_tile);
   }
+  /// Element d of the key of KV head `head` of `layer` at position `pos`, as stored.
+  template <typename T>
+  T key(std::int32_t layer, std::int32_t head, std::int32_t pos, std::int32_t d) const {
+    check_type<T>();
+    check(layer, head, pos);
+    if (d < 0 || d >= head_dim_)
+      fail(ErrorKind::invalid_argument, "kv_cache", "element ", d, " is outside a head of ", head_dim_);
+    return reinterpret_cast<const T*>(data_.data())[key_index(layer, head, pos) + std::size_t(d) * kernels::key_tile];
+  }
+  /// The values of KV head `head` of `layer` from position `pos` on, as stored: head_dim elements
+  /// per position, positions one after the other.
   template <typename T>
   const T* values(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
-    return checked_row<T>(layer, head, pos, 1);
+    check_type<T>();
+    check(layer, head, pos);
+    return reinterpret_cast<const T*>(data_.data()) + value_index(layer, head, pos);
   }
 
   /// Makes room for positions [pos, pos + n): pos must not be past size() (earlier positions are
@@ -123,21 +151,31 @@ class KVCache {
            " is outside the cache (", n_layers_, " layers × ", n_heads_, " KV heads × ", capacity_, " positions)");
   }
   template <typename T>
-  const T* checked_row(std::int32_t layer, std::int32_t head, std::int32_t pos, int which) const {
+  void check_type() const {
     if (dtype_of_v<T> != type_)
       fail(ErrorKind::invalid_argument, "kv_cache", "the cache holds ", to_string(type_), ", not ",
            to_string(dtype_of_v<T>));
-    check(layer, head, pos);
-    return reinterpret_cast<const T*>(data_.data()) + index(layer, head, pos, which);
+  }
+  /// Positions rounded up to whole key tiles.
+  static std::int64_t padded(std::int32_t capacity) {
+    return (std::int64_t(capacity) + kernels::key_tile - 1) / kernels::key_tile * kernels::key_tile;
+  }
+  /// First element of the K (which = 0) or V (1) plane of KV head `head` of `layer`.
+  std::size_t plane(std::int32_t layer, std::int32_t head, int which) const {
+    const std::size_t p = (std::size_t(layer) * 2 + std::size_t(which)) * std::size_t(n_heads_) + std::size_t(head);
+    return p * std::size_t(rows_) * std::size_t(head_dim_);
+  }
+  /// Element index of element 0 of the key at `pos`: its tile, then the position within it.
+  std::size_t key_index(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
+    const std::size_t tile = std::size_t(pos / kernels::key_tile), in_tile = std::size_t(pos % kernels::key_tile);
+    return plane(layer, head, 0) + tile * kernels::key_tile * std::size_t(head_dim_) + in_tile;
+  }
+  std::size_t value_index(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
+    return plane(layer, head, 1) + std::size_t(pos) * std::size_t(head_dim_);
   }
   template <typename T>
-  T* row(std::int32_t layer, std::int32_t head, std::int32_t pos, int which) {
-    return reinterpret_cast<T*>(data_.data()) + index(layer, head, pos, which);
-  }
-  /// Element index of the K (which = 0) or V (1) row of KV head `head` of `layer` at `pos`.
-  std::size_t index(std::int32_t layer, std::int32_t head, std::int32_t pos, int which) const {
-    const std::size_t plane = (std::size_t(layer) * 2 + std::size_t(which)) * std::size_t(n_heads_) + std::size_t(head);
-    return (plane * std::size_t(capacity_) + std::size_t(pos)) * std::size_t(head_dim_);
+  T* row(std::int32_t layer, std::int32_t head, std::int32_t pos) {
+    return reinterpret_cast<T*>(data_.data()) + value_index(layer, head, pos);
   }
 
   std::int32_t n_layers_ = 0;
@@ -145,6 +183,7 @@ class KVCache {
   std::int32_t head_dim_ = 0;
   std::int32_t kv_dim_ = 0;
   std::int32_t capacity_ = 0;
+  std::int64_t rows_ = 0;  ///< positions allocated per head: capacity rounded up to whole key tiles
   std::int32_t size_ = 0;
   DType type_ = DType::f32;
   HugePageBuffer data_;  // zero-filled, 2 MiB-aligned: attention streams it every token
