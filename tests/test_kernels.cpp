@@ -360,9 +360,29 @@ INSTANTIATE_TEST_SUITE_P(AllStoredTypes, MatmulLongRows,
                          ::testing::Combine(::testing::Values(loom::DType::f32, loom::DType::f16, loom::DType::bf16),
                                             ::testing::Values(1, 2), ::testing::Values(1, 2, 3)));
 
+TEST(Matmul, InOutDecodeWithFewInputRowsAndShortOutputs) {
+  // [in, out] decode sums fixed slabs of input rows: fewer rows than slabs leaves some empty;
+  // outputs shorter than the two-vector step, or not whole vectors, take the tail loops.
+  for (const loom::DType t : {loom::DType::f32, loom::DType::f16})
+    for (const std::int64_t in : {1, 4, 7, 40})
+      for (const std::int64_t out : {1, 17, 50}) {
+        const StoredWeight w = make_weight(t, in, out, 21);
+        const auto x = random_vector(std::size_t(2 * in), 22);
+        std::vector<float> y(std::size_t(2 * out));
+        loom::ThreadPool pool(2);
+        loom::kernels::matmul(x.data(), 2, in, w.ref, true, y.data(), out, &pool);
+        for (std::int64_t r = 0; r < 2; ++r)
+          for (std::int64_t o = 0; o < out; ++o) {
+            double acc = 0;
+            for (std::int64_t i = 0; i < in; ++i) acc += double(x[std::size_t(r * in + i)]) * w.values[std::size_t(i * out + o)];
+            EXPECT_NEAR(y[std::size_t(r * out + o)], acc, 1e-5) << loom::to_string(t) << " in " << in << " out " << out;
+          }
+      }
+}
+
 TEST(Matmul, DecodeDoesNotDependOnThreadCount) {
-  // The fused decode kernels group rows (or columns, for [in, out]) differently per thread chunk;
-  // every output must still be bit-identical.
+  // The fused decode kernels group rows differently per thread chunk, and [in, out] weights are
+  // summed in slabs of input rows spread over the threads; every output must still be bit-identical.
   for (const bool in_out : {false, true})
     for (const std::int64_t in : {std::int64_t(300), std::int64_t(4200)})
       for (const loom::DType t : {loom::DType::f32, loom::DType::f16, loom::DType::bf16}) {

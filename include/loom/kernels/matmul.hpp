@@ -209,6 +209,17 @@ inline void axpy_stored(const float (&a)[R], const std::byte* const (&w)[R], flo
   using S = FusedVec;
   S::V va[R];
   for (int k = 0; k < R; ++k) va[k] = S::set1(a[k]);
+  // Two vectors of y per step: two independent chains of R FMAs (one chain is latency-bound for
+  // f16/bf16, whose loads need a conversion; GPT-2 shape, 1 thread: f16 69.6-70.6 -> 71.0-73.8
+  // t/s, f32 50.1-51.5 -> 52.7-52.8; four per step measured slower than one).
+  constexpr int U = 2;
+  for (; i + U * S::lanes <= m; i += U * S::lanes) {
+    S::V acc[U];
+    for (int u = 0; u < U; ++u) acc[u] = S::load(y + i + u * S::lanes);
+    for (int k = 0; k < R; ++k)
+      for (int u = 0; u < U; ++u) acc[u] = S::fmadd(va[k], S::load_stored<T>(w[k], i + u * S::lanes), acc[u]);
+    for (int u = 0; u < U; ++u) S::store(y + i + u * S::lanes, acc[u]);
+  }
   for (; i + S::lanes <= m; i += S::lanes) {
     S::V acc = S::load(y + i);
     for (int k = 0; k < R; ++k) acc = S::fmadd(va[k], S::load_stored<T>(w[k], i), acc);
@@ -222,35 +233,74 @@ inline void axpy_stored(const float (&a)[R], const std::byte* const (&w)[R], flo
   }
 }
 
-/// Outputs [r0, r1) of y[n, out] = x · W, W f32 / f16 / bf16 stored [in, out] (GPT-2's Conv1D):
-/// the decode path. W's rows are read in order, R at a time, each group adding
-/// Σ_k x[i + k] · W[i + k, r0:r1) to the outputs (which stay in L1), so a thread streams its
-/// columns of R rows side by side. Each output sums over i in order, so the result does not
-/// depend on the range or on R. Measured on this project's machine (1 core, f32 from DRAM):
-/// GPT-2's 768×2304 13 GB/s with Eigen's GEMV, 14 with one row at a time, 27–29 with R = 8–16;
-/// 3072×768 13.7 -> 25.7 (R = 16).
+/// y[n, out] = Σ_{i0 <= i < i1} x[:, i] · W[i, :] for W f32 / f16 / bf16 stored [in, out] (GPT-2's
+/// Conv1D): one slab of the decode path. W's rows are read in order, R at a time, each group
+/// adding Σ_k x[i + k] · W[i + k, :] to the outputs (which stay in L1), so the slab is one
+/// contiguous stream. Each output sums over i in order, so the result does not depend on R.
+/// Measured on this project's machine (1 core, f32 from DRAM): GPT-2's 768×2304 13 GB/s with
+/// Eigen's GEMV, 14 with one row at a time, 27–29 with R = 8–16; 3072×768 13.7 -> 25.7 (R = 16).
 template <DType T>
-inline void axpy_rows_range(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y,
-                            std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
+inline void axpy_rows(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y, std::int64_t ldy,
+                      std::int64_t i0, std::int64_t i1) {
 #if defined(LOOM_FUSED_SIMD)
   constexpr int R = FusedVec::lanes == 16 ? 16 : 8;  // AVX2 has 16 vector registers
 #else
   constexpr int R = 4;
 #endif
-  const std::size_t rb = w.row_bytes(), offset = std::size_t(r0) * (T == DType::f32 ? 4 : 2);
-  for (std::int64_t t = 0; t < n; ++t) std::fill(y + t * ldy + r0, y + t * ldy + r1, 0.0f);
+  const std::int64_t out = w.cols();
+  const std::size_t rb = w.row_bytes();
+  for (std::int64_t t = 0; t < n; ++t) std::fill(y + t * ldy, y + t * ldy + out, 0.0f);
   auto group = [&]<int K>(std::int64_t i) {
     const std::byte* wr[K];
-    for (int k = 0; k < K; ++k) wr[k] = w.data + std::size_t(i + k) * rb + offset;
+    for (int k = 0; k < K; ++k) wr[k] = w.data + std::size_t(i + k) * rb;
     for (std::int64_t t = 0; t < n; ++t) {
       float a[K];
       for (int k = 0; k < K; ++k) a[k] = x[t * ldx + i + k];
-      axpy_stored<T, K>(a, wr, y + t * ldy + r0, r1 - r0);
+      axpy_stored<T, K>(a, wr, y + t * ldy, out);
     }
   };
-  std::int64_t i = 0;
-  for (; i + R <= w.rows(); i += R) group.template operator()<R>(i);
-  for (; i < w.rows(); ++i) group.template operator()<1>(i);
+  std::int64_t i = i0;
+  for (; i + R <= i1; i += R) group.template operator()<R>(i);
+  for (; i < i1; ++i) group.template operator()<1>(i);
+}
+
+/// Slabs of input rows the [in, out] decode path sums separately: a fixed number, so that the
+/// result is the same for any thread count; 6 splits evenly over 1, 2, 3 and 6 threads.
+inline constexpr std::int64_t in_out_slabs = 6;
+
+/// Per-thread buffer for the slabs' partial sums; reused like conversion_buffer.
+inline float* partial_buffer(std::size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+/// y[n, out] = x · W for W f32 / f16 / bf16 stored [in, out], n <= fused_dot_max_rows: the
+/// decode path. W's rows are cut into in_out_slabs slabs, each summed into its own partial
+/// outputs by one thread reading its slab front to back; then the partials are added in slab
+/// order. (Cutting the columns instead has every thread read a piece of every row: with 2
+/// threads, GPT-2's blocks read ~55 % of a fast minute's bandwidth where one thread reads 80 %.)
+template <DType T>
+inline void matmul_in_out_decode(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, float* y,
+                                 std::int64_t ldy, ThreadPool* pool) {
+  const std::int64_t in = w.rows(), out = w.cols(), slab = n * out;
+  float* partial = partial_buffer(std::size_t(in_out_slabs * slab));
+  auto run = [&](std::int64_t s0, std::int64_t s1, int) {
+    for (std::int64_t s = s0; s < s1; ++s)
+      axpy_rows<T>(w, x, n, ldx, partial + s * slab, out, in * s / in_out_slabs, in * (s + 1) / in_out_slabs);
+  };
+  if (pool)
+    pool->parallel_for(in_out_slabs, run);
+  else
+    run(0, in_out_slabs, 0);
+  for (std::int64_t t = 0; t < n; ++t) {
+    float* yt = y + t * ldy;
+    std::copy_n(partial + t * out, out, yt);
+    for (std::int64_t s = 1; s < in_out_slabs; ++s) {
+      const float* p = partial + s * slab + t * out;
+      for (std::int64_t o = 0; o < out; ++o) yt[o] += p[o];
+    }
+  }
 }
 
 }  // namespace detail
@@ -328,23 +378,19 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
     return;
   }
   if ((w.dtype == DType::f16 || w.dtype == DType::bf16 || w.dtype == DType::f32) && n <= fused_dot_max_rows) {
-    auto run_h = [&](std::int64_t r0, std::int64_t r1, int) {
-      auto range = [&]<DType T>() {
-        if (in_out)
-          detail::axpy_rows_range<T>(w, x, n, ldx, y, ldy, r0, r1);
-        else
-          detail::dot_rows_range<T>(w, x, n, ldx, y, ldy, r0, r1);
-      };
-      switch (w.dtype) {
-        case DType::f32: range.template operator()<DType::f32>(); break;
-        case DType::f16: range.template operator()<DType::f16>(); break;
-        default: range.template operator()<DType::bf16>(); break;
-      }
+    auto typed = [&]<DType T>() {
+      if (in_out) return detail::matmul_in_out_decode<T>(x, n, ldx, w, y, ldy, pool);
+      auto run_h = [&](std::int64_t r0, std::int64_t r1, int) { detail::dot_rows_range<T>(w, x, n, ldx, y, ldy, r0, r1); };
+      if (pool)
+        pool->parallel_for(out, run_h, block);
+      else
+        run_h(0, out, 0);
     };
-    if (pool)
-      pool->parallel_for(out, run_h, block);
-    else
-      run_h(0, out, 0);
+    switch (w.dtype) {
+      case DType::f32: typed.template operator()<DType::f32>(); break;
+      case DType::f16: typed.template operator()<DType::f16>(); break;
+      default: typed.template operator()<DType::bf16>(); break;
+    }
     return;
   }
   // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
