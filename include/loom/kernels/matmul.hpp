@@ -268,13 +268,6 @@ inline void axpy_rows(const TensorRef& w, const float* x, std::int64_t n, std::i
 /// result is the same for any thread count; 6 splits evenly over 1, 2, 3 and 6 threads.
 inline constexpr std::int64_t in_out_slabs = 6;
 
-/// Per-thread buffer for the slabs' partial sums; reused like conversion_buffer.
-inline float* partial_buffer(std::size_t n) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
-
 /// y[n, out] = x · W for W f32 / f16 / bf16 stored [in, out], n <= fused_dot_max_rows: the
 /// decode path. W's rows are cut into in_out_slabs slabs, each summed into its own partial
 /// outputs by one thread reading its slab front to back; then the partials are added in slab
@@ -284,7 +277,7 @@ template <DType T>
 inline void matmul_in_out_decode(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, float* y,
                                  std::int64_t ldy, ThreadPool* pool) {
   const std::int64_t in = w.rows(), out = w.cols(), slab = n * out;
-  float* partial = partial_buffer(std::size_t(in_out_slabs * slab));
+  float* partial = conversion_buffer(std::size_t(in_out_slabs * slab));  // the caller's; the decode paths use no other
   auto run = [&](std::int64_t s0, std::int64_t s1, int) {
     for (std::int64_t s = s0; s < s1; ++s)
       axpy_rows<T>(w, x, n, ldx, partial + s * slab, out, in * s / in_out_slabs, in * (s + 1) / in_out_slabs);

@@ -53,6 +53,9 @@ namespace loom::kernels {
 /// Keys per tile of dot_tiles: 16 positions, stored transposed.
 inline constexpr int key_tile = 16;
 
+/// Tiles that hold `positions` keys (the last one possibly partly used).
+constexpr std::int64_t key_tiles_for(std::int64_t positions) { return (positions + key_tile - 1) / key_tile; }
+
 namespace detail {
 
 /// Elements [0, len) of a stored row as f32: the row itself for f32, else converted into tmp.

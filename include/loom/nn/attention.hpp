@@ -36,9 +36,7 @@ namespace detail {
 
 /// Floats per row of scores: the capacity rounded up to whole key tiles (16 floats, so no two
 /// threads' scratch share a cache line either).
-inline std::int64_t score_row_floats(std::int64_t capacity) {
-  return (capacity + kernels::key_tile - 1) / kernels::key_tile * kernels::key_tile;
-}
+inline std::int64_t score_row_floats(std::int64_t capacity) { return kernels::key_tiles_for(capacity) * kernels::key_tile; }
 
 }  // namespace detail
 
@@ -59,7 +57,7 @@ namespace detail {
 template <typename T>
 void attend_group(const float* q, const T* k_tiles, int skip, const T* v, int m, int group, int head_dim,
                   float scale, const float* slopes, int distance, float* scores, std::int64_t ld_s, float* out) {
-  const int tiles = (skip + m + kernels::key_tile - 1) / kernels::key_tile;
+  const int tiles = int(kernels::key_tiles_for(skip + m));
   kernels::dot_tiles(q, head_dim, group, k_tiles, tiles, head_dim, scores, ld_s);  // (group, 16·tiles)
   for (int g = 0; g < group; ++g) {
     float* row = scores + g * ld_s + skip;

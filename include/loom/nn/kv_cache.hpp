@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "loom/dtype.hpp"
@@ -80,16 +81,10 @@ class KVCache {
     for (std::int32_t h = 0; h < n_heads_; ++h) {
       const float* kh = k + std::int64_t(h) * head_dim_;
       const float* vh = v + std::int64_t(h) * head_dim_;
-      const std::size_t key0 = key_index(layer, h, pos);  // element d at key0 + d·key_tile
-      if (type_ == DType::f16) {
-        f16* keys = reinterpret_cast<f16*>(data_.data());
-        for (std::int32_t d = 0; d < head_dim_; ++d) keys[key0 + std::size_t(d) * kernels::key_tile] = to_f16(kh[d]);
-        kernels::f32_to_f16(vh, row<f16>(layer, h, pos), head_dim_);
-      } else {
-        float* keys = reinterpret_cast<float*>(data_.data());
-        for (std::int32_t d = 0; d < head_dim_; ++d) keys[key0 + std::size_t(d) * kernels::key_tile] = kh[d];
-        std::copy_n(vh, head_dim_, row<float>(layer, h, pos));
-      }
+      if (type_ == DType::f16)
+        store_head<f16>(layer, h, pos, kh, vh);
+      else
+        store_head<float>(layer, h, pos, kh, vh);
     }
   }
 
@@ -157,9 +152,7 @@ class KVCache {
            to_string(dtype_of_v<T>));
   }
   /// Positions rounded up to whole key tiles.
-  static std::int64_t padded(std::int32_t capacity) {
-    return (std::int64_t(capacity) + kernels::key_tile - 1) / kernels::key_tile * kernels::key_tile;
-  }
+  static std::int64_t padded(std::int32_t capacity) { return kernels::key_tiles_for(capacity) * kernels::key_tile; }
   /// First element of the K (which = 0) or V (1) plane of KV head `head` of `layer`.
   std::size_t plane(std::int32_t layer, std::int32_t head, int which) const {
     const std::size_t p = (std::size_t(layer) * 2 + std::size_t(which)) * std::size_t(n_heads_) + std::size_t(head);
@@ -173,9 +166,19 @@ class KVCache {
   std::size_t value_index(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
     return plane(layer, head, 1) + std::size_t(pos) * std::size_t(head_dim_);
   }
+  /// Writes one head's key (scattered into its tile: element d at key_tile·d) and value row.
   template <typename T>
-  T* row(std::int32_t layer, std::int32_t head, std::int32_t pos) {
-    return reinterpret_cast<T*>(data_.data()) + value_index(layer, head, pos);
+  void store_head(std::int32_t layer, std::int32_t head, std::int32_t pos, const float* k, const float* v) {
+    T* base = reinterpret_cast<T*>(data_.data());
+    T* key = base + key_index(layer, head, pos);
+    T* value = base + value_index(layer, head, pos);
+    if constexpr (std::is_same_v<T, f16>) {
+      for (std::int32_t d = 0; d < head_dim_; ++d) key[std::size_t(d) * kernels::key_tile] = to_f16(k[d]);
+      kernels::f32_to_f16(v, value, head_dim_);
+    } else {
+      for (std::int32_t d = 0; d < head_dim_; ++d) key[std::size_t(d) * kernels::key_tile] = k[d];
+      std::copy_n(v, head_dim_, value);
+    }
   }
 
   std::int32_t n_layers_ = 0;
