@@ -336,7 +336,7 @@ INSTANTIATE_TEST_SUITE_P(AllStoredTypes, Matmul,
                          ::testing::Combine(::testing::Values(loom::DType::f32, loom::DType::f16, loom::DType::bf16),
                                             ::testing::Values(1, 2, 5), ::testing::Bool(), ::testing::Values(1, 3)));
 
-// Decode (n ≤ fused_dot_max_rows) with rows long enough for the 4-stream grouping (x over 16 KiB);
+// Decode (n ≤ fused_dot_max_rows) with rows long enough for the long-row grouping (x over 16 KiB);
 // out = 131 leaves remainder rows for every thread count.
 class MatmulLongRows : public ::testing::TestWithParam<std::tuple<loom::DType, int, int>> {};
 

@@ -184,17 +184,30 @@ inline void dot_row_group(const TensorRef& w, std::size_t row_bytes, const float
 /// rate while two adjacent rows do not, and when x outgrows L1 beside a row's weights (long
 /// rows, e.g. the FFN down projection: 5632 f16 weights 17.5 → 25.3 GB/s with K = 4) sharing
 /// x's loads over K rows cuts the traffic it costs.
+///
+/// f16 / bf16 rows convert every load, so a core's out-of-order window spans half as many bytes
+/// of each stream as with f32; with 32 vector registers they read 5 streams (short rows) and 6
+/// (long rows) instead of 2 and 4, more misses in flight. loom-bench tinyllama-1.1b tg16 @ d512,
+/// 1 thread, runs alternated: f16 13.20-13.56 -> 13.80-14.33 t/s, bf16 13.66-13.76 ->
+/// 14.05-14.40; f32 with 5 / 6 fell from 7.81-7.85 to 7.44 (it already reads at the probe's
+/// rate), and 3, 4, 6 or 7 short-row streams measured below 5.
 template <DType T>
 inline void dot_rows_range(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y,
                            std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
   const std::size_t rb = w.row_bytes();
   const bool long_rows = w.cols() * std::int64_t(sizeof(float)) > 16 * 1024;
-  const std::int64_t streams = long_rows ? 4 : 2, q = (r1 - r0) / streams;
+#if defined(LOOM_FUSED_SIMD)
+  constexpr bool more_streams = T != DType::f32 && FusedVec::lanes == 16;
+#else
+  constexpr bool more_streams = false;
+#endif
+  constexpr std::int64_t short_streams = more_streams ? 5 : 2, long_streams = more_streams ? 6 : 4;
+  const std::int64_t streams = long_rows ? long_streams : short_streams, q = (r1 - r0) / streams;
   for (std::int64_t i = 0; i < q; ++i) {
     if (long_rows)
-      dot_row_group<T, 4>(w, rb, x, n, ldx, y, ldy, r0 + i, q);
+      dot_row_group<T, long_streams>(w, rb, x, n, ldx, y, ldy, r0 + i, q);
     else
-      dot_row_group<T, 2>(w, rb, x, n, ldx, y, ldy, r0 + i, q);
+      dot_row_group<T, short_streams>(w, rb, x, n, ldx, y, ldy, r0 + i, q);
   }
   for (std::int64_t o = r0 + streams * q; o < r1; ++o) dot_row_group<T, 1>(w, rb, x, n, ldx, y, ldy, o, 0);
 }
