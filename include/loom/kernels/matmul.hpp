@@ -247,34 +247,38 @@ inline void axpy_stored(const float (&a)[R], const std::byte* const (&w)[R], flo
 }
 
 /// y[n, out] = Σ_{i0 <= i < i1} x[:, i] · W[i, :] for W f32 / f16 / bf16 stored [in, out] (GPT-2's
-/// Conv1D): one slab of the decode path. W's rows are read in order, R at a time, each group
-/// adding Σ_k x[i + k] · W[i + k, :] to the outputs (which stay in L1), so the slab is one
-/// contiguous stream. Each output sums over i in order, so the result does not depend on R.
-/// Measured on this project's machine (1 core, f32 from DRAM): GPT-2's 768×2304 13 GB/s with
-/// Eigen's GEMV, 14 with one row at a time, 27–29 with R = 8–16; 3072×768 13.7 -> 25.7 (R = 16).
+/// Conv1D): one slab of the decode path. The slab's rows are cut into R equal regions, and pass j
+/// adds rows i0 + j, i0 + L + j, ..., i0 + (R−1)·L + j (L = the region length) to the outputs,
+/// which stay in L1; rows past R·L follow one at a time. Each region is one contiguous stream, and
+/// each output sums its rows in a fixed order that depends only on the slab (so not on the thread
+/// count). Measured on this project's machine (1 core, weights from DRAM, bench harness): GPT-2's
+/// 768×2304 f32 13 GB/s with Eigen's GEMV, 14 with one row at a time, 27–29 reading 16 adjacent
+/// rows per pass; 16 adjacent rows against R regions (f16 / f32, slabs of 128 rows): f16 24–26 ->
+/// 30–32 GB/s with 4 regions (29 with 8, 18 with 16: too many streams), f32 30–32 -> 36–39 with
+/// 12; rows of 768 f16 (GPT-2's MLP projection) 12 -> 28.
 template <DType T>
 inline void axpy_rows(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y, std::int64_t ldy,
                       std::int64_t i0, std::int64_t i1) {
 #if defined(LOOM_FUSED_SIMD)
-  constexpr int R = FusedVec::lanes == 16 ? 16 : 8;  // AVX2 has 16 vector registers
+  constexpr int R = T != DType::f32 ? 4 : FusedVec::lanes == 16 ? 12 : 8;  // AVX2 has 16 vector registers
 #else
   constexpr int R = 4;
 #endif
   const std::int64_t out = w.cols();
   const std::size_t rb = w.row_bytes();
   for (std::int64_t t = 0; t < n; ++t) std::fill(y + t * ldy, y + t * ldy + out, 0.0f);
-  auto group = [&]<int K>(std::int64_t i) {
+  auto group = [&]<int K>(std::int64_t i, std::int64_t stride) {
     const std::byte* wr[K];
-    for (int k = 0; k < K; ++k) wr[k] = w.data + std::size_t(i + k) * rb;
+    for (int k = 0; k < K; ++k) wr[k] = w.data + std::size_t(i + k * stride) * rb;
     for (std::int64_t t = 0; t < n; ++t) {
       float a[K];
-      for (int k = 0; k < K; ++k) a[k] = x[t * ldx + i + k];
+      for (int k = 0; k < K; ++k) a[k] = x[t * ldx + i + k * stride];
       axpy_stored<T, K>(a, wr, y + t * ldy, out);
     }
   };
-  std::int64_t i = i0;
-  for (; i + R <= i1; i += R) group.template operator()<R>(i);
-  for (; i < i1; ++i) group.template operator()<1>(i);
+  const std::int64_t region = (i1 - i0) / R;
+  for (std::int64_t j = 0; j < region; ++j) group.template operator()<R>(i0 + j, region);
+  for (std::int64_t i = i0 + R * region; i < i1; ++i) group.template operator()<1>(i, 0);
 }
 
 /// Slabs of input rows the [in, out] decode path sums separately: a fixed number, so that the
