@@ -1,6 +1,7 @@
 // Kernel micro-benchmarks: matmul at model sizes (decode n = 1 and prompt n = 128) per stored
 // type, reporting bytes/s of weights read and FLOP/s; decode attention at context 128 / 512 /
-// 2048 with f32 and f16 KV caches, reporting bytes/s of keys and values read.
+// 2048 with f32 and f16 KV caches (in cache, and from memory), reporting bytes/s of keys and
+// values read.
 #include <benchmark/benchmark.h>
 
 #include <loom/kernels/matmul.hpp>
@@ -148,6 +149,49 @@ BENCHMARK(BM_Attention)
     ->Args({2048, 2, int(loom::DType::f32)})
     ->Args({2048, 2, int(loom::DType::f16)})
     ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// Decode attention from memory, one core: a cache of as many layers as fill 256 MiB, context 544
+// (a tg run at depth 512), one query row per layer, so that every key and value comes from DRAM
+// as in a real model. args: query heads per KV head (1: GPT-2's 12 / 12 heads; 8: TinyLlama's
+// 32 / 4), KV cache type. kv_bytes/s counts the keys and values read.
+void BM_AttentionFromMemory(benchmark::State& state) {
+  const int group = int(state.range(0)), ctx = 544;
+  const auto type = loom::DType(state.range(1));
+  loom::Config c;
+  c.n_kv_heads = group == 1 ? 12 : 4;
+  c.n_heads = c.n_kv_heads * group;
+  c.head_dim = 64;
+  c.n_layers = 1;
+  const std::uint64_t layer_bytes = loom::KVCache::bytes_needed(c, ctx, type);
+  c.n_layers = int((std::uint64_t(256) << 20) / layer_bytes + 1);
+  loom::KVCache kv(c, ctx, type);
+  kv.reserve_append(0, ctx);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> k(std::size_t(c.kv_dim())), v(k.size());
+  for (float& x : k) x = dist(rng);
+  for (float& x : v) x = dist(rng);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int p = 0; p < ctx; ++p) kv.store(l, p, k.data(), v.data());
+  kv.commit(ctx);
+  const loom::nn::AttentionShape s{c.n_heads, c.n_kv_heads, c.head_dim, 0, nullptr};
+  std::vector<float> q(std::size_t(c.q_dim())), out(q.size());
+  std::vector<float> scratch(std::size_t(loom::nn::attention_scratch_floats(s, ctx)));
+  for (float& x : q) x = dist(rng);
+  for (auto _ : state) {
+    for (int l = 0; l < c.n_layers; ++l)
+      loom::nn::attention(q.data(), c.q_dim(), 1, ctx - 1, kv, l, s, out.data(), c.q_dim(), scratch.data(), nullptr);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetLabel(std::string(loom::to_string(type)));
+  const double read = 2.0 * c.n_layers * ctx * c.kv_dim() * double(loom::KVCache::element_bytes(type));
+  state.counters["kv_bytes/s"] = benchmark::Counter(read, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttentionFromMemory)
+    ->ArgNames({"group", "kv"})
+    ->ArgsProduct({{1, 8}, {int(loom::DType::f32), int(loom::DType::f16)}})
+    ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 }  // namespace

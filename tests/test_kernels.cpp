@@ -203,11 +203,11 @@ void expect_weighted_rows_match(int na, int nb, int n) {
 }
 
 TEST(RowProducts, WeightedRowsMatchDoubleForEveryBlockAndTailSize) {
-  // Query blocks of 8/4/2/1 rows and their remainders; position counts around the tile size;
-  // rows that are not whole vectors (masked tails), shorter than one, and longer than the
-  // portable path's 64-column chunks.
+  // Query blocks of 8/4/2/1 rows and their remainders; position counts around the tile size and
+  // the 1024-row outer blocks; rows that are not whole vectors (masked tails), shorter than one,
+  // and longer than the portable path's 64-column chunks.
   for (int na : {1, 2, 3, 7, 8, 13})
-    for (int nb : {1, 2, 5, 16, 17, 130})
+    for (int nb : {1, 2, 5, 16, 17, 130, 1030})
       for (int n : {1, 7, 16, 20, 32, 33, 64, 80, 128, 130}) {
         expect_weighted_rows_match<float>(na, nb, n);
         expect_weighted_rows_match<loom::f16>(na, nb, n);
@@ -246,11 +246,12 @@ void expect_tile_products_match(int na, int nt, int n) {
 }
 
 TEST(RowProducts, TileProductsMatchDoubleForEveryBlockAndTailSize) {
-  // Query blocks of 8/4/2/1 rows and remainders; tile counts around the kernels' passes (2 to 8
-  // tiles) and their 128-position outer blocks; head sizes that are odd, short, and longer than
-  // the portable path's chunks.
+  // Query blocks of 8/4/2/1 rows and remainders; tile counts around the kernels' passes (fewer
+  // tiles than parts, parts of equal length with and without a remainder) and their
+  // 1024-position outer blocks; head sizes that are odd, short, and longer than the portable
+  // path's chunks.
   for (int na : {1, 2, 3, 7, 8, 13})
-    for (int nt : {1, 2, 3, 5, 8, 9, 17})
+    for (int nt : {1, 2, 3, 5, 8, 9, 17, 67})
       for (int n : {1, 7, 16, 20, 64, 80, 128, 130}) {
         expect_tile_products_match<float>(na, nt, n);
         expect_tile_products_match<loom::f16>(na, nt, n);

@@ -9,7 +9,8 @@
 // holds element d of 16 keys, so scores build up lane by lane, one FMA per query row and element,
 // with no horizontal sums (with keys as rows, reducing the 8×16 dot products of a grouped-query
 // block cost as much as the products). TinyLlama's attention at context 544, one core, cache in
-// DRAM: 2.7 -> 2.0 ms per token with tiles and the prefetches below.
+// DRAM: 2.7 -> 2.0 ms per token with tiles and prefetches; keys are now read as four far-apart
+// streams instead (tile_rows_block).
 //
 // The SIMD path (AVX-512, or AVX2 with FMA and F16C) keeps blocks of up to 8 f32 rows in
 // registers and converts f16 as it loads (no buffer). The portable path, the scalar version
@@ -162,22 +163,16 @@ LOOM_INLINE void prefetch_at(const void* p, std::uintptr_t bytes) {
   _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + bytes), _MM_HINT_T0);
 }
 
-/// Scores of B rows of a against the PV vectors of positions starting at vector c0 of the tiles
-/// (a tile is key_tile / lanes vectors): element d of each vector's keys is one load, multiplied
-/// by a broadcast a[i][d]. Each score is one chain of FMAs over d in order, whatever B and PV are.
-///
-/// A pass over fewer than 4 tiles (blocks of 4-8 rows: grouped-query attention) also prefetches
-/// the tiles two passes ahead, which the hardware prefetcher does not fetch early enough for so
-/// few streams (TinyLlama's shape, context 544, keys from DRAM on one core: 0.92 -> 0.81 ms per
-/// token); with 4 or more tiles per pass that measured slower, so those leave it to the hardware.
+/// Scores of B rows of a against PV vectors of positions: vectors c0, c0 + cs, c0 + 2·cs, ...
+/// of the tiles (a tile is key_tile / lanes vectors). Element d of each vector's keys is one
+/// load, multiplied by a broadcast a[i][d]; each score is one chain of FMAs over d in order,
+/// whatever B, PV and cs are.
 template <int B, int PV, typename T>
-void tile_block(const float* a, std::int64_t lda, const T* tiles, int c0, int n, float* s, std::int64_t lds) {
+void tile_block(const float* a, std::int64_t lda, const T* tiles, int c0, int cs, int n, float* s, std::int64_t lds) {
   constexpr int W = Simd::lanes, VPT = key_tile / W;
-  constexpr bool prefetch = PV < 4 * VPT;
-  const std::uintptr_t ahead = 2 * std::uintptr_t(std::max(1, PV / VPT)) * key_tile * std::uintptr_t(n) * sizeof(T);
   const T* col[PV];
   LOOM_UNROLL
-  for (int v = 0; v < PV; ++v) col[v] = tiles + std::int64_t((c0 + v) / VPT) * key_tile * n + (c0 + v) % VPT * W;
+  for (int v = 0; v < PV; ++v) col[v] = tiles + std::int64_t((c0 + v * cs) / VPT) * key_tile * n + (c0 + v * cs) % VPT * W;
   Simd::V acc[PV][B];
   LOOM_UNROLL
   for (int v = 0; v < PV; ++v)
@@ -186,10 +181,7 @@ void tile_block(const float* a, std::int64_t lda, const T* tiles, int c0, int n,
   for (int d = 0; d < n; ++d) {
     Simd::V x[PV];
     LOOM_UNROLL
-    for (int v = 0; v < PV; ++v) {
-      if (prefetch && v % VPT == 0) prefetch_at(col[v] + std::int64_t(d) * key_tile, ahead);
-      x[v] = Simd::load(col[v] + std::int64_t(d) * key_tile, W);
-    }
+    for (int v = 0; v < PV; ++v) x[v] = Simd::load(col[v] + std::int64_t(d) * key_tile, W);
     LOOM_UNROLL
     for (int i = 0; i < B; ++i) {
       const Simd::V ai = Simd::set1(a[i * lda + d]);
@@ -200,18 +192,25 @@ void tile_block(const float* a, std::int64_t lda, const T* tiles, int c0, int n,
   LOOM_UNROLL
   for (int v = 0; v < PV; ++v)
     LOOM_UNROLL
-    for (int i = 0; i < B; ++i) Simd::store(s + i * lds + (c0 + v) * W, W, acc[v][i]);
+    for (int i = 0; i < B; ++i) Simd::store(s + i * lds + (c0 + v * cs) * W, W, acc[v][i]);
 }
 
-/// dot_tiles for B rows of a: PV vectors of positions per pass, as many as the accumulators
-/// allow for B rows (at most 8), then one at a time.
+/// dot_tiles for B rows of a. The vectors of positions are cut into S equal parts read side by
+/// side (vector c with c + q, c + 2q, c + 3q): S long streams, which the hardware prefetcher
+/// serves far better than the short streams of S adjacent tiles (one 4 KiB tile each at
+/// head_dim 64). Measured on this project's machine (one core, keys from DRAM, 544 positions
+/// of head_dim 64 per KV head, bench harness), GB/s with 4 adjacent tiles per pass -> 4 parts:
+/// f32 B = 1: 20.0 -> 26.2, B = 2: 19.7 -> 28.3, B = 4: 17.1 -> 25.0, B = 8: 12.7 -> 18.4;
+/// f16 B = 1: 14.3 -> 22.5, B = 4: 10.7 -> 17.9, B = 8: 9.6 -> 12.3 (2 parts: 16.9 / 10.3 for
+/// B = 8 even though 4 parts of 8 rows need more accumulators than AVX-512's registers hold;
+/// software prefetching 2 tiles ahead, which helped adjacent tiles, measured slower). With AVX2's
+/// 16 registers, S is what the accumulators allow.
 template <int B, typename T>
 void tile_rows_block(const float* a, std::int64_t lda, const T* tiles, int nt, int n, float* s, std::int64_t lds) {
-  constexpr int PV = std::clamp(Simd::accumulators / B, 1, 8);
-  const int vectors = nt * (key_tile / Simd::lanes);
-  int c = 0;
-  for (; c + PV <= vectors; c += PV) tile_block<B, PV>(a, lda, tiles, c, n, s, lds);
-  for (; c < vectors; ++c) tile_block<B, 1>(a, lda, tiles, c, n, s, lds);
+  constexpr int S = Simd::lanes == 16 ? 4 : std::clamp(Simd::accumulators / B, 1, 4);
+  const int vectors = nt * (key_tile / Simd::lanes), q = vectors / S;
+  for (int c = 0; c < q; ++c) tile_block<B, S>(a, lda, tiles, c, q, n, s, lds);
+  for (int c = S * q; c < vectors; ++c) tile_block<B, 1>(a, lda, tiles, c, 1, n, s, lds);
 }
 
 /// Columns [d, d + lanes·CV) of B rows of c += w · b over nb rows of b.
@@ -276,8 +275,12 @@ void in_row_blocks(int rows, Block&& block) {
   if (rows - i >= 1) block.template operator()<1>(i);
 }
 
-/// Rows of b per tile: they stay in L1/L2 while every block of f32 rows passes over them.
-inline constexpr int simd_tile = 128;
+/// Positions (keys, or rows of values) per pass of the SIMD path: every block of f32 rows passes
+/// over them while they stay in L2 (up to 512 KiB: head_dim 128 in f32). Up to this context a
+/// KV head is read in one pass (long streams); 128 positions per pass measured slower (values,
+/// one core, from DRAM, 544 positions of head_dim 64, 8 rows: 12.6 -> 14.2 GB/s; 1 row: 22.3 ->
+/// 24.8).
+inline constexpr int simd_tile = 1024;
 
 template <typename T>
 void dot_tiles_simd(const float* a, std::int64_t lda, int na, const T* tiles, int nt, int n, float* s,
