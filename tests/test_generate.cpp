@@ -4,6 +4,8 @@
 
 #include <loom/generate.hpp>
 #include <loom/load.hpp>
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "alloc_counter.hpp"
@@ -376,16 +378,24 @@ TEST(ThreadPoolErrors, ExceptionInAWorkerReachesTheCallerAndThePoolStaysUsable) 
   loom::ThreadPool pool(4);
   const auto caller = std::this_thread::get_id();
   for (int round = 0; round < 3; ++round) {
+    // The caller holds on to its own index until a worker has thrown (or a second has passed),
+    // so that the exception surely comes from a worker, whichever indices the workers run.
+    std::atomic<bool> thrown{false};
     try {
       pool.parallel_for(4, [&](std::int64_t, std::int64_t, int t) {
-        if (t == 2) {
-          EXPECT_NE(std::this_thread::get_id(), caller);  // a worker, not the caller
-          loom::fail(loom::ErrorKind::format, "test", "thrown by worker ", t);
+        if (t == 0) {
+          EXPECT_EQ(std::this_thread::get_id(), caller);
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+          while (!thrown.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+          return;
         }
+        EXPECT_NE(std::this_thread::get_id(), caller);  // a worker, not the caller
+        thrown.store(true);
+        loom::fail(loom::ErrorKind::format, "test", "thrown by a worker");
       });
       FAIL() << "expected the worker's exception";
     } catch (const loom::Error& e) {
-      EXPECT_STREQ(e.what(), "[loom.format.test] thrown by worker 2");
+      EXPECT_STREQ(e.what(), "[loom.format.test] thrown by a worker");
     }
     std::vector<int> hits(4, 0);
     pool.parallel_for(4, [&](std::int64_t b, std::int64_t e, int) {

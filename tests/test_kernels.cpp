@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <loom/dtype.hpp>
@@ -12,6 +13,7 @@
 #include <loom/nn/linear.hpp>
 #include <random>
 #include <span>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -437,6 +439,25 @@ TEST(ThreadPool, CoversEveryIndexOnceAndRethrows) {
   pool.parallel_for(100, [&](std::int64_t b, std::int64_t e, int) { sum += int(e - b); });
   EXPECT_EQ(sum.load(), 100);
   EXPECT_THROW(loom::ThreadPool(0), loom::Error);
+}
+
+// A thread that stalls inside its first piece (a descheduled core) does not hold up the rest of
+// its range: the others take it over. Every index still runs exactly once.
+TEST(ThreadPool, OthersTakeOverTheRangeOfAStalledThread) {
+  loom::ThreadPool pool(2);
+  constexpr std::int64_t n = 64;
+  std::vector<std::atomic<int>> hits(n);
+  std::atomic<std::int64_t> by_caller{0};
+  std::atomic<bool> stalled{false};
+  pool.parallel_for(n, [&](std::int64_t b, std::int64_t e, int t) {
+    if (t == 1 && !stalled.exchange(true)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (t == 0) by_caller += e - b;
+    for (std::int64_t i = b; i < e; ++i) hits[std::size_t(i)]++;
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  // The worker's first piece is at most three quarters of its 32 indices (or nothing, if it
+  // started late); with fixed ranges the caller would run exactly its own 32.
+  EXPECT_GE(by_caller.load(), 40);
 }
 
 // Many back-to-back calls with varying numbers of participating threads: no chunk is ever run

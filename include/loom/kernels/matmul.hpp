@@ -342,14 +342,23 @@ constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
 
 namespace detail {
 
-/// The integer path for quantized weights: outputs [r0, r1) of y[n, out] = x[n, in] · Wᵀ. Every
-/// output is one dot product whatever range it falls in, so results do not depend on threads.
-inline void matmul_quant_rows(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, float* y,
-                              std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
+/// The n rows of x (row stride ldx) quantized for the integer dot products with weights of type
+/// t and `in` columns, one after the other (activation_bytes(t, in) each), in the calling
+/// thread's activation buffer.
+inline const std::byte* quantize_rows(DType t, const float* x, std::int64_t n, std::int64_t ldx, std::int64_t in) {
+  const std::size_t abytes = activation_bytes(t, in);
+  std::byte* act = activation_buffer(abytes * std::size_t(n));
+  for (std::int64_t r = 0; r < n; ++r) quantize_activation(t, x + r * ldx, act + std::size_t(r) * abytes, in);
+  return act;
+}
+
+/// The integer path for quantized weights: outputs [r0, r1) of y[n, out] = x[n, in] · Wᵀ, with
+/// act = quantize_rows(x). Every output is one dot product whatever range it falls in, so
+/// results do not depend on threads.
+inline void matmul_quant_rows(const std::byte* act, std::int64_t n, const TensorRef& w, float* y, std::int64_t ldy,
+                              std::int64_t r0, std::int64_t r1) {
   const std::int64_t in = w.cols();
   const std::size_t abytes = activation_bytes(w.dtype, in);
-  std::byte* act = activation_buffer(abytes * std::size_t(n));  // (n, quantized in)
-  for (std::int64_t t = 0; t < n; ++t) quantize_activation(w.dtype, x + t * ldx, act + std::size_t(t) * abytes, in);
   const std::size_t rb = w.row_bytes();
   auto row = [&](std::int64_t o) {
     const std::byte* wr = w.data + std::size_t(o) * rb;
@@ -380,7 +389,9 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
   constexpr std::int64_t block = 64;
   if (is_quantized(w.dtype) && n <= quant_dot_max_rows(w.dtype)) {
-    auto run_q = [&](std::int64_t r0, std::int64_t r1, int) { detail::matmul_quant_rows(x, n, ldx, w, y, ldy, r0, r1); };
+    // Quantized once, by the caller, for every thread and piece of the outputs.
+    const std::byte* act = detail::quantize_rows(w.dtype, x, n, ldx, in);
+    auto run_q = [&](std::int64_t r0, std::int64_t r1, int) { detail::matmul_quant_rows(act, n, w, y, ldy, r0, r1); };
     if (pool)
       pool->parallel_for(out, run_q, block);
     else
