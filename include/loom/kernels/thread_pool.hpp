@@ -84,7 +84,10 @@ class ThreadPool {
     grain = std::max<std::int64_t>(grain, 1);
     const std::int64_t blocks = (n + grain - 1) / grain;
     const int used = int(std::min<std::int64_t>(size(), blocks));
-    if (used == 1) return fn(std::int64_t(0), n, 0);
+    if (used == 1) {
+      fn(std::int64_t(0), n, 0);
+      return;
+    }
     using Fn = std::remove_reference_t<F>;
     Job job{n, grain, blocks, used, const_cast<void*>(static_cast<const void*>(&fn)),
             [](void* f, std::int64_t b, std::int64_t e, int t) { (*static_cast<Fn*>(f))(b, e, t); },
