@@ -398,7 +398,7 @@ TEST_P(QuantDot, SimdEqualsScalarExactlyOnIntegerData) {
   std::printf("  %s: %zu implementations (dispatch uses %s)\n", std::string(to_string(t)).c_str(), impls.size(),
               quant_simd_name());
   // Partial groups of 16 blocks, odd block counts (pair tails), one block, whole groups.
-  for (std::int64_t n : {256, 512, 2048, 256 * 7, 32, 96, 736, 768}) {
+  for (std::int64_t n : {256, 512, 2048, 256 * 7, 32, 64, 96, 576, 736, 768}) {
     if (n % loom::block_elems(t) != 0) continue;
     const auto w = random_weights(t, 1, n, std::uint32_t(n), true);
     const auto a = random_activation(t, n, std::uint32_t(n) + 1, true);
