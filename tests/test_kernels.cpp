@@ -411,6 +411,53 @@ TEST(Matmul, ResultDoesNotDependOnThreadCount) {
   EXPECT_EQ(y1, y2);
 }
 
+TEST(Matmul, ProductsOfTheSameInputInOneCallEqualSeparateOnes) {
+  // One parallel call for several weights (a layer's q, k, v): each output bit-identical to its
+  // own matmul, for decode sizes and beyond; weights of different types take one call each.
+  const std::int64_t in = 300;
+  loom::ThreadPool p3(3);
+  for (const std::int64_t n : {std::int64_t(1), loom::kernels::fused_dot_max_rows + 1})
+    for (const loom::DType t : {loom::DType::f32, loom::DType::f16, loom::DType::bf16})
+      for (const bool mixed : {false, true}) {
+        const StoredWeight w[3] = {make_weight(t, 70, in, 31), make_weight(mixed ? loom::DType::f32 : t, 20, in, 32),
+                                   make_weight(t, 65, in, 33)};
+        const auto x = random_vector(std::size_t(n * in), 34);
+        std::vector<float> fused[3], separate[3];
+        loom::kernels::MatmulOutput products[3];
+        for (int i = 0; i < 3; ++i) {
+          fused[i].assign(std::size_t(n * w[i].ref.rows()), -1.0f);
+          separate[i].assign(fused[i].size(), -2.0f);
+          products[i] = {w[i].ref, fused[i].data(), w[i].ref.rows()};
+          loom::kernels::matmul(x.data(), n, in, w[i].ref, false, separate[i].data(), w[i].ref.rows(), &p3);
+        }
+        loom::kernels::matmul_same_input(x.data(), n, in, products, &p3);
+        for (int i = 0; i < 3; ++i)
+          EXPECT_EQ(fused[i], separate[i]) << loom::to_string(t) << " weight " << i << " n " << n << " mixed " << mixed;
+      }
+}
+
+TEST(Linear, SameInputLayersAddTheirBiases) {
+  const StoredWeight wa = make_weight(loom::DType::f16, 5, 40, 41), wb = make_weight(loom::DType::f16, 3, 40, 42);
+  const std::vector<float> ba{1, 2, 3, 4, 5};
+  const loom::Linear a{wa.ref, loom::TensorRef{loom::DType::f32, {5}, reinterpret_cast<const std::byte*>(ba.data()), 20}};
+  const loom::Linear b{wb.ref, {}};
+  const auto x = random_vector(80, 43);
+  std::vector<float> ya(10), yb(6), ra(10), rb(6);
+  const loom::nn::LinearOutput outs[] = {{&a, ya.data(), 5}, {&b, yb.data(), 3}};
+  loom::ThreadPool pool(2);
+  loom::nn::linear_same_input(x.data(), 2, 40, outs, &pool);
+  loom::nn::linear(x.data(), 2, 40, a, ra.data(), 5, &pool);
+  loom::nn::linear(x.data(), 2, 40, b, rb.data(), 3, &pool);
+  EXPECT_EQ(ya, ra);
+  EXPECT_EQ(yb, rb);
+  for (int t = 0; t < 2; ++t)
+    for (int o = 0; o < 5; ++o) {
+      double acc = ba[std::size_t(o)];
+      for (int i = 0; i < 40; ++i) acc += double(x[std::size_t(t * 40 + i)]) * wa.values[std::size_t(o * 40 + i)];
+      EXPECT_NEAR(ya[std::size_t(t * 5 + o)], acc, 1e-5);
+    }
+}
+
 TEST(Linear, AddsBias) {
   const StoredWeight w = make_weight(loom::DType::f32, 3, 2, 8);
   std::vector<float> b{1, 2, 3};

@@ -495,6 +495,35 @@ TEST_P(QuantMatmul, ResultDoesNotDependOnThreadCount) {
   }
 }
 
+TEST_P(QuantMatmul, ProductsOfTheSameInputInOneCallEqualSeparateOnes) {
+  // matmul_same_input quantizes x once and splits the outputs of all weights over the threads:
+  // every output must be bit-identical to a matmul of its own, at decode sizes (shared) and
+  // beyond quant_dot_max_rows (one matmul each).
+  const DType t = GetParam();
+  const std::int64_t in = 768, outs[3] = {96, 32, 50};
+  std::vector<std::byte> bytes[3];
+  loom::kernels::MatmulOutput products[3];
+  std::vector<float> fused[3], separate[3];
+  const std::int64_t limit = loom::kernels::quant_dot_max_rows(t);
+  loom::ThreadPool p2(2), p3(3);
+  for (std::int64_t n : {std::int64_t(1), limit, limit + 1})
+    for (loom::ThreadPool* pool : {static_cast<loom::ThreadPool*>(nullptr), &p2, &p3}) {
+      const auto x = random_vector(std::size_t(n * in), 17);
+      for (int i = 0; i < 3; ++i) {
+        bytes[i] = random_weights(t, outs[i], in, 20 + std::uint32_t(i), false);
+        fused[i].assign(std::size_t(n * outs[i]), -1.0f);
+        separate[i].assign(fused[i].size(), -2.0f);
+        products[i] = {loom::TensorRef{t, loom::Shape{outs[i], in}, bytes[i].data(), bytes[i].size()}, fused[i].data(),
+                       outs[i]};
+        loom::kernels::matmul(x.data(), n, in, products[i].w, false, separate[i].data(), outs[i], pool);
+      }
+      loom::kernels::matmul_same_input(x.data(), n, in, products, pool);
+      for (int i = 0; i < 3; ++i)
+        EXPECT_EQ(std::memcmp(fused[i].data(), separate[i].data(), fused[i].size() * 4), 0)
+            << "weight " << i << ", n = " << n << ", threads " << (pool ? pool->size() : 0);
+    }
+}
+
 TEST_P(QuantMatmul, InOutLayoutIsUnsupported) {
   const DType t = GetParam();
   const auto wbytes = random_weights(t, 4, 256, 1, false);

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -342,6 +343,9 @@ constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
 
 namespace detail {
 
+/// Output rows per unit of work handed to the thread pool (and the fixed blocks of Eigen's path).
+inline constexpr std::int64_t row_block = 64;
+
 /// The n rows of x (row stride ldx) quantized for the integer dot products with weights of type
 /// t and `in` columns, one after the other (activation_bytes(t, in) each), in the calling
 /// thread's activation buffer.
@@ -392,7 +396,7 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   const std::int64_t in = in_out ? w.rows() : w.cols();
   const std::int64_t out = in_out ? w.cols() : w.rows();
   const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
-  constexpr std::int64_t block = 64;
+  constexpr std::int64_t block = detail::row_block;
   if (is_quantized(w.dtype) && n <= quant_dot_max_rows(w.dtype)) {
     // Quantized once, by the caller, for every thread and piece of the outputs.
     const std::byte* act = detail::quantize_rows(w.dtype, x, n, ldx, in);
@@ -459,6 +463,62 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
     pool->parallel_for(out, run, block);
   else
     run(0, out, 0);
+}
+
+/// One product of `matmul_same_input`: y[n, w.rows()] (row stride ldy) = x · Wᵀ, W stored
+/// [out, in].
+struct MatmulOutput {
+  TensorRef w;
+  float* y;
+  std::int64_t ldy;
+};
+
+/// Several products of the same input rows x (a layer's q, k and v projections; its gate and
+/// up projections) in one parallel call when they decode: the activations are quantized once and
+/// the threads divide the outputs of all the weights between them, one hand-off (and one wait
+/// for the slowest thread) instead of one per weight. Each output is computed exactly as
+/// `matmul` computes it. Products that cannot share one call (weights of different types, or
+/// more rows than the decode kernels take) run one `matmul` each.
+inline void matmul_same_input(const float* x, std::int64_t n, std::int64_t ldx, std::span<const MatmulOutput> outputs,
+                              ThreadPool* pool = nullptr) {
+  if (outputs.empty()) return;
+  const DType t = outputs[0].w.dtype;
+  bool shared = outputs.size() > 1 &&
+                ((is_quantized(t) && n <= quant_dot_max_rows(t)) ||
+                 ((t == DType::f16 || t == DType::bf16 || t == DType::f32) && n <= fused_dot_max_rows));
+  for (const MatmulOutput& o : outputs) {
+    detail::check_weight(o.w, false);
+    shared = shared && o.w.dtype == t && o.w.cols() == outputs[0].w.cols();
+  }
+  if (!shared) {
+    for (const MatmulOutput& o : outputs) matmul(x, n, ldx, o.w, false, o.y, o.ldy, pool);
+    return;
+  }
+  const std::byte* act = is_quantized(t) ? detail::quantize_rows(t, x, n, ldx, outputs[0].w.cols()) : nullptr;
+  std::int64_t total = 0;
+  for (const MatmulOutput& o : outputs) total += o.w.rows();
+  // Outputs [r0, r1) of the concatenation: the part of each product's range that falls inside.
+  auto run = [&](std::int64_t r0, std::int64_t r1, int) {
+    std::int64_t first = 0;
+    for (const MatmulOutput& o : outputs) {
+      const std::int64_t a = std::max(r0, first), b = std::min(r1, first + o.w.rows());
+      if (a < b) {
+        if (act)
+          detail::matmul_quant_rows(act, n, o.w, o.y, o.ldy, a - first, b - first);
+        else if (t == DType::f32)
+          detail::dot_rows_range<DType::f32>(o.w, x, n, ldx, o.y, o.ldy, a - first, b - first);
+        else if (t == DType::f16)
+          detail::dot_rows_range<DType::f16>(o.w, x, n, ldx, o.y, o.ldy, a - first, b - first);
+        else
+          detail::dot_rows_range<DType::bf16>(o.w, x, n, ldx, o.y, o.ldy, a - first, b - first);
+      }
+      first += o.w.rows();
+    }
+  };
+  if (pool)
+    pool->parallel_for(total, run, detail::row_block);
+  else
+    run(0, total, 0);
 }
 
 /// Scalar reference for `matmul`: plain loops, double accumulation; quantized weights are

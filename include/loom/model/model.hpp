@@ -148,9 +148,10 @@ class Model {
       if (!w.wqkv.empty()) {
         nn::linear(xb, n, dim, w.wqkv, qkv, ld_qkv, pool);  // (n, q | k | v)
       } else {
-        nn::linear(xb, n, dim, w.wq, qkv, ld_qkv, pool);             // (n, q_dim)
-        nn::linear(xb, n, dim, w.wk, qkv + qd, ld_qkv, pool);        // (n, kv_dim)
-        nn::linear(xb, n, dim, w.wv, qkv + qd + kvd, ld_qkv, pool);  // (n, kv_dim)
+        const nn::LinearOutput outs[] = {{&w.wq, qkv, ld_qkv},               // (n, q_dim)
+                                         {&w.wk, qkv + qd, ld_qkv},          // (n, kv_dim)
+                                         {&w.wv, qkv + qd + kvd, ld_qkv}};  // (n, kv_dim)
+        nn::linear_same_input(xb, n, dim, outs, pool);
       }
       for (std::int64_t t = 0; t < n; ++t) {
         float* q = qkv + t * ld_qkv;
@@ -168,12 +169,13 @@ class Model {
 
       // Feed-forward block: x += down(act(gate(h)) * up(h)) or down(act(up(h))), h = norm(x)
       norm(w.ffn_norm, x, xb, n);
-      nn::linear(xb, n, dim, w.w_up, hb2, ffn, pool);  // (n, ffn_dim)
       if (c.gated_ffn) {
-        nn::linear(xb, n, dim, w.w_gate, hb, ffn, pool);  // (n, ffn_dim)
+        const nn::LinearOutput outs[] = {{&w.w_gate, hb, ffn}, {&w.w_up, hb2, ffn}};  // (n, ffn_dim) each
+        nn::linear_same_input(xb, n, dim, outs, pool);
         activate({hb, std::size_t(n * ffn)});
         for (std::int64_t i = 0; i < n * ffn; ++i) hb[i] *= hb2[i];
       } else {
+        nn::linear(xb, n, dim, w.w_up, hb2, ffn, pool);  // (n, ffn_dim)
         activate({hb2, std::size_t(n * ffn)});
         std::swap(hb, hb2);
       }
