@@ -2,8 +2,10 @@
 // LLaMA-7B-like sizes (2048×2048, 5632×2048), reporting weight bytes/s.
 #include <benchmark/benchmark.h>
 
+#include <loom/huge_pages.hpp>
 #include <loom/kernels/matmul.hpp>
 #include <loom/kernels/quant.hpp>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -68,6 +70,41 @@ void args(benchmark::internal::Benchmark* b) {
         for (int threads : {1, 2}) b->Args({out, in, n, threads, ti});
 }
 BENCHMARK(BM_QuantMatmul)->Apply(args)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// Decoding from DRAM: copies of one matrix filling 512 MiB of huge-page memory (as loom maps a
+// model's weights), each multiplied by one input row in turn, as a token's matmuls read theirs.
+// args: out, in, threads, type index. weight_B/s against the machine's read bandwidth (loom-bench
+// prints it) is how close a kernel comes to the decoding bound.
+void BM_QuantDecodeFromMemory(benchmark::State& state) {
+  const std::int64_t out = state.range(0), in = state.range(1);
+  const loom::DType t = types[state.range(3)];
+  const Weight one = make_weight(t, out, in);
+  const std::size_t copies = std::max<std::size_t>(1, (std::size_t(512) << 20) / one.bytes.size());
+  loom::HugePageBuffer all(one.bytes.size() * copies, false);
+  for (std::size_t c = 0; c < copies; ++c) std::memcpy(all.data() + c * one.bytes.size(), one.bytes.data(), one.bytes.size());
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(in)), y(static_cast<std::size_t>(out));
+  for (float& v : x) v = dist(rng);
+  loom::ThreadPool pool(int(state.range(2)));
+  for (auto _ : state) {
+    for (std::size_t c = 0; c < copies; ++c) {
+      const loom::TensorRef w{t, one.ref.shape, all.data() + c * one.bytes.size(), one.bytes.size()};
+      loom::kernels::matmul(x.data(), 1, in, w, false, y.data(), out, &pool);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(std::string(loom::to_string(t)) + " " + loom::kernels::quant_simd_name());
+  state.counters["weight_B/s"] =
+      benchmark::Counter(double(one.bytes.size() * copies), benchmark::Counter::kIsIterationInvariantRate);
+}
+// TinyLlama's gate/up (5632×2048) and down (2048×5632) shapes.
+BENCHMARK(BM_QuantDecodeFromMemory)
+    ->ArgNames({"out", "in", "threads", "type"})
+    ->ArgsProduct({{5632}, {2048}, {1, 2}, {0, 1, 2, 3}})
+    ->ArgsProduct({{2048}, {5632}, {1, 2}, {0, 1, 2, 3}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 
