@@ -386,6 +386,25 @@ inline void matmul_quant_rows(const std::byte* act, std::int64_t n, const Tensor
   for (std::int64_t o = r0 + 2 * q; o < r1; ++o) row(o);
 }
 
+/// Whether n input rows times a weight of type t take the decode kernels (the integer dot
+/// products for quantized weights, the fused dots for f32 / f16 / bf16) rather than a GEMM.
+inline bool decodes(DType t, std::int64_t n) {
+  if (is_quantized(t)) return n <= quant_dot_max_rows(t);
+  return (t == DType::f32 || t == DType::f16 || t == DType::bf16) && n <= fused_dot_max_rows;
+}
+
+/// Outputs [r0, r1) of y[n, out] = x · Wᵀ, W stored [out, in], by the decode kernels; `act` is
+/// quantize_rows(x) for quantized weights (unused otherwise).
+inline void decode_rows(const std::byte* act, const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w,
+                        float* y, std::int64_t ldy, std::int64_t r0, std::int64_t r1) {
+  switch (w.dtype) {
+    case DType::f32: return dot_rows_range<DType::f32>(w, x, n, ldx, y, ldy, r0, r1);
+    case DType::f16: return dot_rows_range<DType::f16>(w, x, n, ldx, y, ldy, r0, r1);
+    case DType::bf16: return dot_rows_range<DType::bf16>(w, x, n, ldx, y, ldy, r0, r1);
+    default: return matmul_quant_rows(act, n, w, y, ldy, r0, r1);
+  }
+}
+
 }  // namespace detail
 
 /// y[n, out] (row stride ldy) = x[n, in] (row stride ldx) · Wᵀ where W is [out, in], or x · W
@@ -397,30 +416,23 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   const std::int64_t out = in_out ? w.cols() : w.rows();
   const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
   constexpr std::int64_t block = detail::row_block;
-  if (is_quantized(w.dtype) && n <= quant_dot_max_rows(w.dtype)) {
-    // Quantized once, by the caller, for every thread and piece of the outputs.
-    const std::byte* act = detail::quantize_rows(w.dtype, x, n, ldx, in);
-    auto run_q = [&](std::int64_t r0, std::int64_t r1, int) { detail::matmul_quant_rows(act, n, w, y, ldy, r0, r1); };
-    if (pool)
-      pool->parallel_for(out, run_q, block);
-    else
-      run_q(0, out, 0);
-    return;
-  }
-  if ((w.dtype == DType::f16 || w.dtype == DType::bf16 || w.dtype == DType::f32) && n <= fused_dot_max_rows) {
-    auto typed = [&]<DType T>() {
-      if (in_out) return detail::matmul_in_out_decode<T>(x, n, ldx, w, y, ldy, pool);
-      auto run_h = [&](std::int64_t r0, std::int64_t r1, int) { detail::dot_rows_range<T>(w, x, n, ldx, y, ldy, r0, r1); };
-      if (pool)
-        pool->parallel_for(out, run_h, block);
-      else
-        run_h(0, out, 0);
-    };
-    switch (w.dtype) {
-      case DType::f32: typed.template operator()<DType::f32>(); break;
-      case DType::f16: typed.template operator()<DType::f16>(); break;
-      default: typed.template operator()<DType::bf16>(); break;
+  if (detail::decodes(w.dtype, n)) {
+    if (in_out) {  // f32 / f16 / bf16: check_weight rejects quantized [in, out] weights
+      switch (w.dtype) {
+        case DType::f32: return detail::matmul_in_out_decode<DType::f32>(x, n, ldx, w, y, ldy, pool);
+        case DType::f16: return detail::matmul_in_out_decode<DType::f16>(x, n, ldx, w, y, ldy, pool);
+        default: return detail::matmul_in_out_decode<DType::bf16>(x, n, ldx, w, y, ldy, pool);
+      }
     }
+    // Quantized once, by the caller, for every thread and piece of the outputs.
+    const std::byte* act = is_quantized(w.dtype) ? detail::quantize_rows(w.dtype, x, n, ldx, in) : nullptr;
+    auto run_decode = [&](std::int64_t r0, std::int64_t r1, int) {
+      detail::decode_rows(act, x, n, ldx, w, y, ldy, r0, r1);
+    };
+    if (pool)
+      pool->parallel_for(out, run_decode, block);
+    else
+      run_decode(0, out, 0);
     return;
   }
   // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
@@ -483,9 +495,7 @@ inline void matmul_same_input(const float* x, std::int64_t n, std::int64_t ldx, 
                               ThreadPool* pool = nullptr) {
   if (outputs.empty()) return;
   const DType t = outputs[0].w.dtype;
-  bool shared = outputs.size() > 1 &&
-                ((is_quantized(t) && n <= quant_dot_max_rows(t)) ||
-                 ((t == DType::f16 || t == DType::bf16 || t == DType::f32) && n <= fused_dot_max_rows));
+  bool shared = outputs.size() > 1 && detail::decodes(t, n);
   for (const MatmulOutput& o : outputs) {
     detail::check_weight(o.w, false);
     shared = shared && o.w.dtype == t && o.w.cols() == outputs[0].w.cols();
@@ -502,16 +512,7 @@ inline void matmul_same_input(const float* x, std::int64_t n, std::int64_t ldx, 
     std::int64_t first = 0;
     for (const MatmulOutput& o : outputs) {
       const std::int64_t a = std::max(r0, first), b = std::min(r1, first + o.w.rows());
-      if (a < b) {
-        if (act)
-          detail::matmul_quant_rows(act, n, o.w, o.y, o.ldy, a - first, b - first);
-        else if (t == DType::f32)
-          detail::dot_rows_range<DType::f32>(o.w, x, n, ldx, o.y, o.ldy, a - first, b - first);
-        else if (t == DType::f16)
-          detail::dot_rows_range<DType::f16>(o.w, x, n, ldx, o.y, o.ldy, a - first, b - first);
-        else
-          detail::dot_rows_range<DType::bf16>(o.w, x, n, ldx, o.y, o.ldy, a - first, b - first);
-      }
+      if (a < b) detail::decode_rows(act, x, n, ldx, o.w, o.y, o.ldy, a - first, b - first);
       first += o.w.rows();
     }
   };
