@@ -9,8 +9,9 @@
 // For tg the last column is the fraction of the measured read bandwidth reached
 // (weight bytes per token × t/s ÷ bandwidth); for pp, the fraction of the measured f32 GEMM rate
 // reached (2 × matmul parameters × t/s ÷ GEMM rate). Both limits are measured at start with the
-// same thread count and printed; the bandwidth is the faster of a 1 GiB buffer and the weights'
-// own memory.
+// same thread count and printed; the bandwidth is the faster of a buffer of at least 1 GiB (four
+// times the last-level cache if larger) and the weights' own memory, each read as 1-8 streams per
+// thread (the best counts).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -344,8 +345,9 @@ int run(const Options& o) {
   const double size_gib = total_bytes(*model) / double(1 << 30);
   const double params_b = total_params(*model) / 1e9;
   for (const auto& [t, l] : limits)
-    std::fprintf(stderr, "threads %d: best read bandwidth %.2f GB/s (1 GiB buffer %.2f, weights %.2f), f32 GEMM %.1f GFLOP/s\n",
-                 t, l.read_bytes_per_second / 1e9, l.buffer_read / 1e9, l.weights_read / 1e9,
+    std::fprintf(stderr, "threads %d: best read bandwidth %.2f GB/s (%.2f GiB buffer %.2f, weights %.2f), f32 GEMM %.1f GFLOP/s\n",
+                 t, l.read_bytes_per_second / 1e9, double(loom::default_probe_bytes()) / double(1 << 30),
+                 l.buffer_read / 1e9, l.weights_read / 1e9,
                  l.gemm_flops_per_second / 1e9);
   if (o.output == "md") {
     std::printf("| model | size | params | threads | test | t/s | of limit (median, range) |\n");

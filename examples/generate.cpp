@@ -76,7 +76,8 @@ void print_timings(const loom::Model& model, int threads, double load_seconds, c
   if (stats.decode_tokens_per_second() > 0) {
     // How close decoding came to the memory-bandwidth limit: every token reads every weight once.
     loom::ThreadPool pool(threads);
-    const double bandwidth = loom::measure_read_bandwidth(pool, std::size_t(256) << 20, 3);
+    const auto weights = loom::weight_ranges(model);  // read from the very memory decoding read
+    const double bandwidth = loom::measure_read_bandwidth(pool, weights, 2);
     const double reads = loom::weight_bytes_per_token(model) * stats.decode_tokens_per_second();
     std::fprintf(stderr, "decode reads   = %10.2f GB/s of weights (%.1f %% of the measured %.2f GB/s)\n", reads / 1e9,
                  100.0 * reads / bandwidth, bandwidth / 1e9);

@@ -10,6 +10,7 @@
 #include <loom/kernels/ops.hpp>
 #include <loom/kernels/row_products.hpp>
 #include <loom/kernels/thread_pool.hpp>
+#include <loom/machine.hpp>
 #include <loom/nn/linear.hpp>
 #include <random>
 #include <span>
@@ -523,3 +524,26 @@ TEST(ThreadPool, RapidCallsWithVaryingParticipants) {
 }
 
 }  // namespace
+
+// The bandwidth probe's reads: every stream count sums exactly the words and trailing bytes a
+// plain loop sums (so no byte is skipped or read twice), for sizes around its 256-byte steps.
+TEST(BandwidthProbe, ReadsEveryByteOnceForEveryStreamCount) {
+  std::mt19937_64 rng(7);
+  std::vector<std::byte> buf(8 * 256 * 3 + 4096);
+  for (auto& b : buf) b = std::byte(rng());
+  for (std::size_t n : {0, 1, 7, 8, 9, 255, 256, 257, 2047, 2048, 2061, 8 * 256 * 3 + 100, 8 * 256 * 3 + 4096}) {
+    std::uint64_t expected = 0;
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      std::uint64_t w;
+      std::memcpy(&w, buf.data() + i, 8);
+      expected += w;
+    }
+    for (; i < n; ++i) expected += std::uint64_t(buf[i]);
+    for (int streams : loom::detail::probe_streams)
+      EXPECT_EQ(loom::detail::sum_words(buf.data(), n, streams), expected) << n << " bytes, " << streams << " streams";
+  }
+  loom::ThreadPool pool(2);
+  const loom::ByteRange range{buf.data(), buf.size()};
+  EXPECT_GT(loom::measure_read_bandwidth(pool, {&range, 1}, 1), 0.0);
+}
