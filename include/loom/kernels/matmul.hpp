@@ -133,6 +133,11 @@ struct FusedVec {
 };
 #endif
 
+/// How far ahead the fused decode dots ask for each row's bytes (see prefetch_ahead). One core
+/// of an Intel Xeon (Emerald Rapids), 2048-wide rows from DRAM (probe: 17 GB/s): f16 12.7 -> 16.2
+/// GB/s with 1024 bytes ahead (16.1 with 2048), bf16 13.2 -> 16.0, f32 15.6 -> 16.4 (16.0).
+inline constexpr std::size_t dot_prefetch_distance = 1024;
+
 /// out[k] = row w[k] · x for K stored rows of n elements (type T), read side by side so that
 /// each load of x serves K rows. Every row's sum is formed in the same order whatever K is (two
 /// vector accumulators, then the scalar tail), so results do not depend on how rows are grouped.
@@ -145,7 +150,9 @@ inline void dot_rows(const std::byte* const (&w)[K], const float* x, std::int64_
   constexpr int L = S::lanes;
   S::V a[K], b[K];
   for (int k = 0; k < K; ++k) a[k] = b[k] = S::zero();
+  constexpr std::size_t element = T == DType::f32 ? 4 : 2;
   for (; i + 2 * L <= n; i += 2 * L) {
+    for (int k = 0; k < K; ++k) prefetch_ahead(w[k] + i * element, 2 * L * element, dot_prefetch_distance);
     const S::V xa = S::load(x + i), xb = S::load(x + i + L);
     for (int k = 0; k < K; ++k) {
       a[k] = S::fmadd(S::load_stored<T>(w[k], i), xa, a[k]);

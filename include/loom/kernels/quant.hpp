@@ -87,6 +87,25 @@ inline void check_multiple(std::int64_t n, std::int64_t block, const char* what)
     fail(ErrorKind::invalid_argument, "kernels", what, ": row length ", n, " is not a multiple of ", block);
 }
 
+/// How far ahead of the block being multiplied the dot products ask for their row's bytes.
+/// Hardware prefetchers alone leave a core short of misses in flight on some machines: one core
+/// of an Intel Xeon (Emerald Rapids) of this project's read 2048-wide rows from DRAM at 10.4-12.4
+/// GB/s with none, 14.5-15.3 with 1024 bytes ahead and 14.8-15.3 with 2048-4096 (the probe reads
+/// 17): Q8_0 12.4 -> 15.3, Q4_0 11.1 -> 15.0, Q4_K 10.4 -> 14.8, Q6_K 10.7 -> 15.0.
+inline constexpr std::size_t quant_prefetch_distance = 2048;
+
+/// Prefetches the cache lines of [p + distance, p + distance + bytes) into L1 (one request per
+/// 64 bytes). A prefetch never faults, so the lines may lie past the row's end; the address is
+/// formed as an integer, not by pointer arithmetic beyond the object.
+inline void prefetch_ahead(const void* p, std::size_t bytes, std::size_t distance = quant_prefetch_distance) {
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p) + distance;
+#if defined(__GNUC__) || defined(__clang__)
+  for (std::size_t o = 0; o < bytes; o += 64) __builtin_prefetch(reinterpret_cast<const void*>(a + o), 0, 3);
+#else
+  (void)a, (void)bytes;
+#endif
+}
+
 }  // namespace detail
 
 // ---- Q4_K scale unpacking ------------------------------------------------------------------
@@ -440,6 +459,7 @@ inline __m256i unpack_nibbles_avx2(const std::uint8_t* p) {
 inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(block_q8_0));
     const block_q8_a& g = a[b / q8_a_group];
     const std::int64_t k = b % q8_a_group;
     const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
@@ -453,6 +473,7 @@ inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a
 inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(block_q4_0));
     const block_q8_a& g = a[b / q8_a_group];
     const std::int64_t k = b % q8_a_group;
     const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[b].qs), _mm256_set1_epi8(8));
@@ -468,6 +489,7 @@ inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k
   float sum = 0.0f;
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(block_q4_k));
     std::uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; ++j) q4_k_scale_min(j, w[b].scales, sc[j], mn[j]);
     __m256i isum = _mm256_setzero_si256();
@@ -492,6 +514,7 @@ inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k
   float sum = 0.0f;
   const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(block_q6_k));
     __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h));
@@ -614,6 +637,7 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
   __m128 acc_off = _mm_setzero_ps();
   for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
     const block_q8_a& g = a[g0 / q8_a_group];
+    prefetch_ahead(w + g0, q8_a_group * sizeof(block_q8_0));
     // Blocks j .. j+3 of the group (`blocks` of them left in the row).
     auto quad = [&](int j, int blocks) {
       const block_q8_0* wb = w + g0 + j;
@@ -680,6 +704,7 @@ inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8
   for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
     const block_q4_0* wb = w + g0;
     const block_q8_a& g = a[g0 / q8_a_group];
+    prefetch_ahead(wb, q8_a_group * sizeof(block_q4_0));
     const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
     const bool full = blocks == q8_a_group;
 #if defined(__AVX512VBMI__)
@@ -762,6 +787,7 @@ inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8
   const __m512i spread[4] = {scale_spread_512(0, 16, 2), scale_spread_512(1, 16, 2), scale_spread_512(4, 16, 2),
                              scale_spread_512(5, 16, 2)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(block_q4_k));
     std::uint64_t scales, mins;
     q4_k_scales_mins(w[b].scales, scales, mins);
     const __m512i sc = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_cvtsi64_si128(std::int64_t(scales))));
@@ -792,6 +818,7 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
   const __m512i spread[4] = {scale_spread_512(0, 8), scale_spread_512(4, 8), scale_spread_512(8, 8),
                              scale_spread_512(12, 8)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(block_q6_k));
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
     const __m512i sc = _mm512_cvtepi8_epi16(_mm256_zextsi128_si256(sc8));  // 16 scales as words
     __m512i isum = _mm512_setzero_si512();
