@@ -176,6 +176,24 @@ TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
   EXPECT_EQ(y[1], -32.0f);
 }
 
+// The dequantization the batched path runs (SIMD where compiled) gives the scalar reference's
+// floats bit for bit: random quant bits, scales of every sign, several super-blocks.
+TEST(Quant, Q6_KDequantizationEqualsTheReference) {
+  std::mt19937 rng(9);
+  std::vector<loom::block_q6_k> blocks(5);
+  for (auto& b : blocks) {
+    for (auto& v : b.ql) v = std::uint8_t(rng());
+    for (auto& v : b.qh) v = std::uint8_t(rng());
+    for (auto& v : b.scales) v = std::int8_t(rng());
+    b.d = loom::to_f16(float(int(rng() % 2001) - 1000) * 1e-5f);
+  }
+  const std::int64_t n = 256 * std::int64_t(blocks.size());
+  std::vector<float> expected(std::size_t(n), 0.0f), got(std::size_t(n), 1.0f);
+  dequantize_row_q6_k(blocks.data(), expected.data(), n);
+  dequantize_row(DType::q6_k, reinterpret_cast<const std::byte*>(blocks.data()), got.data(), n);
+  for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(got[std::size_t(i)], expected[std::size_t(i)]) << i;
+}
+
 // ---- activation quantization -------------------------------------------------------------------
 
 TEST(Quant, ActivationsThatAreNotFiniteGiveDefinedQuants) {

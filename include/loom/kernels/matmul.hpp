@@ -2,10 +2,10 @@
 // in its stored type (f32 in place; f16/bf16 converted on the fly). n ≤ fused_dot_max_rows is the
 // decode case: one pass over the weights, by dot products of rows read side by side for weights
 // stored [out, in] and by row-by-row accumulation for [in, out]; larger n uses Eigen's blocked
-// products on f32 or on converted 64-row blocks.
+// products on f32 or on converted 128-row blocks.
 // Quantized weights (q8_0, q4_0, q4_k, q6_k; [out, in] only): for small n the activations are
 // quantized to 8-bit blocks once per thread and every output is an integer dot product on the
-// weight blocks in place (kernels/quant.hpp); for larger n, 64-row blocks are dequantized to f32
+// weight blocks in place (kernels/quant.hpp); for larger n, 128-row blocks are dequantized to f32
 // scratch and multiplied with Eigen's GEMM, which is faster there.
 // Work is split over output rows across the thread pool, so results do not depend on the
 // thread count. `matmul_reference` is the plain scalar version the optimized path is tested against.
@@ -329,10 +329,12 @@ inline void matmul_in_out_decode(const float* x, std::int64_t n, std::int64_t ld
 inline constexpr std::int64_t fused_dot_max_rows = 2;
 
 /// Up to this many rows of x, quantized weights of type t use integer dot products per output;
-/// above it, 64-row blocks are dequantized to f32 and multiplied with Eigen's GEMM. Crossovers
+/// above it, 128-row blocks are dequantized to f32 and multiplied with Eigen's GEMM. Crossovers
 /// measured with bench/bench_quant.cpp at 2048×2048 on one AVX-512 core (the scalar
-/// dequantization dominates the GEMM path, most for Q6_K). Define LOOM_QUANT_DOT_MAX_ROWS to
-/// force one value for every type (benchmarking).
+/// dequantization dominates the GEMM path). Q6_K dequantizes with AVX-512 where compiled:
+/// loom-bench tinyllama-1.1b q6_k, 2 threads (Intel Xeon), dots / dequantize + GEMM: pp8 52.6 /
+/// 36.6 t/s, pp16 53.0 / 55.6, pp128 52.2 / 108.1. Define LOOM_QUANT_DOT_MAX_ROWS to force one
+/// value for every type (benchmarking).
 constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
 #ifdef LOOM_QUANT_DOT_MAX_ROWS
   (void)t;
@@ -342,7 +344,11 @@ constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
     case DType::q8_0:
     case DType::q4_0: return 32;
     case DType::q4_k: return 6;
-    case DType::q6_k: return 128;
+#if defined(LOOM_QUANT_AVX512)
+    case DType::q6_k: return 12;
+#else
+    case DType::q6_k: return 128;  // the scalar dequantization is slower than the dots
+#endif
     default: return 0;
   }
 #endif
@@ -350,8 +356,15 @@ constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
 
 namespace detail {
 
-/// Output rows per unit of work handed to the thread pool (and the fixed blocks of Eigen's path).
+/// Output rows per unit of work the decode kernels hand to the thread pool.
 inline constexpr std::int64_t row_block = 64;
+
+/// Output rows per GEMM of the batched path (its fixed blocks, converted to f32 one at a time
+/// for f16 / bf16 / quantized weights). Every block's product packs the whole input x again, so
+/// longer blocks pay that less often. loom-bench tinyllama-1.1b pp128, Intel Xeon (Emerald
+/// Rapids), 1 / 2 threads, 64 -> 128 rows: f32 55.1 / 105.2 -> 58.0 / 113.9 t/s, f16 51.1 / 97.8
+/// -> 52.8 / 103.0, q4_0 46.6 / 90.4 -> 49.6 / 95.4 (256: f32 60.7 / 109.8, f16 53.4 / 100.0).
+inline constexpr std::int64_t gemm_row_block = 128;
 
 /// The n rows of x (row stride ldx) quantized for the integer dot products with weights of type
 /// t and `in` columns, one after the other (activation_bytes(t, in) each), in the calling
@@ -422,7 +435,6 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   const std::int64_t in = in_out ? w.rows() : w.cols();
   const std::int64_t out = in_out ? w.cols() : w.rows();
   const detail::ConstStrided X(x, n, in, Eigen::OuterStride<>(ldx));
-  constexpr std::int64_t block = detail::row_block;
   if (detail::decodes(w.dtype, n)) {
     if (in_out) {  // f32 / f16 / bf16: check_weight rejects quantized [in, out] weights
       switch (w.dtype) {
@@ -437,11 +449,12 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
       detail::decode_rows(act, x, n, ldx, w, y, ldy, r0, r1);
     };
     if (pool)
-      pool->parallel_for(out, run_decode, block);
+      pool->parallel_for(out, run_decode, detail::row_block);
     else
       run_decode(0, out, 0);
     return;
   }
+  constexpr std::int64_t block = detail::gemm_row_block;
   // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
   // thread runs them, so that every output is computed the same way for any thread count.
 
