@@ -234,7 +234,9 @@ inline void axpy_stored(const float (&a)[R], const std::byte* const (&w)[R], flo
   // f16/bf16, whose loads need a conversion; GPT-2 shape, 1 thread: f16 69.6-70.6 -> 71.0-73.8
   // t/s, f32 50.1-51.5 -> 52.7-52.8; four per step measured slower than one).
   constexpr int U = 2;
+  constexpr std::size_t element = T == DType::f32 ? 4 : 2;
   for (; i + U * S::lanes <= m; i += U * S::lanes) {
+    for (int k = 0; k < R; ++k) prefetch_ahead(w[k] + i * element, U * S::lanes * element, dot_prefetch_distance);
     S::V acc[U];
     for (int u = 0; u < U; ++u) acc[u] = S::load(y + i + u * S::lanes);
     for (int k = 0; k < R; ++k)
