@@ -95,8 +95,9 @@ inline void check_multiple(std::int64_t n, std::int64_t block, const char* what)
 inline constexpr std::size_t quant_prefetch_distance = 2048;
 
 /// Prefetches the cache lines of [p + distance, p + distance + bytes) into L1 (one request per
-/// 64 bytes). A prefetch never faults, so the lines may lie past the row's end; the address is
-/// formed as an integer, not by pointer arithmetic beyond the object.
+/// 64 bytes); every kernel that streams rows ahead of the hardware prefetcher uses it. A
+/// prefetch never faults, so the lines may lie past the row's end; the address is formed as an
+/// integer, not by pointer arithmetic beyond the object.
 inline void prefetch_ahead(const void* p, std::size_t bytes, std::size_t distance = quant_prefetch_distance) {
   const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p) + distance;
 #if defined(__GNUC__) || defined(__clang__)
@@ -799,9 +800,20 @@ inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8
   return hsum_512(acc) - hsum_avx2(acc_min);
 }
 
+/// The 6-bit quants of weights 128h + 0..63 (q01) and 128h + 64..127 (q23) of a Q6_K block,
+/// each 0..63 as unsigned bytes: the low 4 bits from ql, the high 2 from qh.
+inline void q6_k_quants_512(const block_q6_k& x, int h, __m512i& q01, __m512i& q23) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3);
+  const __m512i ql = _mm512_loadu_si512(x.ql + 64 * h);  // [ql0 | ql1], 32 bytes each
+  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h));
+  const __m512i h01 = join256(qh, _mm256_srli_epi16(qh, 2));
+  const __m512i h23 = join256(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
+  q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4));
+  q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4));
+}
+
 inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
   __m512 acc = _mm512_setzero_ps();  // scaled per-block sums; one horizontal sum per row
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3);
   // Chunk c (weights 64c .. 64c+63) is sub-blocks 4c .. 4c+3, 16 weights = 8 words each.
   const __m512i spread[4] = {scale_spread_512(0, 8), scale_spread_512(4, 8), scale_spread_512(8, 8),
                              scale_spread_512(12, 8)};
@@ -811,14 +823,8 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
     const __m512i sc = _mm512_cvtepi8_epi16(_mm256_zextsi128_si256(sc8));  // 16 scales as words
     __m512i isum = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
-      const __m512i ql = _mm512_loadu_si512(w[b].ql + 64 * h);  // [ql0 | ql1], 32 bytes each
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
-      const __m512i h01 = join256(qh, _mm256_srli_epi16(qh, 2));
-      const __m512i h23 = join256(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
-      // weights 128h + 0..63 and 128h + 64..127 (each 0..63, unsigned)
-      const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4));
-      const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4));
+      __m512i q01, q23;  // weights 128h + 0..63 and 128h + 64..127 (each 0..63, unsigned)
+      q6_k_quants_512(w[b], h, q01, q23);
       const __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512(a[b].qs + 128 * h));
       const __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
       isum = add_dot_s16_512(isum, p01, _mm512_permutexvar_epi16(spread[2 * h], sc));
@@ -837,20 +843,15 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
 /// per step with the bit operations of dot_q6_k_avx512. The batched path dequantizes whole
 /// blocks of rows before its GEMM; the scalar loop took ~60 % of a Q6_K prompt pass.
 inline void dequantize_row_q6_k_avx512(const block_q6_k* x, float* y, std::int64_t n) {
-  const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3), bias = _mm512_set1_epi8(32);
+  const __m512i bias = _mm512_set1_epi8(32);
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     const float d = f16f(x[b].d);
     float* o = y + b * qk_k;
     for (int h = 0; h < 2; ++h) {
-      const __m512i ql = _mm512_loadu_si512(x[b].ql + 64 * h);
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qh + 32 * h));
-      const __m512i h01 = join256(qh, _mm256_srli_epi16(qh, 2)), h23 = join256(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
-      // weights 128h + 64c + 0..63 as q − 32 (signed bytes)
-      const __m512i q[2] = {
-          _mm512_sub_epi8(_mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4)), bias),
-          _mm512_sub_epi8(_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4)),
-                          bias)};
+      __m512i q[2];  // weights 128h + 64c + 0..63 as q − 32 (signed bytes)
+      q6_k_quants_512(x[b], h, q[0], q[1]);
+      q[0] = _mm512_sub_epi8(q[0], bias);
+      q[1] = _mm512_sub_epi8(q[1], bias);
       for (int c = 0; c < 2; ++c) {
         alignas(64) std::int8_t bytes[64];
         _mm512_store_si512(bytes, q[c]);

@@ -156,13 +156,6 @@ struct Simd {
 
 #if defined(LOOM_ROW_PRODUCTS_SIMD)
 
-/// Prefetches the cache line `bytes` past p into L1. The address is computed as an integer: it
-/// may lie past the end of the data (a prefetch never faults), where pointer arithmetic would
-/// be undefined.
-LOOM_INLINE void prefetch_at(const void* p, std::uintptr_t bytes) {
-  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + bytes), _MM_HINT_T0);
-}
-
 /// Scores of B rows of a against PV vectors of positions: vectors c0, c0 + cs, c0 + 2·cs, ...
 /// of the tiles (a tile is key_tile / lanes vectors). Element d of each vector's keys is one
 /// load, multiplied by a broadcast a[i][d]; each score is one chain of FMAs over d in order,
@@ -229,8 +222,7 @@ void weighted_block(const float* w, std::int64_t ldw, const T* b, std::int64_t l
   const bool prefetch_rows = d == 0 && Simd::lanes * CV < n;
   const std::uintptr_t row_bytes = std::uintptr_t(n) * sizeof(T), ahead = 16 * std::uintptr_t(ldb) * sizeof(T);
   for (int j = 0; j < nb; ++j) {
-    if (prefetch_rows)
-      for (std::uintptr_t at = 0; at < row_bytes; at += 64) prefetch_at(b + j * ldb, ahead + at);
+    if (prefetch_rows) prefetch_ahead(b + j * ldb, row_bytes, ahead);
     Simd::V x[CV];
     LOOM_UNROLL
     for (int v = 0; v < CV; ++v) x[v] = Simd::load(b + j * ldb + d + v * W, n - d - v * W);
