@@ -177,21 +177,26 @@ TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
 }
 
 // The dequantization the batched path runs (SIMD where compiled) gives the scalar reference's
-// floats bit for bit: random quant bits, scales of every sign, several super-blocks.
-TEST(Quant, Q6_KDequantizationEqualsTheReference) {
-  std::mt19937 rng(9);
-  std::vector<loom::block_q6_k> blocks(5);
-  for (auto& b : blocks) {
-    for (auto& v : b.ql) v = std::uint8_t(rng());
-    for (auto& v : b.qh) v = std::uint8_t(rng());
-    for (auto& v : b.scales) v = std::int8_t(rng());
-    b.d = loom::to_f16(float(int(rng() % 2001) - 1000) * 1e-5f);
-  }
-  const std::int64_t n = 256 * std::int64_t(blocks.size());
+// floats bit for bit: random quant bits, scales of every sign (and magnitude), several blocks.
+template <typename Block>
+void expect_dequantization_equals_reference(DType t, std::size_t count, unsigned seed,
+                                            void (*reference)(const Block*, float*, std::int64_t)) {
+  std::mt19937 rng(seed);
+  std::vector<Block> blocks(count);
+  std::vector<std::uint8_t> bits(sizeof(Block) * count);
+  for (auto& v : bits) v = std::uint8_t(rng());
+  std::memcpy(blocks.data(), bits.data(), bits.size());
+  for (auto& b : blocks) b.d = loom::to_f16(float(int(rng() % 2001) - 1000) * 1e-5f);  // finite scales
+  const std::int64_t n = block_elems(t) * std::int64_t(count);
   std::vector<float> expected(std::size_t(n), 0.0f), got(std::size_t(n), 1.0f);
-  dequantize_row_q6_k(blocks.data(), expected.data(), n);
-  dequantize_row(DType::q6_k, reinterpret_cast<const std::byte*>(blocks.data()), got.data(), n);
-  for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(got[std::size_t(i)], expected[std::size_t(i)]) << i;
+  reference(blocks.data(), expected.data(), n);
+  dequantize_row(t, reinterpret_cast<const std::byte*>(blocks.data()), got.data(), n);
+  for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(got[std::size_t(i)], expected[std::size_t(i)]) << to_string(t) << " " << i;
+}
+
+TEST(Quant, DequantizationEqualsTheReference) {
+  expect_dequantization_equals_reference<loom::block_q4_0>(DType::q4_0, 9, 8, dequantize_row_q4_0);
+  expect_dequantization_equals_reference<loom::block_q6_k>(DType::q6_k, 5, 9, dequantize_row_q6_k);
 }
 
 // ---- activation quantization -------------------------------------------------------------------

@@ -839,6 +839,25 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
   return hsum_512(acc);
 }
 
+/// Q4_0 row → f32 as dequantize_row_q4_0 computes it (d times q − 8), a block per step: the low
+/// nibbles are weights 0-15, the high ones 16-31. The scalar loop took ~18 % of a Q4_0 prompt
+/// pass (tinyllama-1.1b shape, pp128); with this one, 2 / 1 threads: 95.5 / 49.0 -> 106.4 / 54.4
+/// t/s. (Q8_0's scalar loop is vectorized by the compiler: the same intrinsics gained ~1 %.)
+inline void dequantize_row_q4_0_avx512(const block_q4_0* x, float* y, std::int64_t n) {
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  const __m512i eight = _mm512_set1_epi32(8);
+  auto weights = [&](__m128i nibbles, __m512 d) {
+    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(nibbles), eight)));
+  };
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    const __m512 d = _mm512_set1_ps(f16f(x[b].d));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
+    float* o = y + b * qk4_0;
+    _mm512_storeu_ps(o, weights(_mm_and_si128(q, m4), d));
+    _mm512_storeu_ps(o + 16, weights(_mm_and_si128(_mm_srli_epi16(q, 4), m4), d));
+  }
+}
+
 /// Q6_K row → f32 as dequantize_row_q6_k computes it (d·sc_j, then times q − 32), 128 weights
 /// per step with the bit operations of dot_q6_k_avx512. The batched path dequantizes whole
 /// blocks of rows before its GEMM; the scalar loop took ~60 % of a Q6_K prompt pass.
@@ -913,7 +932,7 @@ inline void dequantize_row(DType t, const std::byte* src, float* dst, std::int64
   detail::check_multiple(n, block_elems(t), "dequantize_row");
   switch (t) {
     case DType::q8_0: return dequantize_row_q8_0(reinterpret_cast<const block_q8_0*>(src), dst, n);
-    case DType::q4_0: return dequantize_row_q4_0(reinterpret_cast<const block_q4_0*>(src), dst, n);
+    case DType::q4_0: return LOOM_QUANT_DEQUANT(dequantize_row_q4_0)(reinterpret_cast<const block_q4_0*>(src), dst, n);
     case DType::q4_k: return dequantize_row_q4_k(reinterpret_cast<const block_q4_k*>(src), dst, n);
     case DType::q6_k: return LOOM_QUANT_DEQUANT(dequantize_row_q6_k)(reinterpret_cast<const block_q6_k*>(src), dst, n);
     default: fail(ErrorKind::invalid_argument, "kernels", "dequantize_row: ", to_string(t), " is not quantized");
