@@ -21,7 +21,7 @@ Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
   Weight w;
   w.bytes.resize(std::size_t(*loom::row_bytes(t, cols)) * std::size_t(rows));
   std::mt19937 rng(1);
-  if (t == loom::DType::q8_0 || t == loom::DType::q4_0) {
+  if (loom::block_elems(t) == 32) {
     std::normal_distribution<float> dist(0.0f, 0.02f);
     std::vector<float> f(std::size_t(rows * cols));
     for (float& v : f) v = dist(rng);
@@ -32,7 +32,7 @@ Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
     for (std::size_t i = 0; i < w.bytes.size() / bb; ++i) {
       auto* blk = w.bytes.data() + i * bb;
       const loom::f16 d = loom::to_f16(0.001f);
-      if (t == loom::DType::q4_k) std::memcpy(blk, &d, 2), std::memcpy(blk + 2, &d, 2);
+      if (t == loom::DType::q4_k || t == loom::DType::q5_k) std::memcpy(blk, &d, 2), std::memcpy(blk + 2, &d, 2);
       if (t == loom::DType::q6_k) std::memcpy(blk + bb - 2, &d, 2);
     }
   }
@@ -40,7 +40,8 @@ Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
   return w;
 }
 
-const loom::DType types[] = {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_k, loom::DType::q6_k};
+const loom::DType types[] = {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1, loom::DType::q5_0,
+                             loom::DType::q5_1, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k};
 
 // args: out, in, n tokens, threads, type index
 void BM_QuantMatmul(benchmark::State& state) {
@@ -64,7 +65,7 @@ void BM_QuantMatmul(benchmark::State& state) {
 }
 
 void args(benchmark::internal::Benchmark* b) {
-  for (int ti = 0; ti < 4; ++ti)
+  for (int ti = 0; ti < int(std::size(types)); ++ti)
     for (auto [out, in] : {std::pair{2048, 2048}, std::pair{5632, 2048}})
       for (int n : {1, 4, 8, 16, 64, 256})
         for (int threads : {1, 2}) b->Args({out, in, n, threads, ti});

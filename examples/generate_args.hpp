@@ -72,7 +72,8 @@ inline void usage(std::FILE* out) {
                "  -ctk, -ctv TYPE         llama.cpp's --cache-type-k / --cache-type-v; loom stores keys and values\n"
                "                          in one type, so the two must be equal\n"
                "  --stop STRING           stop when the text ends with STRING (repeatable; not printed)\n"
-               "  --quantize TYPE         convert the weights in memory after loading: q8_0, q4_0, f16, bf16, f32\n"
+               "  --quantize TYPE         convert the weights in memory after loading: q8_0, q4_0, q4_1,\n"
+               "                          q5_0, q5_1, f16, bf16, f32\n"
                "  --chat                  interactive chat through the model's chat template (-p: first message)\n"
                "  --system TEXT           system message for --chat\n"
                "  --chat-template NAME    force a template: chatml, llama2, llama3, mistral, zephyr, phi3\n"
@@ -165,9 +166,11 @@ inline Options parse(int argc, char** argv) {
       if (o.stop.back().empty()) throw UsageError("--stop: the stop string is empty");
     } else if (f == "--quantize") {
       const std::string_view t = args.value(f);
-      for (loom::DType d : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::f16, loom::DType::bf16, loom::DType::f32})
+      for (loom::DType d : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1,
+                            loom::DType::f16, loom::DType::bf16, loom::DType::f32})
         if (loom::to_string(d) == t) o.quantize = d;
-      if (!o.quantize) throw UsageError("--quantize: expected q8_0, q4_0, f16, bf16 or f32, got '" + std::string(t) + "'");
+      if (!o.quantize)
+        throw UsageError("--quantize: expected q8_0, q4_0, q4_1, q5_0, q5_1, f16, bf16 or f32, got '" + std::string(t) + "'");
     } else if (f == "--chat") {
       o.chat = true;
     } else if (f == "--system") {

@@ -225,7 +225,8 @@ TEST(Cli, ChatHoldsAConversationAndQuantizeRuns) {
   EXPECT_EQ(sh(gen + m + " --chat --chat-template vicuna").status, 2);
   EXPECT_EQ(sh(gen + m + " --chat --prompt-ids 1,2").status, 2);
   EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q8_0").status, 0);
-  EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q5_1").status, 2);
+  EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q5_1").status, 0);
+  EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q4_k").status, 2);  // no k-quant quantizer
   EXPECT_EQ(sh(gen + m + " -p Hi --stop ''").status, 2);
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <loom/dtype.hpp>
 #include <loom/kernels/matmul.hpp>
 #include <loom/kernels/ops.hpp>
@@ -25,7 +26,7 @@ using loom::test::random_vector;
 
 float f16_value(float v) { return loom::to_float(loom::to_f16(v)); }
 
-// ---- Q8_0 / Q4_0 quantization ------------------------------------------------------------------
+// ---- Q8_0 quantization --------------------------------------------------------------------------
 
 TEST(Quant, Q8_0RoundTripFollowsTheSpec) {
   auto x = random_vector(32 * 64, 1, 3.0f);
@@ -52,31 +53,107 @@ TEST(Quant, Q8_0RoundTripFollowsTheSpec) {
   }
 }
 
-TEST(Quant, Q4_0RoundTripFollowsTheSpec) {
-  auto x = random_vector(32 * 64, 2, 2.0f);
+// ---- the 32-weight nibble blocks: Q4_0, Q5_0 (5-bit), Q4_1 and Q5_1 (with a min) ------------------
+
+/// The stored quant of element j of a 32-weight block, read as the layout describes: the low 4 bits
+/// from byte j (low nibble) or j − 16 (high nibble), bit 4 from bit j of the little-endian qh.
+template <typename Block>
+int stored_quant(const Block& b, int j) {
+  const int low = j < 16 ? (b.qs[j] & 15) : (b.qs[j - 16] >> 4);
+  if constexpr (requires { b.qh; })
+    return low | ((b.qh[j / 8] >> (j % 8)) & 1) << 4;
+  else
+    return low;
+}
+
+/// Q4_0 / Q5_0: the value of largest magnitude m maps to q = 0, i.e. d = m / −zero (zero = 8 or
+/// 16), q = min(2·zero − 1, floor(x / d + zero + 0.5)).
+template <typename Block>
+void expect_symmetric_round_trip(DType t, int zero) {
+  auto x = random_vector(32 * 64, std::uint32_t(zero), 2.0f);
   for (int j = 0; j < 32; ++j) x[32 * 9 + j] = 0.0f;
   x[32 * 3 + 30] = 7.5f;  // positive extreme: d < 0
-  std::vector<loom::block_q4_0> q(64);
-  quantize_row_q4_0(x.data(), q.data(), std::int64_t(x.size()));
+  std::vector<Block> q(64);
+  quantize_row(t, x.data(), reinterpret_cast<std::byte*>(q.data()), std::int64_t(x.size()));
   std::vector<float> y(x.size());
-  dequantize_row_q4_0(q.data(), y.data(), std::int64_t(x.size()));
+  dequantize_row(t, reinterpret_cast<const std::byte*>(q.data()), y.data(), std::int64_t(x.size()));
   for (int b = 0; b < 64; ++b) {
     float amax = 0, max = 0;
     for (int j = 0; j < 32; ++j)
       if (std::fabs(x[32 * b + j]) > amax) amax = std::fabs(x[32 * b + j]), max = x[32 * b + j];
-    const float d = max / -8.0f;  // spec: the extreme value maps to q = 0, i.e. −8
+    const float d = max / -float(zero);
     EXPECT_EQ(q[b].d.bits, loom::to_f16(d).bits);
     for (int j = 0; j < 32; ++j) {
       const float id = d != 0 ? 1.0f / d : 0.0f;
-      const int expected = std::min(15, int(std::floor(x[32 * b + j] * id + 8.5f)));
-      // byte j: element j in the low nibble, element j+16 in the high nibble
-      const int stored = j < 16 ? (q[b].qs[j] & 15) : (q[b].qs[j - 16] >> 4);
-      ASSERT_EQ(stored, expected) << "block " << b << " element " << j;
-      EXPECT_EQ(y[32 * b + j], f16_value(d) * float(expected - 8));
-      // Half a step, or a whole step where +8 is clamped to 7 (values opposite the extreme).
-      const double step = expected == 15 ? 1.0 : 0.5;
-      EXPECT_NEAR(y[32 * b + j], x[32 * b + j], step * std::fabs(d) + 8 * std::fabs(f16_value(d) - d) + 1e-6);
+      const int expected = std::min(2 * zero - 1, int(std::floor(x[32 * b + j] * id + float(zero) + 0.5f)));
+      ASSERT_EQ(stored_quant(q[b], j), expected) << to_string(t) << " block " << b << " element " << j;
+      EXPECT_EQ(y[32 * b + j], f16_value(d) * float(expected - zero));
+      // Half a step, or a whole step where +zero is clamped to zero − 1 (values opposite the extreme).
+      const double step = expected == 2 * zero - 1 ? 1.0 : 0.5;
+      EXPECT_NEAR(y[32 * b + j], x[32 * b + j], step * std::fabs(d) + zero * std::fabs(f16_value(d) - d) + 1e-6);
     }
+  }
+}
+
+TEST(Quant, Q4_0AndQ5_0RoundTripsFollowTheSpec) {
+  expect_symmetric_round_trip<loom::block_q4_0>(DType::q4_0, 8);
+  expect_symmetric_round_trip<loom::block_q5_0>(DType::q5_0, 16);
+}
+
+/// Q4_1 / Q5_1: m = min x, d = (max x − m) / (2^bits − 1), q = round((x − m) / d) (half up).
+template <typename Block>
+void expect_min_round_trip(DType t, int bits) {
+  const int top = (1 << bits) - 1;
+  auto x = random_vector(32 * 64, std::uint32_t(bits), 2.0f);
+  for (int j = 0; j < 32; ++j) x[32 * 9 + j] = 0.5f;  // a constant block: d = 0, q = 0, m = 0.5
+  std::vector<Block> q(64);
+  quantize_row(t, x.data(), reinterpret_cast<std::byte*>(q.data()), std::int64_t(x.size()));
+  std::vector<float> y(x.size());
+  dequantize_row(t, reinterpret_cast<const std::byte*>(q.data()), y.data(), std::int64_t(x.size()));
+  for (int b = 0; b < 64; ++b) {
+    const float* v = x.data() + 32 * b;
+    const float lo = *std::min_element(v, v + 32), hi = *std::max_element(v, v + 32);
+    const float d = (hi - lo) / float(top);
+    EXPECT_EQ(q[b].d.bits, loom::to_f16(d).bits);
+    EXPECT_EQ(q[b].m.bits, loom::to_f16(lo).bits);
+    for (int j = 0; j < 32; ++j) {
+      const float id = d != 0 ? 1.0f / d : 0.0f;
+      const int expected = std::min(top, int(std::floor((v[j] - lo) * id + 0.5f)));
+      ASSERT_EQ(stored_quant(q[b], j), expected) << to_string(t) << " block " << b << " element " << j;
+      EXPECT_FLOAT_EQ(y[32 * b + j], f16_value(d) * float(expected) + f16_value(lo));
+      EXPECT_NEAR(y[32 * b + j], v[j], 0.5 * d + top * std::fabs(f16_value(d) - d) + std::fabs(f16_value(lo) - lo) + 1e-6);
+    }
+  }
+}
+
+TEST(Quant, Q4_1AndQ5_1RoundTripsFollowTheSpec) {
+  expect_min_round_trip<loom::block_q4_1>(DType::q4_1, 4);
+  expect_min_round_trip<loom::block_q5_1>(DType::q5_1, 5);
+}
+
+TEST(Quant, Q5_0HandSetBitsDequantize) {
+  // qs[0] = 0x3A: weight 0 low bits 10, weight 16 low bits 3; qh = bit 16 only: weight 16 is 19.
+  loom::block_q5_0 b{};
+  b.d = loom::to_f16(0.5f);
+  b.qs[0] = 0x3A;
+  b.qh[2] = 0x01;
+  float y[32];
+  dequantize_row(DType::q5_0, reinterpret_cast<const std::byte*>(&b), y, 32);
+  EXPECT_EQ(y[0], 0.5f * (10 - 16));
+  EXPECT_EQ(y[16], 0.5f * (19 - 16));
+  EXPECT_EQ(y[1], 0.5f * -16);
+  EXPECT_EQ(y[17], 0.5f * -16);
+}
+
+TEST(Quant, QuantizersGiveDefinedBlocksForNonFiniteInput) {
+  std::vector<float> x(32, 1.0f);
+  x[3] = std::numeric_limits<float>::quiet_NaN();
+  x[7] = std::numeric_limits<float>::infinity();
+  for (DType t : {DType::q4_1, DType::q5_0, DType::q5_1}) {
+    std::vector<std::byte> q(loom::block_bytes(t));
+    quantize_row(t, x.data(), q.data(), 32);  // no undefined float → int conversion (UBSan)
+    std::vector<float> y(32);
+    dequantize_row(t, q.data(), y.data(), 32);
   }
 }
 
@@ -142,6 +219,34 @@ void pack_q6_k(const int q[256], loom::block_q6_k& b) {
     std::uint8_t& lo = b.ql[64 * h + 32 * (g & 1) + l];
     lo = std::uint8_t(lo | ((q[e] & 15) << (g < 2 ? 0 : 4)));
     b.qh[32 * h + l] = std::uint8_t(b.qh[32 * h + l] | ((q[e] >> 4) << (2 * g)));
+  }
+}
+
+TEST(Quant, Q5_KHandBuiltBlocksDequantizeBySpec) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 20; ++trial) {
+    loom::block_q5_k b{};
+    int sc[8], m[8], q[256];
+    for (int j = 0; j < 8; ++j) sc[j] = int(rng() % 64), m[j] = int(rng() % 64);
+    for (int e = 0; e < 256; ++e) q[e] = int(rng() % 32);
+    if (trial == 0)
+      for (int e = 0; e < 256; ++e) q[e] = 31;  // every bit set
+    pack_q4_k_scales(sc, m, b.scales);
+    // As Q4_K for the low 4 bits; bit 4 of weight 64k + l is bit 2k of qh[l], of 64k + 32 + l bit 2k+1.
+    for (int k = 0; k < 4; ++k)
+      for (int l = 0; l < 32; ++l) {
+        b.qs[32 * k + l] = std::uint8_t((q[64 * k + l] & 15) | ((q[64 * k + 32 + l] & 15) << 4));
+        b.qh[l] = std::uint8_t(b.qh[l] | (q[64 * k + l] >> 4) << (2 * k) | (q[64 * k + 32 + l] >> 4) << (2 * k + 1));
+      }
+    b.d = loom::to_f16(0.0123f);
+    b.dmin = loom::to_f16(0.0045f);
+    float y[256];
+    dequantize_row(DType::q5_k, reinterpret_cast<const std::byte*>(&b), y, 256);
+    const float d = f16_value(0.0123f), dmin = f16_value(0.0045f);
+    for (int e = 0; e < 256; ++e) {
+      const int j = e / 32;
+      EXPECT_FLOAT_EQ(y[e], d * float(sc[j]) * float(q[e]) - dmin * float(m[j])) << "weight " << e;
+    }
   }
 }
 
@@ -315,9 +420,22 @@ std::vector<std::byte> random_weights(DType t, std::int64_t rows, std::int64_t n
     switch (t) {
       case DType::q8_0: set(&reinterpret_cast<loom::block_q8_0*>(blk)->d, scale(rng)); break;
       case DType::q4_0: set(&reinterpret_cast<loom::block_q4_0*>(blk)->d, scale(rng)); break;
+      case DType::q5_0: set(&reinterpret_cast<loom::block_q5_0*>(blk)->d, scale(rng)); break;
+      case DType::q4_1:
+        set(&reinterpret_cast<loom::block_q4_1*>(blk)->d, scale(rng));
+        set(&reinterpret_cast<loom::block_q4_1*>(blk)->m, -scale(rng));
+        break;
+      case DType::q5_1:
+        set(&reinterpret_cast<loom::block_q5_1*>(blk)->d, scale(rng));
+        set(&reinterpret_cast<loom::block_q5_1*>(blk)->m, -scale(rng));
+        break;
       case DType::q4_k:
         set(&reinterpret_cast<loom::block_q4_k*>(blk)->d, scale(rng) * 0.1f);
         set(&reinterpret_cast<loom::block_q4_k*>(blk)->dmin, scale(rng) * 0.1f);
+        break;
+      case DType::q5_k:
+        set(&reinterpret_cast<loom::block_q5_k*>(blk)->d, scale(rng) * 0.1f);
+        set(&reinterpret_cast<loom::block_q5_k*>(blk)->dmin, scale(rng) * 0.1f);
         break;
       case DType::q6_k: set(&reinterpret_cast<loom::block_q6_k*>(blk)->d, scale(rng) * 0.1f); break;
       default: break;
@@ -347,6 +465,18 @@ float call(std::int64_t n, const std::byte* w, const std::byte* a) {
   return F(n, reinterpret_cast<const W*>(w), reinterpret_cast<const A*>(a));
 }
 
+template <typename Block>
+void add_q32(std::vector<std::pair<const char*, DotFn>>& v) {
+  namespace d = loom::kernels::detail;
+  v.push_back({"scalar", call<Block, block_q8_a, d::dot_q32_scalar<Block>>});
+#ifdef LOOM_QUANT_AVX2
+  v.push_back({"avx2", call<Block, block_q8_a, d::dot_q32_avx2<Block>>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+  v.push_back({"avx512", call<Block, block_q8_a, d::dot_q32_avx512<Block>>});
+#endif
+}
+
 /// Every compiled implementation of the dot product for t, scalar first.
 std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
   std::vector<std::pair<const char*, DotFn>> v;
@@ -369,6 +499,18 @@ std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
 #endif
 #ifdef LOOM_QUANT_AVX512
       v.push_back({"avx512", call<block_q4_0, block_q8_a, d::dot_q4_0_avx512>});
+#endif
+      break;
+    case DType::q4_1: add_q32<loom::block_q4_1>(v); break;
+    case DType::q5_0: add_q32<loom::block_q5_0>(v); break;
+    case DType::q5_1: add_q32<loom::block_q5_1>(v); break;
+    case DType::q5_k:
+      v.push_back({"scalar", call<loom::block_q5_k, block_q8_k, d::dot_k_min_scalar<loom::block_q5_k>>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<loom::block_q5_k, block_q8_k, d::dot_k_min_avx2<loom::block_q5_k>>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<loom::block_q5_k, block_q8_k, d::dot_k_min_avx512<loom::block_q5_k>>});
 #endif
       break;
     case DType::q4_k:
@@ -403,12 +545,13 @@ double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* 
     for (std::int64_t i = 0; i < n; ++i) {
       const block_q8_a& g = a[i / 512];
       const int j = int(i / 32 % 16);
-      xf[std::size_t(i)] = g.d[j] * float(g.qs[loom::kernels::q8_a_offset(t == DType::q4_0, j, int(i % 32))]);
+      xf[std::size_t(i)] = g.d[j] * float(g.qs[loom::kernels::q8_a_offset(nibble_halves(t), j, int(i % 32))]);
     }
   } else {
     const auto* a = reinterpret_cast<const block_q8_k*>(act);
     for (std::int64_t i = 0; i < n; ++i)
-      xf[std::size_t(i)] = a[i / 256].d * float(a[i / 256].qs[loom::kernels::q8_k_offset(t == DType::q4_k, int(i % 256))]);
+      xf[std::size_t(i)] =
+          a[i / 256].d * float(a[i / 256].qs[loom::kernels::q8_k_offset(t != DType::q6_k, int(i % 256))]);
   }
   double s = 0;
   for (std::int64_t i = 0; i < n; ++i) s += double(wf[std::size_t(i)]) * xf[std::size_t(i)];
@@ -451,7 +594,8 @@ TEST_P(QuantDot, SimdMatchesScalarOnRandomData) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantDot, ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_k, DType::q6_k),
+INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantDot, ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::q4_k,
+                                           DType::q5_k, DType::q6_k),
                          [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 // ---- matmul with quantized weights --------------------------------------------------------------
@@ -572,7 +716,8 @@ TEST_P(QuantMatmul, EmbeddingRowLookupDequantizes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantMatmul,
-                         ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_k, DType::q6_k),
+                         ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::q4_k,
+                                           DType::q5_k, DType::q6_k),
                          [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 }  // namespace

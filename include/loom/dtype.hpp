@@ -121,11 +121,40 @@ struct block_q4_0 {
   f16 d;
   std::uint8_t qs[qk4_0 / 2];
 };
+/// Q4_1: 32 weights = d · q + m, q 4-bit; nibbles as Q4_0.
+struct block_q4_1 {
+  f16 d;
+  f16 m;
+  std::uint8_t qs[qk4_0 / 2];
+};
+/// Q5_0: 32 weights = d · (q − 16), q 5-bit: the low 4 bits as Q4_0's nibbles, bit 4 of weight j
+/// in bit j of the little-endian 32-bit qh.
+struct block_q5_0 {
+  f16 d;
+  std::uint8_t qh[4];
+  std::uint8_t qs[qk4_0 / 2];
+};
+/// Q5_1: 32 weights = d · q + m, q 5-bit as Q5_0's.
+struct block_q5_1 {
+  f16 d;
+  f16 m;
+  std::uint8_t qh[4];
+  std::uint8_t qs[qk4_0 / 2];
+};
 /// Q4_K: 256 weights in 8 sub-blocks of 32; 6-bit scales and mins packed in 12 bytes.
 struct block_q4_k {
   f16 d;
   f16 dmin;
   std::uint8_t scales[12];
+  std::uint8_t qs[qk_k / 2];
+};
+/// Q5_K: Q4_K's layout plus a fifth bit per weight: bit 2k of qh[l] belongs to weight 64k + l,
+/// bit 2k+1 to weight 64k + 32 + l.
+struct block_q5_k {
+  f16 d;
+  f16 dmin;
+  std::uint8_t scales[12];
+  std::uint8_t qh[qk_k / 8];
   std::uint8_t qs[qk_k / 2];
 };
 /// Q6_K: 256 weights in 16 sub-blocks of 16; 4 low bits in ql, 2 high bits in qh, int8 scales.
@@ -137,11 +166,15 @@ struct block_q6_k {
 };
 static_assert(sizeof(block_q8_0) == 34);
 static_assert(sizeof(block_q4_0) == 18);
+static_assert(sizeof(block_q4_1) == 20);
+static_assert(sizeof(block_q5_0) == 22);
+static_assert(sizeof(block_q5_1) == 24);
 static_assert(sizeof(block_q4_k) == 144);
+static_assert(sizeof(block_q5_k) == 176);
 static_assert(sizeof(block_q6_k) == 210);
 
 /// The storage type of a tensor.
-enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_k, q6_k };
+enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k };
 
 constexpr std::string_view to_string(DType t) noexcept {
   switch (t) {
@@ -151,6 +184,10 @@ constexpr std::string_view to_string(DType t) noexcept {
     case DType::bf16: return "bf16";
     case DType::q8_0: return "q8_0";
     case DType::q4_0: return "q4_0";
+    case DType::q4_1: return "q4_1";
+    case DType::q5_0: return "q5_0";
+    case DType::q5_1: return "q5_1";
+    case DType::q5_k: return "q5_k";
     case DType::q4_k: return "q4_k";
     case DType::q6_k: return "q6_k";
   }
@@ -161,8 +198,12 @@ constexpr std::string_view to_string(DType t) noexcept {
 constexpr std::int64_t block_elems(DType t) noexcept {
   switch (t) {
     case DType::q8_0: return qk8_0;
-    case DType::q4_0: return qk4_0;
+    case DType::q4_0:
+    case DType::q4_1:
+    case DType::q5_0:
+    case DType::q5_1: return qk4_0;
     case DType::q4_k:
+    case DType::q5_k:
     case DType::q6_k: return qk_k;
     default: return 1;
   }
@@ -177,6 +218,10 @@ constexpr std::size_t block_bytes(DType t) noexcept {
     case DType::bf16: return 2;
     case DType::q8_0: return sizeof(block_q8_0);
     case DType::q4_0: return sizeof(block_q4_0);
+    case DType::q4_1: return sizeof(block_q4_1);
+    case DType::q5_0: return sizeof(block_q5_0);
+    case DType::q5_1: return sizeof(block_q5_1);
+    case DType::q5_k: return sizeof(block_q5_k);
     case DType::q4_k: return sizeof(block_q4_k);
     case DType::q6_k: return sizeof(block_q6_k);
   }
@@ -203,6 +248,10 @@ template <> struct dtype_of<f16> { static constexpr DType value = DType::f16; };
 template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
 template <> struct dtype_of<block_q8_0> { static constexpr DType value = DType::q8_0; };
 template <> struct dtype_of<block_q4_0> { static constexpr DType value = DType::q4_0; };
+template <> struct dtype_of<block_q4_1> { static constexpr DType value = DType::q4_1; };
+template <> struct dtype_of<block_q5_0> { static constexpr DType value = DType::q5_0; };
+template <> struct dtype_of<block_q5_1> { static constexpr DType value = DType::q5_1; };
+template <> struct dtype_of<block_q5_k> { static constexpr DType value = DType::q5_k; };
 template <> struct dtype_of<block_q4_k> { static constexpr DType value = DType::q4_k; };
 template <> struct dtype_of<block_q6_k> { static constexpr DType value = DType::q6_k; };
 template <typename T>

@@ -205,8 +205,12 @@ constexpr std::optional<DType> dtype_of_ggml(std::uint32_t t) noexcept {
     case 0: return DType::f32;
     case 1: return DType::f16;
     case 2: return DType::q4_0;
+    case 3: return DType::q4_1;
+    case 6: return DType::q5_0;
+    case 7: return DType::q5_1;
     case 8: return DType::q8_0;
     case 12: return DType::q4_k;
+    case 13: return DType::q5_k;
     case 14: return DType::q6_k;
     case 30: return DType::bf16;
     default: return std::nullopt;
@@ -219,8 +223,12 @@ constexpr std::uint32_t ggml_type_of(DType t) noexcept {
     case DType::f32: return 0;
     case DType::f16: return 1;
     case DType::q4_0: return 2;
+    case DType::q4_1: return 3;
+    case DType::q5_0: return 6;
+    case DType::q5_1: return 7;
     case DType::q8_0: return 8;
     case DType::q4_k: return 12;
+    case DType::q5_k: return 13;
     case DType::q6_k: return 14;
     case DType::bf16: return 30;
     case DType::f64: return 28;
@@ -495,7 +503,7 @@ class GgufFile {
       if (!dt) {
         if (const char* name = ggml_type_name(t.ggml_type))
           fail(ErrorKind::unsupported, "gguf", "'", p, "': ", what, ": ggml type ", name, " (", t.ggml_type,
-               ") is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)");
+               ") is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
         bad(loom::detail::cat(what, ": unknown ggml type ", t.ggml_type));
       }
       const std::int64_t inner = dims[n_dims - 1];

@@ -62,7 +62,10 @@ inline std::uint32_t gguf_file_type(DType t) {
     case DType::f32: return 0;
     case DType::f16: return 1;
     case DType::q4_0: return 2;
+    case DType::q4_1: return 3;
     case DType::q8_0: return 7;
+    case DType::q5_0: return 8;
+    case DType::q5_1: return 9;
     case DType::bf16: return 32;
     default: return 1;
   }

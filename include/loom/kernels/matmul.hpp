@@ -3,7 +3,7 @@
 // decode case: one pass over the weights, by dot products of rows read side by side for weights
 // stored [out, in] and by row-by-row accumulation for [in, out]; larger n uses Eigen's blocked
 // products on f32 or on converted 128-row blocks.
-// Quantized weights (q8_0, q4_0, q4_k, q6_k; [out, in] only): for small n the activations are
+// Quantized weights (every quantized DType; [out, in] only): for small n the activations are
 // quantized to 8-bit blocks once per thread and every output is an integer dot product on the
 // weight blocks in place (kernels/quant.hpp); for larger n, 128-row blocks are dequantized to f32
 // scratch and multiplied with Eigen's GEMM, which is faster there.
@@ -344,8 +344,12 @@ constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
 #else
   switch (t) {
     case DType::q8_0:
-    case DType::q4_0: return 32;
-    case DType::q4_k: return 6;
+    case DType::q4_0:
+    case DType::q4_1:
+    case DType::q5_0:
+    case DType::q5_1: return 32;
+    case DType::q4_k:
+    case DType::q5_k: return 6;
 #if defined(LOOM_QUANT_AVX512)
     case DType::q6_k: return 12;
 #else

@@ -133,7 +133,11 @@ inline void to_f32(DType t, const std::byte* src, float* dst, std::int64_t n) {
     }
     case DType::q8_0:
     case DType::q4_0:
+    case DType::q4_1:
+    case DType::q5_0:
+    case DType::q5_1:
     case DType::q4_k:
+    case DType::q5_k:
     case DType::q6_k:
       dequantize_row(t, src, dst, n);
       return;

@@ -1,5 +1,5 @@
-// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_K, Q6_K): scalar reference dequantization,
-// reference quantization to Q8_0 / Q4_0, quantization of f32 activations to 8-bit blocks, and
+// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): scalar
+// reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1, quantization of f32 activations to 8-bit blocks, and
 // dot products of a weight row with quantized activations in integer arithmetic.
 //
 // Every dot product has a portable scalar version (the reference) and, when the compiler targets
@@ -10,13 +10,18 @@
 // Block layouts (see dtype.hpp for the structs):
 //   Q8_0  32 weights: w = d·q,            q int8
 //   Q4_0  32 weights: w = d·(q − 8),      q 4-bit; byte j holds weight j (low nibble), j+16 (high)
+//   Q4_1  32 weights: w = d·q + m,        q 4-bit as Q4_0
+//   Q5_0  32 weights: w = d·(q − 16),     q 5-bit: low 4 bits as Q4_0, bit 4 of weight j = bit j of qh
+//   Q5_1  32 weights: w = d·q + m,        q 5-bit as Q5_0
 //   Q4_K 256 weights: 8 sub-blocks of 32: w = d·sc_j·q − dmin·m_j, q 4-bit, sc_j / m_j 6-bit
 //         packed in 12 bytes; qs byte 32k+l holds weight 64k+l (low) and 64k+32+l (high)
+//   Q5_K 256 weights: Q4_K plus bit 4 of the quants in qh: bits 2k / 2k+1 of qh[l] are those of
+//         weights 64k+l / 64k+32+l
 //   Q6_K 256 weights: 16 sub-blocks of 16: w = d·sc_j·(q − 32), q 6-bit = 4 low bits in ql,
 //         2 high bits in qh; sc_j int8
 //
-// Activations are quantized per weight type: Q8_0 / Q4_0 rows use `block_q8_a` (groups of 16
-// blocks of 32 values, an f32 scale and the sum of the quants per block), Q4_K / Q6_K rows use
+// Activations are quantized per weight type: the 32-weight blocks use `block_q8_a` (groups of 16
+// blocks of 32 values, an f32 scale and the sum of the quants per block), the k-quants use
 // `block_q8_k` (256 values, one f32 scale, sums of every 16) so that a whole super-block is one
 // integer sum.
 #pragma once
@@ -27,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
@@ -39,8 +45,8 @@ namespace loom::kernels {
 
 /// Activations quantized to int8 for Q8_0 / Q4_0 weights, 16 blocks of 32 values (512 values)
 /// per group, laid out for the SIMD dot products: the 512 quants (in the order q8_a_offset
-/// gives), then the 16 scales, then the 16 sums of quants (for the Q4_0 and signed-byte
-/// offsets). Value i of block j: x ≈ d[j]·qs[q8_a_offset(halves, j, i)]. A row's last group may
+/// gives), then the 16 scales, then the 16 sums of quants (for the Q4_0 / Q5_0 and signed-byte
+/// offsets and the mins of Q4_1 / Q5_1). Value i of block j: x ≈ d[j]·qs[q8_a_offset(halves, j, i)]. A row's last group may
 /// be partial; its unused blocks are all zero.
 struct block_q8_a {
   std::int8_t qs[16 * qk8_0];
@@ -67,8 +73,14 @@ constexpr int q8_a_offset(bool halves, int j, int i) noexcept {
 }
 static_assert(sizeof(block_q8_k) == 292);
 
+/// Whether activations for weight type w are stored in q8_a_offset's `halves` order: the types
+/// whose 32-weight blocks hold two weights per byte (Q4_0, Q4_1, Q5_0, Q5_1).
+constexpr bool nibble_halves(DType w) noexcept {
+  return w == DType::q4_0 || w == DType::q4_1 || w == DType::q5_0 || w == DType::q5_1;
+}
+
 /// Where value i (0..255) sits among a block_q8_k's quants. Q6_K (`q4_k` false) reads them in
-/// order. A Q4_K super-block stores sub-blocks 4h, 4h+1, 4h+2, 4h+3 of 32 weights (h = 0, 1) in
+/// order. A Q4_K (and Q5_K) super-block stores sub-blocks 4h, 4h+1, 4h+2, 4h+3 of 32 weights (h = 0, 1) in
 /// 64 bytes whose low nibbles are sub-blocks 4h and 4h+2 and high nibbles 4h+1 and 4h+3, so for
 /// Q4_K (`q4_k` true) each 128 values store their sub-blocks in the order 0, 2, 1, 3: one 64-byte
 /// load meets the low nibbles, the next the high nibbles.
@@ -145,20 +157,65 @@ inline void dequantize_row_q8_0(const block_q8_0* x, float* y, std::int64_t n) {
   }
 }
 
-/// Q4_0 row of n weights (n a multiple of 32) → f32.
-inline void dequantize_row_q4_0(const block_q4_0* x, float* y, std::int64_t n) {
+// The 32-weight nibble blocks (Q4_0, Q4_1, Q5_0, Q5_1) share one reference: a block with a min
+// `m` is d·q + m, one without is d·(q − zero), and a block with `qh` has 5-bit quants.
+template <typename Block>
+concept block_with_min = requires(const Block& b) { b.m; };
+template <typename Block>
+concept block_with_high_bits = requires(const Block& b) { b.qh; };
+
+/// What a block without a min subtracts from its quants: 8 (4-bit) or 16 (5-bit); 0 with a min.
+template <typename Block>
+inline constexpr int q32_zero = block_with_min<Block> ? 0 : block_with_high_bits<Block> ? 16 : 8;
+
+/// The 32 fifth bits of a Q5_0 / Q5_1 block (bit j: weight j), stored little-endian.
+template <typename Block>
+inline std::uint32_t q5_high_bits(const Block& b) {
+  return std::uint32_t(b.qh[0]) | std::uint32_t(b.qh[1]) << 8 | std::uint32_t(b.qh[2]) << 16 |
+         std::uint32_t(b.qh[3]) << 24;
+}
+
+/// The quant (0..15, or 0..31 with a fifth bit) of weight j (0..31) of a nibble block.
+template <typename Block>
+inline int q32_quant(const Block& b, int j) {
+  int q = j < 16 ? (b.qs[j] & 0x0f) : (b.qs[j - 16] >> 4);
+  if constexpr (block_with_high_bits<Block>) q |= int(q5_high_bits(b) >> j & 1u) << 4;
+  return q;
+}
+
+/// Q4_0 / Q4_1 / Q5_0 / Q5_1 row of n weights (n a multiple of 32) → f32.
+template <typename Block>
+inline void dequantize_row_q32(const Block* x, float* y, std::int64_t n) {
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     const float d = detail::f16f(x[b].d);
     float* o = y + b * qk4_0;
-    for (int j = 0; j < qk4_0 / 2; ++j) {
-      o[j] = d * float(int(x[b].qs[j] & 0x0f) - 8);
-      o[j + qk4_0 / 2] = d * float(int(x[b].qs[j] >> 4) - 8);
+    if constexpr (block_with_min<Block>) {
+      const float m = detail::f16f(x[b].m);
+      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(q32_quant(x[b], j)) + m;
+    } else {
+      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(q32_quant(x[b], j) - q32_zero<Block>);
     }
   }
 }
 
-/// Q4_K row of n weights (n a multiple of 256) → f32.
-inline void dequantize_row_q4_k(const block_q4_k* x, float* y, std::int64_t n) {
+/// Q4_0 row of n weights (n a multiple of 32) → f32.
+inline void dequantize_row_q4_0(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_q32(x, y, n); }
+
+/// The quants of weights 64k + l (`low`) and 64k + 32 + l (`high`) of a Q4_K (0..15) or Q5_K
+/// (0..31) super-block.
+template <typename Block>
+inline void q4_k_quant_pair(const Block& b, int k, int l, int& low, int& high) {
+  low = b.qs[32 * k + l] & 0x0f;
+  high = b.qs[32 * k + l] >> 4;
+  if constexpr (block_with_high_bits<Block>) {
+    low |= (b.qh[l] >> (2 * k) & 1) << 4;
+    high |= (b.qh[l] >> (2 * k + 1) & 1) << 4;
+  }
+}
+
+/// Q4_K / Q5_K row of n weights (n a multiple of 256) → f32.
+template <typename Block>
+inline void dequantize_row_k_min(const Block* x, float* y, std::int64_t n) {
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     const float d = detail::f16f(x[b].d), dmin = detail::f16f(x[b].dmin);
     float* o = y + b * qk_k;
@@ -166,14 +223,18 @@ inline void dequantize_row_q4_k(const block_q4_k* x, float* y, std::int64_t n) {
       std::uint8_t sc0, m0, sc1, m1;
       q4_k_scale_min(2 * k, x[b].scales, sc0, m0);
       q4_k_scale_min(2 * k + 1, x[b].scales, sc1, m1);
-      const std::uint8_t* q = x[b].qs + 32 * k;
       for (int l = 0; l < 32; ++l) {
-        o[64 * k + l] = d * float(sc0) * float(q[l] & 0x0f) - dmin * float(m0);
-        o[64 * k + 32 + l] = d * float(sc1) * float(q[l] >> 4) - dmin * float(m1);
+        int q0, q1;
+        q4_k_quant_pair(x[b], k, l, q0, q1);
+        o[64 * k + l] = d * float(sc0) * float(q0) - dmin * float(m0);
+        o[64 * k + 32 + l] = d * float(sc1) * float(q1) - dmin * float(m1);
       }
     }
   }
 }
+
+/// Q4_K row of n weights (n a multiple of 256) → f32.
+inline void dequantize_row_q4_k(const block_q4_k* x, float* y, std::int64_t n) { dequantize_row_k_min(x, y, n); }
 
 /// The 6-bit quant (0..63) of weight e (0..255) of a Q6_K super-block.
 inline int q6_k_quant(const block_q6_k& b, int e) {
@@ -210,10 +271,32 @@ inline void quantize_row_q8_0(const float* x, block_q8_0* y, std::int64_t n) {
   }
 }
 
-/// f32 → Q4_0 (n a multiple of 32), as ggml's reference: m = the value of largest magnitude (with
-/// its sign), d = m / −8, q = min(15, trunc(x / d + 8.5)), d stored as f16.
-inline void quantize_row_q4_0(const float* x, block_q4_0* y, std::int64_t n) {
-  detail::check_multiple(n, qk4_0, "quantize_row_q4_0");
+namespace detail {
+/// min(top, trunc(v)) for v >= 0 as an int; a NaN gives 0 (never a float → int conversion out of
+/// range).
+inline int truncate_quant(float v, int top) { return int(std::min(float(top), std::max(0.0f, v))); }
+
+/// Stores the 32 quants q of a nibble block: the low 4 bits of q[j] and q[j + 16] in byte j (low,
+/// high nibble), bit 4 of q[j] in bit j of qh for the 5-bit blocks.
+template <typename Block>
+inline void pack_q32(Block& b, const int* q) {
+  std::uint32_t qh = 0;
+  for (int j = 0; j < qk4_0 / 2; ++j) {
+    b.qs[j] = std::uint8_t((q[j] & 0x0f) | (q[j + qk4_0 / 2] & 0x0f) << 4);
+    qh |= std::uint32_t(q[j] >> 4) << j | std::uint32_t(q[j + qk4_0 / 2] >> 4) << (j + qk4_0 / 2);
+  }
+  if constexpr (block_with_high_bits<Block>)
+    for (int i = 0; i < 4; ++i) b.qh[i] = std::uint8_t(qh >> (8 * i));
+}
+}  // namespace detail
+
+/// f32 → Q4_0 / Q5_0 (n a multiple of 32), as ggml's reference: m = the value of largest
+/// magnitude (with its sign), d = m / −zero (zero = 8 or 16), q = min(2·zero − 1, trunc(x / d +
+/// zero + 0.5)), d stored as f16.
+template <typename Block>
+inline void quantize_row_q32_symmetric(const float* x, Block* y, std::int64_t n) {
+  detail::check_multiple(n, qk4_0, "quantize_row_q4_0 / q5_0");
+  constexpr int zero = q32_zero<Block>;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     const float* v = x + b * qk4_0;
     float amax = 0.0f, max = 0.0f;
@@ -222,22 +305,49 @@ inline void quantize_row_q4_0(const float* x, block_q4_0* y, std::int64_t n) {
         amax = std::fabs(v[j]);
         max = v[j];
       }
-    const float d = max / -8.0f;
+    const float d = max / -float(zero);
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[b].d = to_f16(d);
-    for (int j = 0; j < qk4_0 / 2; ++j) {
-      const int q0 = std::min(15, int(std::int8_t(v[j] * id + 8.5f)));
-      const int q1 = std::min(15, int(std::int8_t(v[j + qk4_0 / 2] * id + 8.5f)));
-      y[b].qs[j] = std::uint8_t(q0 | (q1 << 4));
-    }
+    int q[qk4_0];
+    for (int j = 0; j < qk4_0; ++j) q[j] = detail::truncate_quant(v[j] * id + (float(zero) + 0.5f), 2 * zero - 1);
+    detail::pack_q32(y[b], q);
   }
 }
 
-/// Quantizes n f32 values to Q8_0 or Q4_0 (n a multiple of 32).
+/// f32 → Q4_0 (n a multiple of 32).
+inline void quantize_row_q4_0(const float* x, block_q4_0* y, std::int64_t n) { quantize_row_q32_symmetric(x, y, n); }
+
+/// f32 → Q4_1 / Q5_1 (n a multiple of 32), as ggml's reference: m = min x, d = (max x − m) / 15
+/// (or / 31), q = min(15 (31), trunc((x − m) / d + 0.5)); d and m stored as f16.
+template <typename Block>
+inline void quantize_row_q32_min(const float* x, Block* y, std::int64_t n) {
+  detail::check_multiple(n, qk4_0, "quantize_row_q4_1 / q5_1");
+  constexpr int top = block_with_high_bits<Block> ? 31 : 15;
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    const float* v = x + b * qk4_0;
+    float lo = std::numeric_limits<float>::max(), hi = -lo;  // NaNs are skipped, as in ggml
+    for (int j = 0; j < qk4_0; ++j) {
+      if (v[j] < lo) lo = v[j];
+      if (v[j] > hi) hi = v[j];
+    }
+    const float d = (hi - lo) / float(top);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = to_f16(d);
+    y[b].m = to_f16(lo);
+    int q[qk4_0];
+    for (int j = 0; j < qk4_0; ++j) q[j] = detail::truncate_quant((v[j] - lo) * id + 0.5f, top);
+    detail::pack_q32(y[b], q);
+  }
+}
+
+/// Quantizes n f32 values to Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (n a multiple of 32).
 inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n) {
   switch (t) {
     case DType::q8_0: return quantize_row_q8_0(x, reinterpret_cast<block_q8_0*>(dst), n);
     case DType::q4_0: return quantize_row_q4_0(x, reinterpret_cast<block_q4_0*>(dst), n);
+    case DType::q4_1: return quantize_row_q32_min(x, reinterpret_cast<block_q4_1*>(dst), n);
+    case DType::q5_0: return quantize_row_q32_symmetric(x, reinterpret_cast<block_q5_0*>(dst), n);
+    case DType::q5_1: return quantize_row_q32_min(x, reinterpret_cast<block_q5_1*>(dst), n);
     default: fail(ErrorKind::unsupported, "kernels", "quantization to ", to_string(t), " is not implemented");
   }
 }
@@ -324,8 +434,12 @@ inline void quantize_row_q8_k(const float* x, block_q8_k* y, std::int64_t n, boo
 constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
   switch (w) {
     case DType::q8_0:
-    case DType::q4_0: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
+    case DType::q4_0:
+    case DType::q4_1:
+    case DType::q5_0:
+    case DType::q5_1: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
     case DType::q4_k:
+    case DType::q5_k:
     case DType::q6_k: return std::size_t(n / qk_k) * sizeof(block_q8_k);
     default: return 0;
   }
@@ -336,9 +450,13 @@ constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
 inline void quantize_activation(DType w, const float* x, std::byte* dst, std::int64_t n) {
   detail::check_multiple(n, block_elems(w), "quantize_activation");
   switch (w) {
-    case DType::q8_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, false);
-    case DType::q4_0: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, true);
-    case DType::q4_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, true);
+    case DType::q8_0:
+    case DType::q4_0:
+    case DType::q4_1:
+    case DType::q5_0:
+    case DType::q5_1: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, nibble_halves(w));
+    case DType::q4_k:
+    case DType::q5_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, true);
     case DType::q6_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, false);
     default: fail(ErrorKind::invalid_argument, "kernels", "quantize_activation: ", to_string(w), " is not quantized");
   }
@@ -361,23 +479,26 @@ inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8
   return sum;
 }
 
-inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
+/// Σ w·x over n values of a Q4_0 / Q4_1 / Q5_0 / Q5_1 row: per block d·d_x·Σ (q − zero)·x, plus
+/// m·d_x·Σ x for the blocks with a min.
+template <typename Block>
+inline float dot_q32_scalar(std::int64_t n, const Block* w, const block_q8_a* a) {
   float sum = 0.0f;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     std::int32_t isum = 0;
     const block_q8_a& g = a[b / q8_a_group];
-    const std::int64_t k = b % q8_a_group;
-    for (int j = 0; j < qk4_0 / 2; ++j) {
-      isum += (int(w[b].qs[j] & 0x0f) - 8) * g.qs[q8_a_offset(true, int(k), j)];
-      isum += (int(w[b].qs[j] >> 4) - 8) * g.qs[q8_a_offset(true, int(k), j + qk4_0 / 2)];
-    }
+    const int k = int(b % q8_a_group);
+    for (int j = 0; j < qk4_0; ++j) isum += (q32_quant(w[b], j) - q32_zero<Block>) * g.qs[q8_a_offset(true, k, j)];
     sum += f16f(w[b].d) * g.d[k] * float(isum);
+    if constexpr (block_with_min<Block>) sum += f16f(w[b].m) * g.d[k] * float(g.sum[k]);
   }
   return sum;
 }
+inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return dot_q32_scalar(n, w, a); }
 
-/// Q4_K: Σ_j (d·sc_j·Σ q·a − dmin·m_j·Σ a) · d_a, with Σ a of a sub-block from the 16-sums.
-inline float dot_q4_k_scalar(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
+/// Q4_K / Q5_K: Σ_j (d·sc_j·Σ q·a − dmin·m_j·Σ a) · d_a, with Σ a of a sub-block from the 16-sums.
+template <typename Block>
+inline float dot_k_min_scalar(std::int64_t n, const Block* w, const block_q8_k* a) {
   float sum = 0.0f;
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     std::int32_t isum = 0, msum = 0;
@@ -386,12 +507,13 @@ inline float dot_q4_k_scalar(std::int64_t n, const block_q4_k* w, const block_q8
       q4_k_scale_min(2 * k, w[b].scales, sc0, m0);
       q4_k_scale_min(2 * k + 1, w[b].scales, sc1, m1);
       std::int32_t s0 = 0, s1 = 0;
-      const std::uint8_t* q = w[b].qs + 32 * k;
       const std::int8_t* x0 = a[b].qs + q8_k_offset(true, 64 * k);  // sub-block 2k
       const std::int8_t* x1 = a[b].qs + q8_k_offset(true, 64 * k + 32);
       for (int l = 0; l < 32; ++l) {
-        s0 += int(q[l] & 0x0f) * x0[l];
-        s1 += int(q[l] >> 4) * x1[l];
+        int q0, q1;
+        q4_k_quant_pair(w[b], k, l, q0, q1);
+        s0 += q0 * x0[l];
+        s1 += q1 * x1[l];
       }
       isum += sc0 * s0 + sc1 * s1;
       msum += m0 * (a[b].bsums[4 * k] + a[b].bsums[4 * k + 1]) + m1 * (a[b].bsums[4 * k + 2] + a[b].bsums[4 * k + 3]);
@@ -400,6 +522,7 @@ inline float dot_q4_k_scalar(std::int64_t n, const block_q4_k* w, const block_q8
   }
   return sum;
 }
+inline float dot_q4_k_scalar(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_scalar(n, w, a); }
 
 /// Q6_K: d · d_a · Σ_j sc_j · Σ (q − 32)·a.
 inline float dot_q6_k_scalar(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
@@ -474,20 +597,60 @@ inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_a
   return hsum_avx2(acc);
 }
 
-inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
+/// The fifth bits of a Q5_0 / Q5_1 block as bytes in weight order: 0x10 where bit j of qh is set.
+inline __m256i high_bits_avx2(std::uint32_t qh) {
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),  // byte j = byte j / 8 of qh
+                                            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                              0x0101010101010101, 0));
+  const __m256i bit = _mm256_set1_epi64x(std::int64_t(0x8040201008040201));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/// Q4_1 / Q5_0 / Q5_1: the unsigned quants times the activations (vpmaddubsw: 31·127·2 < 2^15),
+/// then per block the offset (m, or −zero·d) times the activations' sum.
+template <typename Block>
+inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  float off = 0.0f;
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(Block));
+    const block_q8_a& g = a[b / q8_a_group];
+    const int k = int(b % q8_a_group);
+    __m256i q = unpack_nibbles_avx2(w[b].qs);
+    if constexpr (block_with_high_bits<Block>) q = _mm256_or_si256(q, high_bits_avx2(q5_high_bits(w[b])));
+    const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 16))),
+                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 0))));
+    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), _mm256_set1_epi16(1)));
+    const float d = f16f(w[b].d);
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * g.d[k]), acc);
+    if constexpr (block_with_min<Block>)
+      off += f16f(w[b].m) * g.d[k] * float(g.sum[k]);
+    else
+      off -= float(q32_zero<Block>) * d * g.d[k] * float(g.sum[k]);
+  }
+  return hsum_avx2(acc) + off;
+}
+
+template <typename Block>
+inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
   float sum = 0.0f;
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
-    prefetch_ahead(w + b, sizeof(block_q4_k));
+    prefetch_ahead(w + b, sizeof(Block));
     std::uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; ++j) q4_k_scale_min(j, w[b].scales, sc[j], mn[j]);
     __m256i isum = _mm256_setzero_si256();
     for (int k = 0; k < 4; ++k) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
-      const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (block_with_high_bits<Block>) {  // bits 2k, 2k+1 of qh[l] → bit 4 of lo / hi byte l
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh));
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 1), one), 4));
+      }
       const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k)));
       const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k + 32)));
-      // maddubs: pairs of q·x in int16 (|15·127·2| fits); madd by the sub-block scale → int32.
+      // maddubs: pairs of q·x in int16 (|31·127·2| fits); madd by the sub-block scale → int32.
       isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * k])));
       isum = _mm256_add_epi32(isum,
                               _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * k + 1])));
@@ -498,6 +661,7 @@ inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k
   }
   return sum;
 }
+inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx2(n, w, a); }
 
 inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
   float sum = 0.0f;
@@ -573,11 +737,11 @@ inline __m512 join_scales(float lo, float hi) {
 /// `count`). Scalar loads: they run on the integer units beside the vector work, where a
 /// vpgatherdd costs ~30 cycles on AMD Zen 4.
 template <typename Block>
-inline std::uint64_t packed_scales(const Block* b, int count) {
+inline std::uint64_t packed_scales(const Block* b, int count, f16 Block::*field = &Block::d) {
   std::uint64_t packed = 0;
   for (int i = 0; i < count; ++i) {
     std::uint16_t h;
-    std::memcpy(&h, &b[i].d, sizeof h);
+    std::memcpy(&h, &(b[i].*field), sizeof h);
     packed |= std::uint64_t(h) << (16 * i);
   }
   return packed;
@@ -589,12 +753,12 @@ inline __m128 block_scales_128(const Block* b, int count) {
   return _mm_cvtph_ps(_mm_cvtsi64_si128(std::int64_t(packed_scales(b, count))));
 }
 
-/// The f16 scales of up to 16 consecutive blocks as floats (zero past `count`).
+/// The f16 scales (or another f16 field) of up to 16 consecutive blocks as floats (zero past `count`).
 template <typename Block>
-inline __m512 block_scales_512(const Block* b, int count) {
+inline __m512 block_scales_512(const Block* b, int count, f16 Block::*field = &Block::d) {
   std::int64_t packed[4];
   for (int q = 0; q < 4; ++q)
-    packed[q] = count > 4 * q ? std::int64_t(packed_scales(b + 4 * q, std::min(count - 4 * q, 4))) : 0;
+    packed[q] = count > 4 * q ? std::int64_t(packed_scales(b + 4 * q, std::min(count - 4 * q, 4), field)) : 0;
   return _mm512_cvtph_ps(_mm256_set_epi64x(packed[3], packed[2], packed[1], packed[0]));
 }
 
@@ -664,17 +828,24 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
   return hsum_512(_mm512_add_ps(acc[0], acc[1])) - offset * hsum_avx2(_mm256_zextps128_ps256(acc_off));
 }
 
-/// Σ_j d_w[j]·d_x[j]·Σ_i (q[j][i] − 8)·x[j][i] over the blocks of a Q4_0 row: the nibbles are the
-/// unsigned q, and Σ (q − 8)·x = Σ q·x − 8·Σ x. Four blocks per step: their 4×16 quant bytes in
-/// one vector, whose low nibbles meet one 64-byte load of activations (q8_a_offset's `halves`
-/// order) and whose high nibbles the next; both products accumulate into one int32 vector whose
-/// lanes 4k .. 4k+3 belong to block k of the four. With AVX-512 VBMI one byte permute gathers
-/// the quant bytes (and a word permute the f16 scales) from the 72 bytes of the four blocks.
-inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
-  const std::int64_t nb = n / qk4_0;
-  const __m512i m4 = _mm512_set1_epi8(0x0f);
-  const __m512i quad_lanes = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+/// The quant bytes of blocks 4k .. 4k+3 of a group of 16 nibble blocks in q[k] (16 bytes each,
+/// zero past the row's `blocks`), and the blocks' scales d (zero past the row).
+template <typename Block>
+inline void q32_group(const Block* wb, int blocks, __m512i q[4], __m512& d) {
+  auto quants = [&](int b) {
+    return b < blocks ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs)) : _mm_setzero_si128();
+  };
+  for (int k = 0; k < 4; ++k) {
+    const __m512i q01 = _mm512_inserti32x4(_mm512_zextsi128_si512(quants(4 * k)), quants(4 * k + 1), 1);
+    q[k] = _mm512_inserti32x4(_mm512_inserti32x4(q01, quants(4 * k + 2), 2), quants(4 * k + 3), 3);
+  }
+  d = blocks == q8_a_group ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
+}
+
 #if defined(__AVX512VBMI__)
+/// Q4_0 with AVX-512 VBMI: one byte permute gathers each four blocks' quant bytes, and a word
+/// permute the f16 scales, from the 72 bytes of the four blocks.
+inline void q32_group(const block_q4_0* wb, int blocks, __m512i q[4], __m512& d) {
   alignas(64) static constexpr auto quant_bytes = [] {  // byte 16k + i = quant i of block k
     std::array<std::uint8_t, 64> idx{};
     for (std::size_t k = 0; k < 4; ++k)
@@ -688,52 +859,71 @@ inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8
   }();
   const __m512i gather_quants = _mm512_load_si512(quant_bytes.data());
   const __m512i gather_scales = _mm512_load_si512(scale_words.data());
+  // Quad k is bytes [72k, 72k + 72): a 64-byte load and a masked one of the rest, which reads
+  // nothing past the row's last block.
+  __m512i head[4], tail[4];
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(wb);
+  if (blocks == q8_a_group) {
+    for (int k = 0; k < 4; ++k) {
+      head[k] = _mm512_loadu_si512(bytes + 72 * k);
+      tail[k] = _mm512_maskz_loadu_epi8(0xff, bytes + 72 * k + 64);
+    }
+  } else {
+    for (int k = 0; k < 4; ++k) {
+      const int valid = int(sizeof(block_q4_0)) * std::clamp(blocks - 4 * k, 0, 4);
+      head[k] = _mm512_maskz_loadu_epi8(valid >= 64 ? ~__mmask64(0) : (__mmask64(1) << valid) - 1, bytes + 72 * k);
+      tail[k] = _mm512_maskz_loadu_epi8(valid > 64 ? (__mmask64(1) << (valid - 64)) - 1 : 0, bytes + 72 * k + 64);
+    }
+  }
+  for (int k = 0; k < 4; ++k) q[k] = _mm512_permutex2var_epi8(head[k], gather_quants, tail[k]);
+  const __m512i d01 = _mm512_permutex2var_epi16(head[0], gather_scales, head[1]);
+  const __m512i d23 = _mm512_permutex2var_epi16(head[2], gather_scales, head[3]);
+  d = _mm512_cvtph_ps(_mm256_set_m128i(_mm512_castsi512_si128(d23), _mm512_castsi512_si128(d01)));
+}
 #endif
+
+/// Σ_j d_w[j]·d_x[j]·Σ_i (q[j][i] − zero)·x[j][i] over the blocks of a Q4_0 / Q5_0 row, plus
+/// Σ_j m[j]·d_x[j]·Σ_i x[j][i] for Q4_1 / Q5_1 (whose zero is 0): the nibbles (with their fifth
+/// bits) are the unsigned q, and Σ (q − zero)·x = Σ q·x − zero·Σ x. Four blocks per step: their
+/// 4×16 quant bytes in one vector, whose low nibbles meet one 64-byte load of activations
+/// (q8_a_offset's `halves` order) and whose high nibbles the next; both products accumulate into
+/// one int32 vector whose lanes 4k .. 4k+3 belong to block k of the four.
+template <typename Block>
+inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a) {
+  const std::int64_t nb = n / qk4_0;
+  const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+  const __m512i quad_lanes = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
   for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
-    const block_q4_0* wb = w + g0;
+    const Block* wb = w + g0;
     const block_q8_a& g = a[g0 / q8_a_group];
-    prefetch_ahead(wb, q8_a_group * sizeof(block_q4_0));
+    prefetch_ahead(wb, q8_a_group * sizeof(Block));
     const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
-    const bool full = blocks == q8_a_group;
-#if defined(__AVX512VBMI__)
-    // Quad k is bytes [72k, 72k + 72): a 64-byte load and a masked one of the rest, which reads
-    // nothing past the row's last block.
-    __m512i head[4], tail[4];
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(wb);
-    if (full) {
-      for (int k = 0; k < 4; ++k) {
-        head[k] = _mm512_loadu_si512(bytes + 72 * k);
-        tail[k] = _mm512_maskz_loadu_epi8(0xff, bytes + 72 * k + 64);
-      }
-    } else {
-      for (int k = 0; k < 4; ++k) {
-        const int valid = int(sizeof(block_q4_0)) * std::clamp(blocks - 4 * k, 0, 4);
-        head[k] = _mm512_maskz_loadu_epi8(valid >= 64 ? ~__mmask64(0) : (__mmask64(1) << valid) - 1, bytes + 72 * k);
-        tail[k] = _mm512_maskz_loadu_epi8(valid > 64 ? (__mmask64(1) << (valid - 64)) - 1 : 0, bytes + 72 * k + 64);
-      }
-    }
-    // quant bytes of blocks 4k .. 4k+3, zero past the row
-    auto quad = [&](int k) { return _mm512_permutex2var_epi8(head[k], gather_quants, tail[k]); };
-    const __m512i d01 = _mm512_permutex2var_epi16(head[0], gather_scales, head[1]);
-    const __m512i d23 = _mm512_permutex2var_epi16(head[2], gather_scales, head[3]);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_set_m128i(_mm512_castsi512_si128(d23), _mm512_castsi512_si128(d01)));
-#else
-    auto quants = [&](int b) {
-      return b < blocks ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs)) : _mm_setzero_si128();
-    };
-    auto quad = [&](int k) {  // quant bytes of blocks 4k .. 4k+3, zero past the row
-      const __m512i q01 = _mm512_inserti32x4(_mm512_zextsi128_si512(quants(4 * k)), quants(4 * k + 1), 1);
-      return _mm512_inserti32x4(_mm512_inserti32x4(q01, quants(4 * k + 2), 2), quants(4 * k + 3), 3);
-    };
-    const __m512 dw = full ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
-#endif
-    // Scales of the group's blocks (unused ones are zero in g.d), and the offset term Σ_j scale_j·sum_j.
+    __m512i quads[4];
+    __m512 dw;
+    q32_group(wb, blocks, quads, dw);
+    // Scales of the group's blocks (unused ones are zero in g.d), and the offset term: Σ_j
+    // scale_j·sum_j (times −zero at the end), or with mins Σ_j m_j·d_x[j]·sum_j.
     const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
-    acc_off = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
+    __m512 off = scale;
+    if constexpr (block_with_min<Block>)
+      off = _mm512_mul_ps(blocks == q8_a_group ? block_scales_512(wb, q8_a_group, &Block::m)
+                                               : block_scales_512(wb, blocks, &Block::m),
+                          _mm512_loadu_ps(g.d));
+    acc_off = _mm512_fmadd_ps(off, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
     for (int k = 0; k < 4 && 4 * k < blocks; ++k) {
-      const __m512i q = quad(k);
-      const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      const __m512i q = quads[k];
+      __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      if constexpr (block_with_high_bits<Block>) {  // byte 16i + j of lo / hi: + bit j / 16 + j of block 4k+i, as 16
+        std::uint64_t lo_bits = 0, hi_bits = 0;
+        for (int i = 0; i < 4 && 4 * k + i < blocks; ++i) {
+          const std::uint32_t h = q5_high_bits(wb[4 * k + i]);
+          lo_bits |= std::uint64_t(h & 0xffffu) << (16 * i);
+          hi_bits |= std::uint64_t(h >> 16) << (16 * i);
+        }
+        lo = _mm512_mask_add_epi8(lo, __mmask64(lo_bits), lo, bit4);
+        hi = _mm512_mask_add_epi8(hi, __mmask64(hi_bits), hi, bit4);
+      }
       const std::int8_t* x = g.qs + q8_a_offset(true, 4 * k, 0);  // 64 low halves, then 64 high halves
       const __m512i p = add_dot_u8s8_512(dot_u8s8_512(lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
       const __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(quad_lanes, _mm512_set1_epi32(4 * k)), scale);
@@ -743,8 +933,10 @@ inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8
         acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc0);
     }
   }
-  return hsum_512(_mm512_add_ps(acc0, acc1)) - 8.0f * hsum_512(acc_off);
+  const float off = hsum_512(acc_off);
+  return hsum_512(_mm512_add_ps(acc0, acc1)) + (block_with_min<Block> ? off : -float(q32_zero<Block>) * off);
 }
+inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return dot_q32_avx512(n, w, a); }
 
 /// acc + Σ of pairs of 16-bit products a·b, per int32 lane (vpdpwssd where available).
 inline __m512i add_dot_s16_512(__m512i acc, __m512i a, __m512i b) {
@@ -767,23 +959,37 @@ inline __m512i scale_spread_512(int first, int per_scale, int step = 1) {
 // products as int16; no overflow: 63·127·2 < 2^15) and apply the sub-block scales with vpdpwssd,
 // which also accumulates: two instructions per 64 weights, no 32-bit multiplies.
 
-inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) {
+/// Q4_K and Q5_K (whose fifth bits are ORed into the nibbles).
+template <typename Block>
+inline float dot_k_min_avx512(std::int64_t n, const Block* w, const block_q8_k* a) {
   __m512 acc = _mm512_setzero_ps();
   __m256 acc_min = _mm256_setzero_ps();
-  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
   // The low nibbles of bytes 64h .. 64h+63 are sub-blocks 4h and 4h+2 (32 weights = 16 words
   // each), the high nibbles 4h+1 and 4h+3; the activations are in the same order (q8_k_offset).
   const __m512i spread[4] = {scale_spread_512(0, 16, 2), scale_spread_512(1, 16, 2), scale_spread_512(4, 16, 2),
                              scale_spread_512(5, 16, 2)};
+  // Q5_K: byte l of those 64 takes its fifth bit from qh[l % 32], bit 4h (low nibbles, l < 32),
+  // 4h+2 (low, l >= 32), 4h+1 (high, l < 32), 4h+3 (high, l >= 32); a masked add of 16 sets it.
+  auto qh_bits = [](int first, int second) {  // bytes 0-31: bit `first`, 32-63: bit `second`
+    return _mm512_mask_blend_epi8(~__mmask64(0) << 32, _mm512_set1_epi8(char(1 << first)), _mm512_set1_epi8(char(1 << second)));
+  };
+  const __m512i fifth[4] = {qh_bits(0, 2), qh_bits(1, 3), qh_bits(4, 6), qh_bits(5, 7)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
-    prefetch_ahead(w + b, sizeof(block_q4_k));
+    prefetch_ahead(w + b, sizeof(Block));
     std::uint64_t scales, mins;
     q4_k_scales_mins(w[b].scales, scales, mins);
     const __m512i sc = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_cvtsi64_si128(std::int64_t(scales))));
     __m512i isum = _mm512_setzero_si512();
     for (int h = 0; h < 2; ++h) {
       const __m512i z = _mm512_loadu_si512(w[b].qs + 64 * h);
-      const __m512i lo = _mm512_and_si512(z, m4), hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+      __m512i lo = _mm512_and_si512(z, m4), hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+      if constexpr (block_with_high_bits<Block>) {
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh));
+        const __m512i qq = join256(qh, qh);
+        lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qq, fifth[2 * h]), lo, bit4);
+        hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(qq, fifth[2 * h + 1]), hi, bit4);
+      }
       const __m512i p0 = _mm512_maddubs_epi16(lo, _mm512_loadu_si512(a[b].qs + 128 * h));
       const __m512i p1 = _mm512_maddubs_epi16(hi, _mm512_loadu_si512(a[b].qs + 128 * h + 64));
       isum = add_dot_s16_512(isum, p0, _mm512_permutexvar_epi16(spread[2 * h], sc));
@@ -799,6 +1005,7 @@ inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8
   }
   return hsum_512(acc) - hsum_avx2(acc_min);
 }
+inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx512(n, w, a); }
 
 /// The 6-bit quants of weights 128h + 0..63 (q01) and 128h + 64..127 (q23) of a Q6_K block,
 /// each 0..63 as unsigned bytes: the low 4 bits from ql, the high 2 from qh.
@@ -914,8 +1121,13 @@ constexpr const char* quant_simd_name() noexcept {
 inline float dot_q8_0(std::int64_t n, const block_q8_0* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q8_0)(n, w, a); }
 /// Σ w·x over n values (a multiple of 32) of a Q4_0 row and quantized activations.
 inline float dot_q4_0(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q4_0)(n, w, a); }
+/// Σ w·x over n values (a multiple of 32) of a Q4_1, Q5_0 or Q5_1 row and quantized activations.
+template <typename Block>
+inline float dot_q32(std::int64_t n, const Block* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q32)(n, w, a); }
 /// Σ w·x over n values (a multiple of 256) of a Q4_K row and quantized activations.
 inline float dot_q4_k(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q4_k)(n, w, a); }
+/// Σ w·x over n values (a multiple of 256) of a Q5_K row and quantized activations.
+inline float dot_q5_k(std::int64_t n, const block_q5_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_k_min)(n, w, a); }
 /// Σ w·x over n values (a multiple of 256) of a Q6_K row and quantized activations.
 inline float dot_q6_k(std::int64_t n, const block_q6_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q6_k)(n, w, a); }
 
@@ -933,7 +1145,11 @@ inline void dequantize_row(DType t, const std::byte* src, float* dst, std::int64
   switch (t) {
     case DType::q8_0: return dequantize_row_q8_0(reinterpret_cast<const block_q8_0*>(src), dst, n);
     case DType::q4_0: return LOOM_QUANT_DEQUANT(dequantize_row_q4_0)(reinterpret_cast<const block_q4_0*>(src), dst, n);
+    case DType::q4_1: return dequantize_row_q32(reinterpret_cast<const block_q4_1*>(src), dst, n);
+    case DType::q5_0: return dequantize_row_q32(reinterpret_cast<const block_q5_0*>(src), dst, n);
+    case DType::q5_1: return dequantize_row_q32(reinterpret_cast<const block_q5_1*>(src), dst, n);
     case DType::q4_k: return dequantize_row_q4_k(reinterpret_cast<const block_q4_k*>(src), dst, n);
+    case DType::q5_k: return dequantize_row_k_min(reinterpret_cast<const block_q5_k*>(src), dst, n);
     case DType::q6_k: return LOOM_QUANT_DEQUANT(dequantize_row_q6_k)(reinterpret_cast<const block_q6_k*>(src), dst, n);
     default: fail(ErrorKind::invalid_argument, "kernels", "dequantize_row: ", to_string(t), " is not quantized");
   }
@@ -949,8 +1165,16 @@ inline float dot_quantized(DType t, std::int64_t n, const std::byte* w, const st
       return dot_q8_0(n, reinterpret_cast<const block_q8_0*>(w), reinterpret_cast<const block_q8_a*>(act));
     case DType::q4_0:
       return dot_q4_0(n, reinterpret_cast<const block_q4_0*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::q4_1:
+      return dot_q32(n, reinterpret_cast<const block_q4_1*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::q5_0:
+      return dot_q32(n, reinterpret_cast<const block_q5_0*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::q5_1:
+      return dot_q32(n, reinterpret_cast<const block_q5_1*>(w), reinterpret_cast<const block_q8_a*>(act));
     case DType::q4_k:
       return dot_q4_k(n, reinterpret_cast<const block_q4_k*>(w), reinterpret_cast<const block_q8_k*>(act));
+    case DType::q5_k:
+      return dot_q5_k(n, reinterpret_cast<const block_q5_k*>(w), reinterpret_cast<const block_q8_k*>(act));
     case DType::q6_k:
       return dot_q6_k(n, reinterpret_cast<const block_q6_k*>(w), reinterpret_cast<const block_q8_k*>(act));
     default: fail(ErrorKind::invalid_argument, "kernels", "dot_quantized: ", to_string(t), " is not quantized");

@@ -40,6 +40,9 @@ inline void store_row(DType type, const float* x, std::byte* dst, std::int64_t n
       return;
     case DType::q8_0:
     case DType::q4_0:
+    case DType::q4_1:
+    case DType::q5_0:
+    case DType::q5_1:
       kernels::quantize_row(type, x, dst, n);
       return;
     default:
@@ -82,12 +85,12 @@ inline TensorRef convert_matrix(const TensorRef& w, bool in_out, DType type,
 }
 
 /// Weights with every matrix (linear layers, token embedding, output) converted to `type`
-/// (f32, f16, bf16, q8_0, q4_0) and stored [out, in]. The result shares the small vectors with
-/// `w` and keeps `w`'s memory alive.
+/// (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1) and stored [out, in]. The result shares the
+/// small vectors with `w` and keeps `w`'s memory alive.
 inline Weights convert_weights(const Weights& w, DType type) {
-  if (type != DType::f32 && type != DType::f16 && type != DType::bf16 && type != DType::q8_0 && type != DType::q4_0)
+  if (is_quantized(type) ? block_elems(type) != qk4_0 : type == DType::f64)
     fail(ErrorKind::unsupported, "convert", "cannot convert weights to ", to_string(type),
-         " (supported: f32, f16, bf16, q8_0, q4_0)");
+         " (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1)");
   Weights out = w;
   auto linear = [&](Linear& l) {
     if (l.empty()) return;
