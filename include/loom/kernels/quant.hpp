@@ -828,57 +828,124 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
   return hsum_512(_mm512_add_ps(acc[0], acc[1])) - offset * hsum_avx2(_mm256_zextps128_ps256(acc_off));
 }
 
-/// The quant bytes of blocks 4k .. 4k+3 of a group of 16 nibble blocks in q[k] (16 bytes each,
-/// zero past the row's `blocks`), and the blocks' scales d (zero past the row).
+/// A group of 16 nibble blocks unpacked for the dot product: q[k] holds the quant bytes of blocks
+/// 4k .. 4k+3 (16 each), d (and m) their scales (mins) as floats, and for 5-bit blocks lo[k] /
+/// hi[k] the fifth bits of those bytes' low / high nibbles (bit 16i + j: weight j / 16 + j of
+/// block 4k+i). Everything past the row's `blocks` is zero.
+struct Q32Group {
+  __m512i q[4];
+  __m512 d, m;
+  std::uint64_t lo[4], hi[4];
+};
+
 template <typename Block>
-inline void q32_group(const Block* wb, int blocks, __m512i q[4], __m512& d) {
+inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
   auto quants = [&](int b) {
     return b < blocks ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs)) : _mm_setzero_si128();
   };
   for (int k = 0; k < 4; ++k) {
     const __m512i q01 = _mm512_inserti32x4(_mm512_zextsi128_si512(quants(4 * k)), quants(4 * k + 1), 1);
-    q[k] = _mm512_inserti32x4(_mm512_inserti32x4(q01, quants(4 * k + 2), 2), quants(4 * k + 3), 3);
+    g.q[k] = _mm512_inserti32x4(_mm512_inserti32x4(q01, quants(4 * k + 2), 2), quants(4 * k + 3), 3);
   }
-  d = blocks == q8_a_group ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
+  g.d = blocks == q8_a_group ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
+  if constexpr (block_with_min<Block>)
+    g.m = blocks == q8_a_group ? block_scales_512(wb, q8_a_group, &Block::m) : block_scales_512(wb, blocks, &Block::m);
+  if constexpr (block_with_high_bits<Block>)
+    for (int k = 0; k < 4; ++k) {
+      g.lo[k] = g.hi[k] = 0;
+      for (int i = 0; i < 4 && 4 * k + i < blocks; ++i) {
+        const std::uint32_t h = q5_high_bits(wb[4 * k + i]);
+        g.lo[k] |= std::uint64_t(h & 0xffffu) << (16 * i);
+        g.hi[k] |= std::uint64_t(h >> 16) << (16 * i);
+      }
+    }
 }
 
 #if defined(__AVX512VBMI__)
-/// Q4_0 with AVX-512 VBMI: one byte permute gathers each four blocks' quant bytes, and a word
-/// permute the f16 scales, from the 72 bytes of the four blocks.
-inline void q32_group(const block_q4_0* wb, int blocks, __m512i q[4], __m512& d) {
+/// The same with AVX-512 VBMI: each four blocks are one 64-byte load and a masked one of the rest
+/// (which reads nothing past the row's last block); a byte permute gathers their quant bytes and
+/// word permutes their scales, mins and fifth bits.
+template <typename Block>
+  requires(4 * sizeof(Block) <= 128)
+inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
+  constexpr int size = int(sizeof(Block));
+  constexpr int m_at = [] {
+    if constexpr (block_with_min<Block>) return int(offsetof(Block, m));
+    return 0;
+  }();
+  constexpr int qh_at = [] {
+    if constexpr (block_with_high_bits<Block>) return int(offsetof(Block, qh));
+    return 0;
+  }();
+  // Q4_0 and Q4_1 have every scale and min of four blocks in the first 64 bytes: two word
+  // permutes of two quads' first loads give them all. Q5_0 / Q5_1 first gather each quad's fields.
+  constexpr bool fields_in_head = 3 * size + std::max(m_at, 0) + 2 <= 64 && !block_with_high_bits<Block>;
   alignas(64) static constexpr auto quant_bytes = [] {  // byte 16k + i = quant i of block k
     std::array<std::uint8_t, 64> idx{};
     for (std::size_t k = 0; k < 4; ++k)
-      for (std::size_t i = 0; i < 16; ++i) idx[16 * k + i] = std::uint8_t(sizeof(block_q4_0) * k + 2 + i);
+      for (std::size_t i = 0; i < 16; ++i) idx[16 * k + i] = std::uint8_t(sizeof(Block) * k + offsetof(Block, qs) + i);
     return idx;
   }();
-  alignas(64) static constexpr auto scale_words = [] {  // words 0-3: scales of 4 blocks, 4-7: the next 4
+  // Words of one quad (64 bytes + the rest): 0-3 the scales, 4-7 the mins, 8-11 the fifth bits of
+  // the low nibbles (qh's low words), 12-15 of the high nibbles.
+  alignas(64) static constexpr auto quad_fields = [] {
     std::array<std::uint16_t, 32> idx{};
-    for (std::size_t i = 0; i < 8; ++i) idx[i] = std::uint16_t((i < 4 ? 0 : 32) + sizeof(block_q4_0) / 2 * (i % 4));
+    for (int i = 0; i < 4; ++i) {
+      idx[std::size_t(i)] = std::uint16_t(size * i / 2);
+      idx[std::size_t(4 + i)] = std::uint16_t((size * i + m_at) / 2);
+      idx[std::size_t(8 + i)] = std::uint16_t((size * i + qh_at) / 2);
+      idx[std::size_t(12 + i)] = std::uint16_t((size * i + qh_at) / 2 + 1);
+    }
     return idx;
   }();
-  const __m512i gather_quants = _mm512_load_si512(quant_bytes.data());
-  const __m512i gather_scales = _mm512_load_si512(scale_words.data());
-  // Quad k is bytes [72k, 72k + 72): a 64-byte load and a masked one of the rest, which reads
-  // nothing past the row's last block.
+  // Two quads A, B → words 0-3 scales of A, 4-7 of B, 8-11 mins of A, 12-15 of B: from their
+  // first loads directly, or from their gathered fields.
+  alignas(64) static constexpr auto pair_fields = [] {
+    std::array<std::uint16_t, 32> idx{};
+    for (int i = 0; i < 4; ++i)
+      for (int quad = 0; quad < 2; ++quad) {
+        idx[std::size_t(4 * quad + i)] = std::uint16_t(32 * quad + (fields_in_head ? size * i / 2 : i));
+        idx[std::size_t(8 + 4 * quad + i)] = std::uint16_t(32 * quad + (fields_in_head ? (size * i + m_at) / 2 : 4 + i));
+      }
+    return idx;
+  }();
   __m512i head[4], tail[4];
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(wb);
   if (blocks == q8_a_group) {
     for (int k = 0; k < 4; ++k) {
-      head[k] = _mm512_loadu_si512(bytes + 72 * k);
-      tail[k] = _mm512_maskz_loadu_epi8(0xff, bytes + 72 * k + 64);
+      head[k] = _mm512_loadu_si512(bytes + 4 * size * k);
+      tail[k] = _mm512_maskz_loadu_epi8((__mmask64(1) << (4 * size - 64)) - 1, bytes + 4 * size * k + 64);
     }
   } else {
     for (int k = 0; k < 4; ++k) {
-      const int valid = int(sizeof(block_q4_0)) * std::clamp(blocks - 4 * k, 0, 4);
-      head[k] = _mm512_maskz_loadu_epi8(valid >= 64 ? ~__mmask64(0) : (__mmask64(1) << valid) - 1, bytes + 72 * k);
-      tail[k] = _mm512_maskz_loadu_epi8(valid > 64 ? (__mmask64(1) << (valid - 64)) - 1 : 0, bytes + 72 * k + 64);
+      const int valid = size * std::clamp(blocks - 4 * k, 0, 4);
+      head[k] = _mm512_maskz_loadu_epi8(valid >= 64 ? ~__mmask64(0) : (__mmask64(1) << valid) - 1, bytes + 4 * size * k);
+      tail[k] = _mm512_maskz_loadu_epi8(valid > 64 ? (__mmask64(1) << (valid - 64)) - 1 : 0, bytes + 4 * size * k + 64);
     }
   }
-  for (int k = 0; k < 4; ++k) q[k] = _mm512_permutex2var_epi8(head[k], gather_quants, tail[k]);
-  const __m512i d01 = _mm512_permutex2var_epi16(head[0], gather_scales, head[1]);
-  const __m512i d23 = _mm512_permutex2var_epi16(head[2], gather_scales, head[3]);
-  d = _mm512_cvtph_ps(_mm256_set_m128i(_mm512_castsi512_si128(d23), _mm512_castsi512_si128(d01)));
+  const __m512i gather_quants = _mm512_load_si512(quant_bytes.data());
+  for (int k = 0; k < 4; ++k) g.q[k] = _mm512_permutex2var_epi8(head[k], gather_quants, tail[k]);
+  const __m512i pair = _mm512_load_si512(pair_fields.data());
+  __m512i dm01, dm23;
+  if constexpr (fields_in_head) {
+    dm01 = _mm512_permutex2var_epi16(head[0], pair, head[1]);
+    dm23 = _mm512_permutex2var_epi16(head[2], pair, head[3]);
+  } else {
+    const __m512i fields = _mm512_load_si512(quad_fields.data());
+    __m512i f[4];
+    for (int k = 0; k < 4; ++k) f[k] = _mm512_permutex2var_epi16(head[k], fields, tail[k]);
+    dm01 = _mm512_permutex2var_epi16(f[0], pair, f[1]);
+    dm23 = _mm512_permutex2var_epi16(f[2], pair, f[3]);
+    if constexpr (block_with_high_bits<Block>)
+      for (int k = 0; k < 4; ++k) {
+        const __m128i bits = _mm512_extracti32x4_epi32(f[k], 1);  // words 8-15
+        g.lo[k] = std::uint64_t(_mm_cvtsi128_si64(bits));
+        g.hi[k] = std::uint64_t(_mm_extract_epi64(bits, 1));
+      }
+  }
+  g.d = _mm512_cvtph_ps(_mm256_set_m128i(_mm512_castsi512_si128(dm23), _mm512_castsi512_si128(dm01)));
+  if constexpr (block_with_min<Block>)
+    g.m = _mm512_cvtph_ps(_mm256_set_m128i(_mm512_extracti32x4_epi32(dm23, 1), _mm512_extracti32x4_epi32(dm01, 1)));
 }
 #endif
 
@@ -899,30 +966,18 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
     const block_q8_a& g = a[g0 / q8_a_group];
     prefetch_ahead(wb, q8_a_group * sizeof(Block));
     const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
-    __m512i quads[4];
-    __m512 dw;
-    q32_group(wb, blocks, quads, dw);
+    Q32Group u;
+    q32_group(wb, blocks, u);
     // Scales of the group's blocks (unused ones are zero in g.d), and the offset term: Σ_j
     // scale_j·sum_j (times −zero at the end), or with mins Σ_j m_j·d_x[j]·sum_j.
-    const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(g.d));
-    __m512 off = scale;
-    if constexpr (block_with_min<Block>)
-      off = _mm512_mul_ps(blocks == q8_a_group ? block_scales_512(wb, q8_a_group, &Block::m)
-                                               : block_scales_512(wb, blocks, &Block::m),
-                          _mm512_loadu_ps(g.d));
+    const __m512 scale = _mm512_mul_ps(u.d, _mm512_loadu_ps(g.d));
+    const __m512 off = block_with_min<Block> ? _mm512_mul_ps(u.m, _mm512_loadu_ps(g.d)) : scale;
     acc_off = _mm512_fmadd_ps(off, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
     for (int k = 0; k < 4 && 4 * k < blocks; ++k) {
-      const __m512i q = quads[k];
-      __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-      if constexpr (block_with_high_bits<Block>) {  // byte 16i + j of lo / hi: + bit j / 16 + j of block 4k+i, as 16
-        std::uint64_t lo_bits = 0, hi_bits = 0;
-        for (int i = 0; i < 4 && 4 * k + i < blocks; ++i) {
-          const std::uint32_t h = q5_high_bits(wb[4 * k + i]);
-          lo_bits |= std::uint64_t(h & 0xffffu) << (16 * i);
-          hi_bits |= std::uint64_t(h >> 16) << (16 * i);
-        }
-        lo = _mm512_mask_add_epi8(lo, __mmask64(lo_bits), lo, bit4);
-        hi = _mm512_mask_add_epi8(hi, __mmask64(hi_bits), hi, bit4);
+      __m512i lo = _mm512_and_si512(u.q[k], m4), hi = _mm512_and_si512(_mm512_srli_epi16(u.q[k], 4), m4);
+      if constexpr (block_with_high_bits<Block>) {  // + 16 where the fifth bit is set
+        lo = _mm512_mask_add_epi8(lo, __mmask64(u.lo[k]), lo, bit4);
+        hi = _mm512_mask_add_epi8(hi, __mmask64(u.hi[k]), hi, bit4);
       }
       const std::int8_t* x = g.qs + q8_a_offset(true, 4 * k, 0);  // 64 low halves, then 64 high halves
       const __m512i p = add_dot_u8s8_512(dot_u8s8_512(lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
