@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "random_blocks.hpp"
+
 namespace {
 
 struct Weight {
@@ -21,27 +23,21 @@ Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
   Weight w;
   w.bytes.resize(std::size_t(*loom::row_bytes(t, cols)) * std::size_t(rows));
   std::mt19937 rng(1);
-  if (loom::block_elems(t) == 32) {
+  if (loom::block_elems(t) == 32 && t != loom::DType::iq4_nl) {
     std::normal_distribution<float> dist(0.0f, 0.02f);
     std::vector<float> f(std::size_t(rows * cols));
     for (float& v : f) v = dist(rng);
     loom::kernels::quantize_row(t, f.data(), w.bytes.data(), rows * cols);
   } else {
-    for (auto& b : w.bytes) b = std::byte(rng() & 0xff);
-    const std::size_t bb = loom::block_bytes(t);
-    for (std::size_t i = 0; i < w.bytes.size() / bb; ++i) {
-      auto* blk = w.bytes.data() + i * bb;
-      const loom::f16 d = loom::to_f16(0.001f);
-      if (t == loom::DType::q4_k || t == loom::DType::q5_k) std::memcpy(blk, &d, 2), std::memcpy(blk + 2, &d, 2);
-      if (t == loom::DType::q6_k) std::memcpy(blk + bb - 2, &d, 2);
-    }
+    loom::bench::random_blocks(t, w.bytes.data(), w.bytes.size(), 0.001f, [&] { return rng() & 0xff; });
   }
   w.ref = loom::TensorRef{t, loom::Shape{rows, cols}, w.bytes.data(), w.bytes.size()};
   return w;
 }
 
 const loom::DType types[] = {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1, loom::DType::q5_0,
-                             loom::DType::q5_1, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k};
+                             loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::q2_k, loom::DType::q3_k,
+                             loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k};
 
 // args: out, in, n tokens, threads, type index
 void BM_QuantMatmul(benchmark::State& state) {

@@ -1,6 +1,6 @@
 // loom-bench: llama-bench's table for loom, plus how close each result is to the machine's limit.
 //
-//   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k])
+//   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k])
 //              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [-o md|json]
 //
 // pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time;
@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../examples/cli.hpp"
+#include "random_blocks.hpp"
 
 namespace {
 
@@ -72,10 +73,11 @@ loom::Config shape_config(const std::string& name) {
 
 loom::DType parse_type(const std::string& t) {
   for (loom::DType d : {loom::DType::f32, loom::DType::f16, loom::DType::bf16, loom::DType::q8_0, loom::DType::q4_0,
-                       loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::q4_k, loom::DType::q5_k,
-                       loom::DType::q6_k})
+                       loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::q2_k,
+                       loom::DType::q3_k, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k})
     if (loom::to_string(d) == t) return d;
-  throw UsageError("--type: unsupported type '" + t + "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)");
+  throw UsageError("--type: unsupported type '" + t +
+                   "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k)");
 }
 
 /// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1) stored as `t`.
@@ -95,19 +97,9 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
     std::vector<float> row(static_cast<std::size_t>(cols));
     for (std::int64_t r = 0; r < rows; ++r) {
       std::byte* dst = buf->data() + std::size_t(r) * row_bytes;
-      if (loom::block_elems(dt) == loom::qk_k) {
-        // No quantizer for k-quants here: random blocks with small, valid f16 scales.
-        for (std::size_t i = 0; i < row_bytes; ++i) dst[i] = std::byte(next() & 0xff);
-        const std::size_t bb = loom::block_bytes(dt);
-        const loom::f16 d = loom::to_f16(0.001f);
-        for (std::size_t b = 0; b < row_bytes; b += bb) {
-          if (dt != loom::DType::q6_k) {  // Q4_K, Q5_K: d, dmin first
-            std::memcpy(dst + b, &d, 2);
-            std::memcpy(dst + b + 2, &d, 2);
-          } else {
-            std::memcpy(dst + b + bb - 2, &d, 2);
-          }
-        }
+      if (loom::is_quantized(dt) && (loom::block_elems(dt) == loom::qk_k || dt == loom::DType::iq4_nl)) {
+        // No quantizer for these: random blocks with small, valid f16 scales.
+        loom::bench::random_blocks(dt, dst, row_bytes, 0.001f, [&] { return next() & 0xff; });
         continue;
       }
       for (float& v : row) v = ones ? 1.0f : (float(next() & 0xffffff) / float(1 << 24) - 0.5f) * 0.1f;
@@ -233,7 +225,7 @@ Options parse(int argc, char** argv) {
       if (o.output != "md" && o.output != "json") throw UsageError("-o: expected md or json");
     } else if (f == "-h" || f == "--help") {
       std::printf(
-          "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k])\n"
+          "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k])\n"
           "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n");
       std::exit(0);
     } else {

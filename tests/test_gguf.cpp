@@ -345,12 +345,14 @@ TEST(GgufReader, TensorTypes) {
   u.header(1, 0).tensor("blk.0.attn_k.weight", {32}, 99, 0).pad().zeros(64);
   expect_gguf_error(u.s, ErrorKind::format, {"tensor 'blk.0.attn_k.weight'", "unknown ggml type 99"});
   Bytes k;
-  k.header(1, 0).tensor("blk.0.attn_k.weight", {256}, 11, 0).pad().zeros(256);
-  expect_gguf_error(k.s, ErrorKind::unsupported, {"tensor 'blk.0.attn_k.weight'", "Q3_K"});
+  k.header(1, 0).tensor("blk.0.attn_k.weight", {256}, 16, 0).pad().zeros(256);
+  expect_gguf_error(k.s, ErrorKind::unsupported, {"tensor 'blk.0.attn_k.weight'", "IQ2_XXS"});
   // The types loom reads, by their ggml numbers (ggml.h), with their block sizes in bytes.
   for (auto [number, type, bytes] : {std::tuple{3u, DType::q4_1, 20u}, std::tuple{6u, DType::q5_0, 22u},
-                                     std::tuple{7u, DType::q5_1, 24u}, std::tuple{13u, DType::q5_k, 176u}}) {
-    const std::uint64_t cols = number == 13 ? 256 : 32;
+                                     std::tuple{7u, DType::q5_1, 24u}, std::tuple{13u, DType::q5_k, 176u},
+                                     std::tuple{10u, DType::q2_k, 84u}, std::tuple{11u, DType::q3_k, 110u},
+                                     std::tuple{20u, DType::iq4_nl, 18u}}) {
+    const std::uint64_t cols = loom::block_elems(type);
     Bytes ok;
     ok.header(1, 0).tensor("t", {cols, 2}, number, 0).pad().zeros(512);
     TempDir dir;
@@ -360,8 +362,8 @@ TEST(GgufReader, TensorTypes) {
     EXPECT_EQ(f.find_tensor("t")->ref.nbytes, 2 * bytes) << number;
   }
   Bytes i;
-  i.header(1, 0).tensor("x", {32}, 20, 0).pad().zeros(256);
-  expect_gguf_error(i.s, ErrorKind::unsupported, {"tensor 'x'", "IQ4_NL"});
+  i.header(1, 0).tensor("x", {256}, 23, 0).pad().zeros(256);
+  expect_gguf_error(i.s, ErrorKind::unsupported, {"tensor 'x'", "IQ4_XS"});
   Bytes blk;  // Q8_0 rows must be whole 32-blocks
   blk.header(1, 0).tensor("x", {33, 2}, 8, 0).pad().zeros(256);
   expect_gguf_error(blk.s, ErrorKind::format, {"tensor 'x'", "innermost dimension 33", "block size 32"});

@@ -250,6 +250,78 @@ TEST(Quant, Q5_KHandBuiltBlocksDequantizeBySpec) {
   }
 }
 
+/// Q2_K / Q3_K weight e = 128n + 32k + l (l < 32): its 2 low bits are bits 2k, 2k+1 of
+/// qs[32n + l]; Q3_K's third bit is bit 4n + k of hmask[l] (set: value q, clear: q − 4).
+void pack_2bit(const int q[256], std::uint8_t qs[64], std::uint8_t* hmask) {
+  std::memset(qs, 0, 64);
+  if (hmask) std::memset(hmask, 0, 32);
+  for (int e = 0; e < 256; ++e) {
+    const int n = e / 128, k = e % 128 / 32, l = e % 32;
+    qs[32 * n + l] = std::uint8_t(qs[32 * n + l] | (q[e] & 3) << (2 * k));
+    if (hmask) hmask[l] = std::uint8_t(hmask[l] | (q[e] >> 2) << (4 * n + k));
+  }
+}
+
+TEST(Quant, Q2_KHandBuiltBlocksDequantizeBySpec) {
+  std::mt19937 rng(6);
+  for (int trial = 0; trial < 20; ++trial) {
+    loom::block_q2_k b{};
+    int q[256], sc[16], m[16];
+    for (int e = 0; e < 256; ++e) q[e] = int(rng() % 4);
+    for (int j = 0; j < 16; ++j) sc[j] = int(rng() % 16), m[j] = int(rng() % 16);
+    if (trial == 0)
+      for (int j = 0; j < 16; ++j) sc[j] = m[j] = 15;
+    pack_2bit(q, b.qs, nullptr);
+    for (int j = 0; j < 16; ++j) b.scales[j] = std::uint8_t(sc[j] | m[j] << 4);  // scale low, min high
+    b.d = loom::to_f16(0.021f);
+    b.dmin = loom::to_f16(0.0037f);
+    float y[256];
+    dequantize_row(DType::q2_k, reinterpret_cast<const std::byte*>(&b), y, 256);
+    const float d = f16_value(0.021f), dmin = f16_value(0.0037f);
+    for (int e = 0; e < 256; ++e)
+      EXPECT_FLOAT_EQ(y[e], d * float(sc[e / 16]) * float(q[e]) - dmin * float(m[e / 16])) << "weight " << e;
+  }
+}
+
+TEST(Quant, Q3_KHandBuiltBlocksDequantizeBySpec) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 20; ++trial) {
+    loom::block_q3_k b{};
+    int q[256], sc[16];  // q: the 3 stored bits (0..7), weight value q − 4; sc: 6-bit, used as sc − 32
+    for (int e = 0; e < 256; ++e) q[e] = int(rng() % 8);
+    for (int j = 0; j < 16; ++j) sc[j] = int(rng() % 64);
+    if (trial == 0)
+      for (int j = 0; j < 16; ++j) sc[j] = 63;
+    pack_2bit(q, b.qs, b.hmask);
+    // Scales: low 4 bits of scale j in byte j % 8 (low nibble for j < 8, high for j >= 8), top 2
+    // bits in byte 8 + j % 4 at bit 2·(j / 4).
+    for (int j = 0; j < 16; ++j) {
+      b.scales[j % 8] = std::uint8_t(b.scales[j % 8] | (sc[j] & 15) << (j < 8 ? 0 : 4));
+      b.scales[8 + j % 4] = std::uint8_t(b.scales[8 + j % 4] | (sc[j] >> 4) << (2 * (j / 4)));
+    }
+    b.d = loom::to_f16(-0.013f);
+    float y[256];
+    dequantize_row(DType::q3_k, reinterpret_cast<const std::byte*>(&b), y, 256);
+    const float d = f16_value(-0.013f);
+    for (int e = 0; e < 256; ++e)
+      EXPECT_FLOAT_EQ(y[e], d * float(sc[e / 16] - 32) * float(q[e] - 4)) << "weight " << e;
+  }
+}
+
+TEST(Quant, IQ4_NLBlocksDequantizeThroughTheTable) {
+  // ggml's kvalues_iq4nl, written out here.
+  const int table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  loom::block_iq4_nl b{};
+  for (int j = 0; j < 16; ++j) b.qs[j] = std::uint8_t(j | (15 - j) << 4);  // weight j: j, weight j + 16: 15 − j
+  b.d = loom::to_f16(0.5f);
+  float y[32];
+  dequantize_row_iq4_nl(&b, y, 32);  // the reference; DequantizationEqualsTheReference checks the SIMD one
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], 0.5f * float(table[j])) << j;
+    EXPECT_EQ(y[j + 16], 0.5f * float(table[15 - j])) << j;
+  }
+}
+
 TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
   std::mt19937 rng(4);
   for (int trial = 0; trial < 20; ++trial) {
@@ -301,6 +373,7 @@ void expect_dequantization_equals_reference(DType t, std::size_t count, unsigned
 
 TEST(Quant, DequantizationEqualsTheReference) {
   expect_dequantization_equals_reference<loom::block_q4_0>(DType::q4_0, 9, 8, dequantize_row_q4_0);
+  expect_dequantization_equals_reference<loom::block_iq4_nl>(DType::iq4_nl, 9, 10, dequantize_row_iq4_nl);
   expect_dequantization_equals_reference<loom::block_q6_k>(DType::q6_k, 5, 9, dequantize_row_q6_k);
 }
 
@@ -421,6 +494,12 @@ std::vector<std::byte> random_weights(DType t, std::int64_t rows, std::int64_t n
       case DType::q8_0: set(&reinterpret_cast<loom::block_q8_0*>(blk)->d, scale(rng)); break;
       case DType::q4_0: set(&reinterpret_cast<loom::block_q4_0*>(blk)->d, scale(rng)); break;
       case DType::q5_0: set(&reinterpret_cast<loom::block_q5_0*>(blk)->d, scale(rng)); break;
+      case DType::iq4_nl: set(&reinterpret_cast<loom::block_iq4_nl*>(blk)->d, scale(rng) * 0.1f); break;
+      case DType::q2_k:
+        set(&reinterpret_cast<loom::block_q2_k*>(blk)->d, scale(rng) * 0.1f);
+        set(&reinterpret_cast<loom::block_q2_k*>(blk)->dmin, scale(rng) * 0.1f);
+        break;
+      case DType::q3_k: set(&reinterpret_cast<loom::block_q3_k*>(blk)->d, scale(rng) * 0.1f); break;
       case DType::q4_1:
         set(&reinterpret_cast<loom::block_q4_1*>(blk)->d, scale(rng));
         set(&reinterpret_cast<loom::block_q4_1*>(blk)->m, -scale(rng));
@@ -504,6 +583,25 @@ std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
     case DType::q4_1: add_q32<loom::block_q4_1>(v); break;
     case DType::q5_0: add_q32<loom::block_q5_0>(v); break;
     case DType::q5_1: add_q32<loom::block_q5_1>(v); break;
+    case DType::iq4_nl: add_q32<loom::block_iq4_nl>(v); break;
+    case DType::q2_k:
+      v.push_back({"scalar", call<loom::block_q2_k, block_q8_k, d::dot_q2_k_scalar>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<loom::block_q2_k, block_q8_k, d::dot_q2_k_avx2>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<loom::block_q2_k, block_q8_k, d::dot_q2_k_avx512>});
+#endif
+      break;
+    case DType::q3_k:
+      v.push_back({"scalar", call<loom::block_q3_k, block_q8_k, d::dot_q3_k_scalar>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<loom::block_q3_k, block_q8_k, d::dot_q3_k_avx2>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<loom::block_q3_k, block_q8_k, d::dot_q3_k_avx512>});
+#endif
+      break;
     case DType::q5_k:
       v.push_back({"scalar", call<loom::block_q5_k, block_q8_k, d::dot_k_min_scalar<loom::block_q5_k>>});
 #ifdef LOOM_QUANT_AVX2
@@ -551,7 +649,8 @@ double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* 
     const auto* a = reinterpret_cast<const block_q8_k*>(act);
     for (std::int64_t i = 0; i < n; ++i)
       xf[std::size_t(i)] =
-          a[i / 256].d * float(a[i / 256].qs[loom::kernels::q8_k_offset(t != DType::q6_k, int(i % 256))]);
+          a[i / 256].d *
+          float(a[i / 256].qs[loom::kernels::q8_k_offset(t == DType::q4_k || t == DType::q5_k, int(i % 256))]);
   }
   double s = 0;
   for (std::int64_t i = 0; i < n; ++i) s += double(wf[std::size_t(i)]) * xf[std::size_t(i)];
@@ -594,8 +693,8 @@ TEST_P(QuantDot, SimdMatchesScalarOnRandomData) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantDot, ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::q4_k,
-                                           DType::q5_k, DType::q6_k),
+INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantDot, ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::iq4_nl,
+                                           DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k),
                          [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 // ---- matmul with quantized weights --------------------------------------------------------------
@@ -716,8 +815,8 @@ TEST_P(QuantMatmul, EmbeddingRowLookupDequantizes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantMatmul,
-                         ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::q4_k,
-                                           DType::q5_k, DType::q6_k),
+                         ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::iq4_nl,
+                                           DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k),
                          [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 }  // namespace

@@ -141,6 +141,28 @@ struct block_q5_1 {
   std::uint8_t qh[4];
   std::uint8_t qs[qk4_0 / 2];
 };
+/// IQ4_NL: 32 weights = d · v[q], q 4-bit with Q4_0's nibble order, v a fixed table of 16 int8
+/// values (kernels/quant.hpp).
+struct block_iq4_nl {
+  f16 d;
+  std::uint8_t qs[qk4_0 / 2];
+};
+/// Q2_K: 256 weights in 16 sub-blocks of 16; scales[j] holds sub-block j's 4-bit scale (low) and
+/// min (high); the 2-bit quant of weight 128n + 32k + l (l < 32) is bits 2k, 2k+1 of qs[32n + l].
+struct block_q2_k {
+  std::uint8_t scales[qk_k / 16];
+  std::uint8_t qs[qk_k / 4];
+  f16 d;
+  f16 dmin;
+};
+/// Q3_K: Q2_K's 2-bit quants plus a high bit per weight (bit 4n + k of hmask[l] for weight
+/// 128n + 32k + l), 16 6-bit scales packed in 12 bytes, one f16 scale.
+struct block_q3_k {
+  std::uint8_t hmask[qk_k / 8];
+  std::uint8_t qs[qk_k / 4];
+  std::uint8_t scales[12];
+  f16 d;
+};
 /// Q4_K: 256 weights in 8 sub-blocks of 32; 6-bit scales and mins packed in 12 bytes.
 struct block_q4_k {
   f16 d;
@@ -169,12 +191,15 @@ static_assert(sizeof(block_q4_0) == 18);
 static_assert(sizeof(block_q4_1) == 20);
 static_assert(sizeof(block_q5_0) == 22);
 static_assert(sizeof(block_q5_1) == 24);
+static_assert(sizeof(block_iq4_nl) == 18);
+static_assert(sizeof(block_q2_k) == 84);
+static_assert(sizeof(block_q3_k) == 110);
 static_assert(sizeof(block_q4_k) == 144);
 static_assert(sizeof(block_q5_k) == 176);
 static_assert(sizeof(block_q6_k) == 210);
 
 /// The storage type of a tensor.
-enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k };
+enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k };
 
 constexpr std::string_view to_string(DType t) noexcept {
   switch (t) {
@@ -188,6 +213,9 @@ constexpr std::string_view to_string(DType t) noexcept {
     case DType::q5_0: return "q5_0";
     case DType::q5_1: return "q5_1";
     case DType::q5_k: return "q5_k";
+    case DType::iq4_nl: return "iq4_nl";
+    case DType::q2_k: return "q2_k";
+    case DType::q3_k: return "q3_k";
     case DType::q4_k: return "q4_k";
     case DType::q6_k: return "q6_k";
   }
@@ -201,7 +229,10 @@ constexpr std::int64_t block_elems(DType t) noexcept {
     case DType::q4_0:
     case DType::q4_1:
     case DType::q5_0:
-    case DType::q5_1: return qk4_0;
+    case DType::q5_1:
+    case DType::iq4_nl: return qk4_0;
+    case DType::q2_k:
+    case DType::q3_k:
     case DType::q4_k:
     case DType::q5_k:
     case DType::q6_k: return qk_k;
@@ -222,6 +253,9 @@ constexpr std::size_t block_bytes(DType t) noexcept {
     case DType::q5_0: return sizeof(block_q5_0);
     case DType::q5_1: return sizeof(block_q5_1);
     case DType::q5_k: return sizeof(block_q5_k);
+    case DType::iq4_nl: return sizeof(block_iq4_nl);
+    case DType::q2_k: return sizeof(block_q2_k);
+    case DType::q3_k: return sizeof(block_q3_k);
     case DType::q4_k: return sizeof(block_q4_k);
     case DType::q6_k: return sizeof(block_q6_k);
   }
@@ -252,6 +286,9 @@ template <> struct dtype_of<block_q4_1> { static constexpr DType value = DType::
 template <> struct dtype_of<block_q5_0> { static constexpr DType value = DType::q5_0; };
 template <> struct dtype_of<block_q5_1> { static constexpr DType value = DType::q5_1; };
 template <> struct dtype_of<block_q5_k> { static constexpr DType value = DType::q5_k; };
+template <> struct dtype_of<block_iq4_nl> { static constexpr DType value = DType::iq4_nl; };
+template <> struct dtype_of<block_q2_k> { static constexpr DType value = DType::q2_k; };
+template <> struct dtype_of<block_q3_k> { static constexpr DType value = DType::q3_k; };
 template <> struct dtype_of<block_q4_k> { static constexpr DType value = DType::q4_k; };
 template <> struct dtype_of<block_q6_k> { static constexpr DType value = DType::q6_k; };
 template <typename T>

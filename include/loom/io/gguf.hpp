@@ -209,9 +209,12 @@ constexpr std::optional<DType> dtype_of_ggml(std::uint32_t t) noexcept {
     case 6: return DType::q5_0;
     case 7: return DType::q5_1;
     case 8: return DType::q8_0;
+    case 10: return DType::q2_k;
+    case 11: return DType::q3_k;
     case 12: return DType::q4_k;
     case 13: return DType::q5_k;
     case 14: return DType::q6_k;
+    case 20: return DType::iq4_nl;
     case 30: return DType::bf16;
     default: return std::nullopt;
   }
@@ -227,9 +230,12 @@ constexpr std::uint32_t ggml_type_of(DType t) noexcept {
     case DType::q5_0: return 6;
     case DType::q5_1: return 7;
     case DType::q8_0: return 8;
+    case DType::q2_k: return 10;
+    case DType::q3_k: return 11;
     case DType::q4_k: return 12;
     case DType::q5_k: return 13;
     case DType::q6_k: return 14;
+    case DType::iq4_nl: return 20;
     case DType::bf16: return 30;
     case DType::f64: return 28;
   }
@@ -503,7 +509,7 @@ class GgufFile {
       if (!dt) {
         if (const char* name = ggml_type_name(t.ggml_type))
           fail(ErrorKind::unsupported, "gguf", "'", p, "': ", what, ": ggml type ", name, " (", t.ggml_type,
-               ") is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
+               ") is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
         bad(loom::detail::cat(what, ": unknown ggml type ", t.ggml_type));
       }
       const std::int64_t inner = dims[n_dims - 1];

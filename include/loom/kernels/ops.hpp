@@ -136,6 +136,9 @@ inline void to_f32(DType t, const std::byte* src, float* dst, std::int64_t n) {
     case DType::q4_1:
     case DType::q5_0:
     case DType::q5_1:
+    case DType::iq4_nl:
+    case DType::q2_k:
+    case DType::q3_k:
     case DType::q4_k:
     case DType::q5_k:
     case DType::q6_k:

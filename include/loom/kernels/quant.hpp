@@ -1,4 +1,4 @@
-// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): scalar
+// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): scalar
 // reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1, quantization of f32 activations to 8-bit blocks, and
 // dot products of a weight row with quantized activations in integer arithmetic.
 //
@@ -13,6 +13,11 @@
 //   Q4_1  32 weights: w = d·q + m,        q 4-bit as Q4_0
 //   Q5_0  32 weights: w = d·(q − 16),     q 5-bit: low 4 bits as Q4_0, bit 4 of weight j = bit j of qh
 //   Q5_1  32 weights: w = d·q + m,        q 5-bit as Q5_0
+//   IQ4_NL 32 weights: w = d·v[q],        q 4-bit as Q4_0, v = iq4_nl_values
+//   Q2_K 256 weights: 16 sub-blocks of 16: w = d·sc_j·q − dmin·m_j, q 2-bit, sc_j / m_j 4-bit;
+//         bits 2k, 2k+1 of qs[32n+l] are weight 128n+32k+l
+//   Q3_K 256 weights: 16 sub-blocks of 16: w = d·(sc_j − 32)·(q − 4·(1 − h)), q as Q2_K, h = bit
+//         4n+k of hmask[l] for the same weight, sc_j 6-bit packed in 12 bytes
 //   Q4_K 256 weights: 8 sub-blocks of 32: w = d·sc_j·q − dmin·m_j, q 4-bit, sc_j / m_j 6-bit
 //         packed in 12 bytes; qs byte 32k+l holds weight 64k+l (low) and 64k+32+l (high)
 //   Q5_K 256 weights: Q4_K plus bit 4 of the quants in qh: bits 2k / 2k+1 of qh[l] are those of
@@ -33,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
@@ -74,9 +80,9 @@ constexpr int q8_a_offset(bool halves, int j, int i) noexcept {
 static_assert(sizeof(block_q8_k) == 292);
 
 /// Whether activations for weight type w are stored in q8_a_offset's `halves` order: the types
-/// whose 32-weight blocks hold two weights per byte (Q4_0, Q4_1, Q5_0, Q5_1).
+/// whose 32-weight blocks hold two weights per byte (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL).
 constexpr bool nibble_halves(DType w) noexcept {
-  return w == DType::q4_0 || w == DType::q4_1 || w == DType::q5_0 || w == DType::q5_1;
+  return w == DType::q4_0 || w == DType::q4_1 || w == DType::q5_0 || w == DType::q5_1 || w == DType::iq4_nl;
 }
 
 /// Where value i (0..255) sits among a block_q8_k's quants. Q6_K (`q4_k` false) reads them in
@@ -164,9 +170,18 @@ concept block_with_min = requires(const Block& b) { b.m; };
 template <typename Block>
 concept block_with_high_bits = requires(const Block& b) { b.qh; };
 
-/// What a block without a min subtracts from its quants: 8 (4-bit) or 16 (5-bit); 0 with a min.
+/// IQ4_NL's 16 weight values (ggml's kvalues_iq4nl, a non-uniform 4-bit grid).
+alignas(16) inline constexpr std::int8_t iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                              1,    13,   25,  38,  53,  69,  89,  113};
 template <typename Block>
-inline constexpr int q32_zero = block_with_min<Block> ? 0 : block_with_high_bits<Block> ? 16 : 8;
+concept block_with_table = std::is_same_v<Block, block_iq4_nl>;
+
+/// What a block without a min subtracts from its quants: 8 (4-bit) or 16 (5-bit); 0 with a min
+/// or a table.
+template <typename Block>
+inline constexpr int q32_zero = block_with_min<Block> || block_with_table<Block> ? 0
+                                : block_with_high_bits<Block>                  ? 16
+                                                                               : 8;
 
 /// The 32 fifth bits of a Q5_0 / Q5_1 block (bit j: weight j), stored little-endian.
 template <typename Block>
@@ -183,7 +198,17 @@ inline int q32_quant(const Block& b, int j) {
   return q;
 }
 
-/// Q4_0 / Q4_1 / Q5_0 / Q5_1 row of n weights (n a multiple of 32) → f32.
+/// The integer weight of element j of a nibble block before its scale (and min): q − zero, or
+/// IQ4_NL's table value.
+template <typename Block>
+inline int q32_value(const Block& b, int j) {
+  if constexpr (block_with_table<Block>)
+    return iq4_nl_values[q32_quant(b, j)];
+  else
+    return q32_quant(b, j) - q32_zero<Block>;
+}
+
+/// Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL row of n weights (n a multiple of 32) → f32.
 template <typename Block>
 inline void dequantize_row_q32(const Block* x, float* y, std::int64_t n) {
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
@@ -193,13 +218,15 @@ inline void dequantize_row_q32(const Block* x, float* y, std::int64_t n) {
       const float m = detail::f16f(x[b].m);
       for (int j = 0; j < qk4_0; ++j) o[j] = d * float(q32_quant(x[b], j)) + m;
     } else {
-      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(q32_quant(x[b], j) - q32_zero<Block>);
+      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(q32_value(x[b], j));
     }
   }
 }
 
 /// Q4_0 row of n weights (n a multiple of 32) → f32.
 inline void dequantize_row_q4_0(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_q32(x, y, n); }
+/// IQ4_NL row of n weights (n a multiple of 32) → f32.
+inline void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, std::int64_t n) { dequantize_row_q32(x, y, n); }
 
 /// The quants of weights 64k + l (`low`) and 64k + 32 + l (`high`) of a Q4_K (0..15) or Q5_K
 /// (0..31) super-block.
@@ -235,6 +262,56 @@ inline void dequantize_row_k_min(const Block* x, float* y, std::int64_t n) {
 
 /// Q4_K row of n weights (n a multiple of 256) → f32.
 inline void dequantize_row_q4_k(const block_q4_k* x, float* y, std::int64_t n) { dequantize_row_k_min(x, y, n); }
+
+/// The 2-bit quant (0..3) of weight e (0..255) of a Q2_K or Q3_K super-block.
+template <typename Block>
+inline int q2_k_quant(const Block& b, int e) {
+  const int n = e / 128, k = e % 128 / 32, l = e % 32;
+  return b.qs[32 * n + l] >> (2 * k) & 3;
+}
+
+/// The 6-bit scale (0..63, used as sc − 32) of sub-block j (0..15) of a Q3_K super-block: the low
+/// 4 bits are the low (j < 8) or high nibble of byte j % 8, the top 2 bits are bits 2·(j / 4),
+/// 2·(j / 4) + 1 of byte 8 + j % 4.
+inline int q3_k_scale(const std::uint8_t* s, int j) {
+  const int low = j < 8 ? s[j] & 0x0f : s[j - 8] >> 4;
+  return low | (s[8 + j % 4] >> (2 * (j / 4)) & 3) << 4;
+}
+
+/// The quant of weight e (0..255) of a Q3_K super-block: q − 4 where its hmask bit is clear (−4..3).
+inline int q3_k_value(const block_q3_k& b, int e) {
+  const int n = e / 128, k = e % 128 / 32, l = e % 32;
+  return q2_k_quant(b, e) - (b.hmask[l] >> (4 * n + k) & 1 ? 0 : 4);
+}
+
+/// Q2_K row of n weights (n a multiple of 256) → f32, a sub-block of 16 per step.
+inline void dequantize_row_q2_k(const block_q2_k* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float d = detail::f16f(x[b].d), dmin = detail::f16f(x[b].dmin);
+    for (int j = 0; j < qk_k / 16; ++j) {
+      const int sc = x[b].scales[j];
+      const float dl = d * float(sc & 0x0f), ml = dmin * float(sc >> 4);
+      const std::uint8_t* q = x[b].qs + 32 * (j / 8) + 16 * (j % 2);  // weights 16j .. 16j+15
+      const int shift = 2 * (j % 8 / 2);
+      for (int l = 0; l < 16; ++l) y[b * qk_k + 16 * j + l] = dl * float(q[l] >> shift & 3) - ml;
+    }
+  }
+}
+
+/// Q3_K row of n weights (n a multiple of 256) → f32, a sub-block of 16 per step.
+inline void dequantize_row_q3_k(const block_q3_k* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float d = detail::f16f(x[b].d);
+    for (int j = 0; j < qk_k / 16; ++j) {
+      const float dl = d * float(q3_k_scale(x[b].scales, j) - 32);
+      const std::uint8_t* q = x[b].qs + 32 * (j / 8) + 16 * (j % 2);  // weights 16j .. 16j+15
+      const std::uint8_t* hm = x[b].hmask + 16 * (j % 2);
+      const int shift = 2 * (j % 8 / 2), bit = j / 8 * 4 + j % 8 / 2;
+      for (int l = 0; l < 16; ++l)
+        y[b * qk_k + 16 * j + l] = dl * float(int(q[l] >> shift & 3) - (hm[l] >> bit & 1 ? 0 : 4));
+    }
+  }
+}
 
 /// The 6-bit quant (0..63) of weight e (0..255) of a Q6_K super-block.
 inline int q6_k_quant(const block_q6_k& b, int e) {
@@ -437,7 +514,10 @@ constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
     case DType::q4_0:
     case DType::q4_1:
     case DType::q5_0:
-    case DType::q5_1: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
+    case DType::q5_1:
+    case DType::iq4_nl: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
+    case DType::q2_k:
+    case DType::q3_k:
     case DType::q4_k:
     case DType::q5_k:
     case DType::q6_k: return std::size_t(n / qk_k) * sizeof(block_q8_k);
@@ -454,9 +534,12 @@ inline void quantize_activation(DType w, const float* x, std::byte* dst, std::in
     case DType::q4_0:
     case DType::q4_1:
     case DType::q5_0:
-    case DType::q5_1: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, nibble_halves(w));
+    case DType::q5_1:
+    case DType::iq4_nl: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, nibble_halves(w));
     case DType::q4_k:
     case DType::q5_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, true);
+    case DType::q2_k:
+    case DType::q3_k:
     case DType::q6_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, false);
     default: fail(ErrorKind::invalid_argument, "kernels", "quantize_activation: ", to_string(w), " is not quantized");
   }
@@ -479,8 +562,8 @@ inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8
   return sum;
 }
 
-/// Σ w·x over n values of a Q4_0 / Q4_1 / Q5_0 / Q5_1 row: per block d·d_x·Σ (q − zero)·x, plus
-/// m·d_x·Σ x for the blocks with a min.
+/// Σ w·x over n values of a Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL row: per block d·d_x·Σ v·x with
+/// v = q − zero (or IQ4_NL's table value), plus m·d_x·Σ x for the blocks with a min.
 template <typename Block>
 inline float dot_q32_scalar(std::int64_t n, const Block* w, const block_q8_a* a) {
   float sum = 0.0f;
@@ -488,7 +571,7 @@ inline float dot_q32_scalar(std::int64_t n, const Block* w, const block_q8_a* a)
     std::int32_t isum = 0;
     const block_q8_a& g = a[b / q8_a_group];
     const int k = int(b % q8_a_group);
-    for (int j = 0; j < qk4_0; ++j) isum += (q32_quant(w[b], j) - q32_zero<Block>) * g.qs[q8_a_offset(true, k, j)];
+    for (int j = 0; j < qk4_0; ++j) isum += q32_value(w[b], j) * g.qs[q8_a_offset(true, k, j)];
     sum += f16f(w[b].d) * g.d[k] * float(isum);
     if constexpr (block_with_min<Block>) sum += f16f(w[b].m) * g.d[k] * float(g.sum[k]);
   }
@@ -524,19 +607,49 @@ inline float dot_k_min_scalar(std::int64_t n, const Block* w, const block_q8_k* 
 }
 inline float dot_q4_k_scalar(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_scalar(n, w, a); }
 
-/// Q6_K: d · d_a · Σ_j sc_j · Σ (q − 32)·a.
-inline float dot_q6_k_scalar(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
+/// Q2_K: d_a·(d·Σ_j sc_j·Σ q·a − dmin·Σ_j m_j·Σ a), sub-block j of 16 = the 16-sum j.
+inline float dot_q2_k_scalar(std::int64_t n, const block_q2_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    std::int32_t isum = 0, msum = 0;
+    for (int j = 0; j < qk_k / 16; ++j) {
+      std::int32_t s = 0;
+      for (int l = 0; l < 16; ++l) s += q2_k_quant(w[b], 16 * j + l) * a[b].qs[16 * j + l];
+      isum += (w[b].scales[j] & 0x0f) * s;
+      msum += (w[b].scales[j] >> 4) * a[b].bsums[j];
+    }
+    sum += a[b].d * (f16f(w[b].d) * float(isum) - f16f(w[b].dmin) * float(msum));
+  }
+  return sum;
+}
+
+/// Q3_K and Q6_K: d·d_a·Σ_j sc_j·Σ v·a over 16 sub-blocks of 16, with v = value(block, e) the
+/// signed quant of weight e and sc_j = scale(block, j) the signed scale of sub-block j.
+template <typename Block, typename Value, typename Scale>
+inline float dot_k16_scalar(std::int64_t n, const Block* w, const block_q8_k* a, Value value, Scale scale) {
   float sum = 0.0f;
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     std::int32_t isum = 0;
     for (int j = 0; j < qk_k / 16; ++j) {
       std::int32_t s = 0;
-      for (int l = 0; l < 16; ++l) s += (q6_k_quant(w[b], 16 * j + l) - 32) * a[b].qs[16 * j + l];
-      isum += w[b].scales[j] * s;
+      for (int l = 0; l < 16; ++l) s += value(w[b], 16 * j + l) * a[b].qs[16 * j + l];
+      isum += scale(w[b], j) * s;
     }
     sum += f16f(w[b].d) * a[b].d * float(isum);
   }
   return sum;
+}
+
+/// Q3_K: v the 3-bit value (−4..3), sc_j − 32.
+inline float dot_q3_k_scalar(std::int64_t n, const block_q3_k* w, const block_q8_k* a) {
+  return dot_k16_scalar(n, w, a, q3_k_value, [](const block_q3_k& b, int j) { return q3_k_scale(b.scales, j) - 32; });
+}
+
+/// Q6_K: v = q − 32, int8 scales.
+inline float dot_q6_k_scalar(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
+  return dot_k16_scalar(
+      n, w, a, [](const block_q6_k& b, int e) { return q6_k_quant(b, e) - 32; },
+      [](const block_q6_k& b, int j) { return int(b.scales[j]); });
 }
 
 // ---- dot products: AVX2 --------------------------------------------------------------------------
@@ -607,7 +720,8 @@ inline __m256i high_bits_avx2(std::uint32_t qh) {
 }
 
 /// Q4_1 / Q5_0 / Q5_1: the unsigned quants times the activations (vpmaddubsw: 31·127·2 < 2^15),
-/// then per block the offset (m, or −zero·d) times the activations' sum.
+/// then per block the offset (m, or −zero·d) times the activations' sum. IQ4_NL: the table's
+/// signed values (one byte shuffle) times the activations, as Q8_0's.
 template <typename Block>
 inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
   __m256 acc = _mm256_setzero_ps();
@@ -620,8 +734,14 @@ inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
     if constexpr (block_with_high_bits<Block>) q = _mm256_or_si256(q, high_bits_avx2(q5_high_bits(w[b])));
     const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 16))),
                                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 0))));
-    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), _mm256_set1_epi16(1)));
     const float d = f16f(w[b].d);
+    if constexpr (block_with_table<Block>) {
+      const __m256i values = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
+      const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(_mm256_shuffle_epi8(values, q), xq));
+      acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * g.d[k]), acc);
+      continue;
+    }
+    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), _mm256_set1_epi16(1)));
     acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * g.d[k]), acc);
     if constexpr (block_with_min<Block>)
       off += f16f(w[b].m) * g.d[k] * float(g.sum[k]);
@@ -662,6 +782,77 @@ inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a)
   return sum;
 }
 inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx2(n, w, a); }
+
+/// Q2_K / Q3_K: 32 bytes of quants give 32 weights per 2-bit shift (two sub-blocks of 16, whose
+/// scales multiply the pairs of products); Q3_K's quants are taken as q + 4 (0..7, the hmask bit
+/// as 4) and 4·Σ_j sc_j·Σ a is subtracted at the end.
+/// The 16 sub-block scales of a Q2_K / Q3_K super-block as words (Q3_K's as sc − 32), and in 8
+/// int32 lanes the terms of the offset Σ_j o_j·Σ a over sub-block j's activations, o_j = Q2_K's
+/// min m_j or Q3_K's sc_j − 32.
+template <typename Block>
+inline __m256i k_2bit_scales(const Block& w, const block_q8_k& a, __m256i& off) {
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  __m256i sc16, off16;
+  if constexpr (std::is_same_v<Block, block_q3_k>) {  // as q3_k_scale: low nibbles from bytes 0-7, top bits from 8-11
+    const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales));
+    const __m128i low = _mm_and_si128(_mm_unpacklo_epi64(b8, _mm_srli_epi16(b8, 4)), m4);
+    std::int32_t top;
+    std::memcpy(&top, w.scales + 8, 4);
+    const __m128i high = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(top), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    sc16 = off16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32)));
+  } else {  // scale in the low nibble, min in the high one
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales));
+    sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+    off16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+  }
+  off = _mm256_madd_epi16(off16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)));
+  return sc16;
+}
+
+/// A Q2_K / Q3_K super-block's sum is f·isum − g·off, isum = Σ_j sc_j·Σ u·a (Q3_K: u = q + 4).
+template <typename Block>
+inline void k_2bit_factors(const Block& w, const block_q8_k& a, float& f, float& g) {
+  f = f16f(w.d) * a.d;
+  if constexpr (std::is_same_v<Block, block_q3_k>)
+    g = 4.0f * f;
+  else
+    g = f16f(w.dmin) * a.d;
+}
+
+template <typename Block>
+inline float dot_k_2bit_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
+  constexpr bool q3 = std::is_same_v<Block, block_q3_k>;
+  float sum = 0.0f;
+  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(Block));
+    __m256i off;
+    const __m256i sc16 = k_2bit_scales(w[b], a[b], off);
+    alignas(32) std::int16_t sc[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sc), sc16);
+    __m256i hm = _mm256_setzero_si256();
+    if constexpr (q3) hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].hmask));
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * h));
+      for (int k = 0; k < 4; ++k) {
+        __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);  // weights 128h + 32k + 0..31
+        if constexpr (q3)
+          v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one), 2));
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * k));
+        const int j = 8 * h + 2 * k;  // sub-blocks j (bytes 0-15) and j+1 (16-31)
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), scv));
+      }
+    }
+    float f, g;
+    k_2bit_factors(w[b], a[b], f, g);
+    sum += f * float(hsum_epi32_avx2(isum)) - g * float(hsum_epi32_avx2(off));
+  }
+  return sum;
+}
+inline float dot_q2_k_avx2(std::int64_t n, const block_q2_k* w, const block_q8_k* a) { return dot_k_2bit_avx2(n, w, a); }
+inline float dot_q3_k_avx2(std::int64_t n, const block_q3_k* w, const block_q8_k* a) { return dot_k_2bit_avx2(n, w, a); }
 
 inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
   float sum = 0.0f;
@@ -951,7 +1142,8 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
 
 /// Σ_j d_w[j]·d_x[j]·Σ_i (q[j][i] − zero)·x[j][i] over the blocks of a Q4_0 / Q5_0 row, plus
 /// Σ_j m[j]·d_x[j]·Σ_i x[j][i] for Q4_1 / Q5_1 (whose zero is 0): the nibbles (with their fifth
-/// bits) are the unsigned q, and Σ (q − zero)·x = Σ q·x − zero·Σ x. Four blocks per step: their
+/// bits) are the unsigned q, and Σ (q − zero)·x = Σ q·x − zero·Σ x. IQ4_NL maps its nibbles to
+/// the table's signed values instead. Four blocks per step: their
 /// 4×16 quant bytes in one vector, whose low nibbles meet one 64-byte load of activations
 /// (q8_a_offset's `halves` order) and whose high nibbles the next; both products accumulate into
 /// one int32 vector whose lanes 4k .. 4k+3 belong to block k of the four.
@@ -971,8 +1163,10 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
     // Scales of the group's blocks (unused ones are zero in g.d), and the offset term: Σ_j
     // scale_j·sum_j (times −zero at the end), or with mins Σ_j m_j·d_x[j]·sum_j.
     const __m512 scale = _mm512_mul_ps(u.d, _mm512_loadu_ps(g.d));
-    const __m512 off = block_with_min<Block> ? _mm512_mul_ps(u.m, _mm512_loadu_ps(g.d)) : scale;
-    acc_off = _mm512_fmadd_ps(off, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
+    if constexpr (!block_with_table<Block>) {
+      const __m512 off = block_with_min<Block> ? _mm512_mul_ps(u.m, _mm512_loadu_ps(g.d)) : scale;
+      acc_off = _mm512_fmadd_ps(off, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
+    }
     for (int k = 0; k < 4 && 4 * k < blocks; ++k) {
       __m512i lo = _mm512_and_si512(u.q[k], m4), hi = _mm512_and_si512(_mm512_srli_epi16(u.q[k], 4), m4);
       if constexpr (block_with_high_bits<Block>) {  // + 16 where the fifth bit is set
@@ -980,7 +1174,14 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
         hi = _mm512_mask_add_epi8(hi, __mmask64(u.hi[k]), hi, bit4);
       }
       const std::int8_t* x = g.qs + q8_a_offset(true, 4 * k, 0);  // 64 low halves, then 64 high halves
-      const __m512i p = add_dot_u8s8_512(dot_u8s8_512(lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
+      __m512i p;
+      if constexpr (block_with_table<Block>) {  // IQ4_NL: the table's signed values, one byte shuffle
+        const __m512i values = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
+        p = _mm512_add_epi32(dot_s8s8_512(_mm512_shuffle_epi8(values, lo), _mm512_loadu_si512(x)),
+                             dot_s8s8_512(_mm512_shuffle_epi8(values, hi), _mm512_loadu_si512(x + 64)));
+      } else {
+        p = add_dot_u8s8_512(dot_u8s8_512(lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
+      }
       const __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(quad_lanes, _mm512_set1_epi32(4 * k)), scale);
       if (k % 2)  // two accumulators hide the FMA latency
         acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc1);
@@ -1061,6 +1262,52 @@ inline float dot_k_min_avx512(std::int64_t n, const Block* w, const block_q8_k* 
   return hsum_512(acc) - hsum_avx2(acc_min);
 }
 inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx512(n, w, a); }
+/// Q2_K / Q3_K with 512-bit vectors: the 64 quant bytes at once, one 2-bit shift per step (bytes
+/// 0-31 weights 32k + l, bytes 32-63 weights 128 + 32k + l: sub-blocks 2k, 2k+1, 8+2k, 9+2k),
+/// the scales spread over their words by one permute.
+template <typename Block>
+inline float dot_k_2bit_avx512(std::int64_t n, const Block* w, const block_q8_k* a) {
+  constexpr bool q3 = std::is_same_v<Block, block_q3_k>;
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_off = _mm256_setzero_ps();
+  const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  auto spread = [](int k) {  // word i ← sub-block 2k + i/8 (i < 16), 8 + 2k + (i−16)/8
+    alignas(64) std::int16_t idx[32];
+    for (int i = 0; i < 32; ++i) idx[i] = std::int16_t((i < 16 ? 0 : 8) + 2 * k + i % 16 / 8);
+    return _mm512_load_si512(idx);
+  };
+  const __m512i spreads[4] = {spread(0), spread(1), spread(2), spread(3)};
+  auto hm_bits = [](int k) {  // bytes 0-31: bit k of hmask (n = 0), 32-63: bit 4 + k (n = 1)
+    return _mm512_mask_blend_epi8(~__mmask64(0) << 32, _mm512_set1_epi8(char(1 << k)), _mm512_set1_epi8(char(1 << (4 + k))));
+  };
+  const __m512i hm_sel[4] = {hm_bits(0), hm_bits(1), hm_bits(2), hm_bits(3)};
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(Block));
+    __m256i off;
+    const __m512i sc = _mm512_zextsi256_si512(k_2bit_scales(w[b], a[b], off));
+    const __m512i q = _mm512_loadu_si512(w[b].qs);
+    __m512i hm = _mm512_setzero_si512();
+    if constexpr (q3) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].hmask));
+      hm = join256(h, h);
+    }
+    __m512i isum = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      __m512i v = _mm512_and_si512(_mm512_srli_epi16(q, 2 * k), m3);
+      if constexpr (q3) v = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, hm_sel[k]), v, four);  // q + 4
+      const __m512i x = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 32 * k)),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 + 32 * k)));
+      isum = add_dot_s16_512(isum, _mm512_maddubs_epi16(v, x), _mm512_permutexvar_epi16(spreads[k], sc));
+    }
+    float f, g;
+    k_2bit_factors(w[b], a[b], f, g);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(f), acc);
+    acc_off = _mm256_fmadd_ps(_mm256_cvtepi32_ps(off), _mm256_set1_ps(g), acc_off);
+  }
+  return hsum_512(acc) - hsum_avx2(acc_off);
+}
+inline float dot_q2_k_avx512(std::int64_t n, const block_q2_k* w, const block_q8_k* a) { return dot_k_2bit_avx512(n, w, a); }
+inline float dot_q3_k_avx512(std::int64_t n, const block_q3_k* w, const block_q8_k* a) { return dot_k_2bit_avx512(n, w, a); }
 
 /// The 6-bit quants of weights 128h + 0..63 (q01) and 128h + 64..127 (q23) of a Q6_K block,
 /// each 0..63 as unsigned bytes: the low 4 bits from ql, the high 2 from qh.
@@ -1105,11 +1352,22 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
 /// nibbles are weights 0-15, the high ones 16-31. The scalar loop took ~18 % of a Q4_0 prompt
 /// pass (tinyllama-1.1b shape, pp128); with this one, 2 / 1 threads: 95.5 / 49.0 -> 106.4 / 54.4
 /// t/s. (Q8_0's scalar loop is vectorized by the compiler: the same intrinsics gained ~1 %.)
-inline void dequantize_row_q4_0_avx512(const block_q4_0* x, float* y, std::int64_t n) {
+/// IQ4_NL the same way, its nibbles mapped through the table by one byte shuffle (pp128, 2 / 1
+/// threads: 62 / 62 -> 81 / 81 % of GEMM).
+template <typename Block>
+inline void dequantize_row_q32_avx512(const Block* x, float* y, std::int64_t n) {
   const __m128i m4 = _mm_set1_epi8(0x0f);
-  const __m512i eight = _mm512_set1_epi32(8);
+  // weight = byte − zero: the nibble − 8, or the table's value + 128 (one byte shuffle) − 128
+  alignas(16) static constexpr auto biased_values = [] {
+    std::array<std::uint8_t, 16> t{};
+    for (std::size_t i = 0; i < 16; ++i) t[i] = std::uint8_t(iq4_nl_values[i] + 128);
+    return t;
+  }();
+  const __m512i zero = _mm512_set1_epi32(block_with_table<Block> ? 128 : 8);
   auto weights = [&](__m128i nibbles, __m512 d) {
-    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(nibbles), eight)));
+    if constexpr (block_with_table<Block>)
+      nibbles = _mm_shuffle_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(biased_values.data())), nibbles);
+    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(nibbles), zero)));
   };
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     const __m512 d = _mm512_set1_ps(f16f(x[b].d));
@@ -1118,6 +1376,10 @@ inline void dequantize_row_q4_0_avx512(const block_q4_0* x, float* y, std::int64
     _mm512_storeu_ps(o, weights(_mm_and_si128(q, m4), d));
     _mm512_storeu_ps(o + 16, weights(_mm_and_si128(_mm_srli_epi16(q, 4), m4), d));
   }
+}
+inline void dequantize_row_q4_0_avx512(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_q32_avx512(x, y, n); }
+inline void dequantize_row_iq4_nl_avx512(const block_iq4_nl* x, float* y, std::int64_t n) {
+  dequantize_row_q32_avx512(x, y, n);
 }
 
 /// Q6_K row → f32 as dequantize_row_q6_k computes it (d·sc_j, then times q − 32), 128 weights
@@ -1176,11 +1438,15 @@ constexpr const char* quant_simd_name() noexcept {
 inline float dot_q8_0(std::int64_t n, const block_q8_0* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q8_0)(n, w, a); }
 /// Σ w·x over n values (a multiple of 32) of a Q4_0 row and quantized activations.
 inline float dot_q4_0(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q4_0)(n, w, a); }
-/// Σ w·x over n values (a multiple of 32) of a Q4_1, Q5_0 or Q5_1 row and quantized activations.
+/// Σ w·x over n values (a multiple of 32) of a Q4_1, Q5_0, Q5_1 or IQ4_NL row and quantized activations.
 template <typename Block>
 inline float dot_q32(std::int64_t n, const Block* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q32)(n, w, a); }
 /// Σ w·x over n values (a multiple of 256) of a Q4_K row and quantized activations.
 inline float dot_q4_k(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q4_k)(n, w, a); }
+/// Σ w·x over n values (a multiple of 256) of a Q2_K row and quantized activations.
+inline float dot_q2_k(std::int64_t n, const block_q2_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q2_k)(n, w, a); }
+/// Σ w·x over n values (a multiple of 256) of a Q3_K row and quantized activations.
+inline float dot_q3_k(std::int64_t n, const block_q3_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q3_k)(n, w, a); }
 /// Σ w·x over n values (a multiple of 256) of a Q5_K row and quantized activations.
 inline float dot_q5_k(std::int64_t n, const block_q5_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_k_min)(n, w, a); }
 /// Σ w·x over n values (a multiple of 256) of a Q6_K row and quantized activations.
@@ -1203,6 +1469,9 @@ inline void dequantize_row(DType t, const std::byte* src, float* dst, std::int64
     case DType::q4_1: return dequantize_row_q32(reinterpret_cast<const block_q4_1*>(src), dst, n);
     case DType::q5_0: return dequantize_row_q32(reinterpret_cast<const block_q5_0*>(src), dst, n);
     case DType::q5_1: return dequantize_row_q32(reinterpret_cast<const block_q5_1*>(src), dst, n);
+    case DType::iq4_nl: return LOOM_QUANT_DEQUANT(dequantize_row_iq4_nl)(reinterpret_cast<const block_iq4_nl*>(src), dst, n);
+    case DType::q2_k: return dequantize_row_q2_k(reinterpret_cast<const block_q2_k*>(src), dst, n);
+    case DType::q3_k: return dequantize_row_q3_k(reinterpret_cast<const block_q3_k*>(src), dst, n);
     case DType::q4_k: return dequantize_row_q4_k(reinterpret_cast<const block_q4_k*>(src), dst, n);
     case DType::q5_k: return dequantize_row_k_min(reinterpret_cast<const block_q5_k*>(src), dst, n);
     case DType::q6_k: return LOOM_QUANT_DEQUANT(dequantize_row_q6_k)(reinterpret_cast<const block_q6_k*>(src), dst, n);
@@ -1226,6 +1495,12 @@ inline float dot_quantized(DType t, std::int64_t n, const std::byte* w, const st
       return dot_q32(n, reinterpret_cast<const block_q5_0*>(w), reinterpret_cast<const block_q8_a*>(act));
     case DType::q5_1:
       return dot_q32(n, reinterpret_cast<const block_q5_1*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::iq4_nl:
+      return dot_q32(n, reinterpret_cast<const block_iq4_nl*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::q2_k:
+      return dot_q2_k(n, reinterpret_cast<const block_q2_k*>(w), reinterpret_cast<const block_q8_k*>(act));
+    case DType::q3_k:
+      return dot_q3_k(n, reinterpret_cast<const block_q3_k*>(w), reinterpret_cast<const block_q8_k*>(act));
     case DType::q4_k:
       return dot_q4_k(n, reinterpret_cast<const block_q4_k*>(w), reinterpret_cast<const block_q8_k*>(act));
     case DType::q5_k:

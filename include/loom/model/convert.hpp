@@ -88,7 +88,7 @@ inline TensorRef convert_matrix(const TensorRef& w, bool in_out, DType type,
 /// (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1) and stored [out, in]. The result shares the
 /// small vectors with `w` and keeps `w`'s memory alive.
 inline Weights convert_weights(const Weights& w, DType type) {
-  if (is_quantized(type) ? block_elems(type) != qk4_0 : type == DType::f64)
+  if (type == DType::f64 || (is_quantized(type) && (block_elems(type) != qk4_0 || type == DType::iq4_nl)))
     fail(ErrorKind::unsupported, "convert", "cannot convert weights to ", to_string(type),
          " (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1)");
   Weights out = w;
