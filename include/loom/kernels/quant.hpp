@@ -1,6 +1,7 @@
-// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): scalar
-// reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1, quantization of f32 activations to 8-bit blocks, and
-// dot products of a weight row with quantized activations in integer arithmetic.
+// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K,
+// Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 / Q5_0 /
+// Q5_1, quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
+// quantized activations in integer arithmetic.
 //
 // Every dot product has a portable scalar version (the reference) and, when the compiler targets
 // them, AVX2 and AVX-512 versions (VNNI `vpdpbusd` where available); `dot_*` picks the widest one
@@ -49,11 +50,11 @@
 
 namespace loom::kernels {
 
-/// Activations quantized to int8 for Q8_0 / Q4_0 weights, 16 blocks of 32 values (512 values)
+/// Activations quantized to int8 for the 32-weight blocks, 16 blocks of 32 values (512 values)
 /// per group, laid out for the SIMD dot products: the 512 quants (in the order q8_a_offset
 /// gives), then the 16 scales, then the 16 sums of quants (for the Q4_0 / Q5_0 and signed-byte
-/// offsets and the mins of Q4_1 / Q5_1). Value i of block j: x ≈ d[j]·qs[q8_a_offset(halves, j, i)]. A row's last group may
-/// be partial; its unused blocks are all zero.
+/// offsets and the mins of Q4_1 / Q5_1). Value i of block j: x ≈ d[j]·qs[q8_a_offset(halves, j,
+/// i)]. A row's last group may be partial; its unused blocks are all zero.
 struct block_q8_a {
   std::int8_t qs[16 * qk8_0];
   float d[16];
@@ -85,11 +86,11 @@ constexpr bool nibble_halves(DType w) noexcept {
   return w == DType::q4_0 || w == DType::q4_1 || w == DType::q5_0 || w == DType::q5_1 || w == DType::iq4_nl;
 }
 
-/// Where value i (0..255) sits among a block_q8_k's quants. Q6_K (`q4_k` false) reads them in
-/// order. A Q4_K (and Q5_K) super-block stores sub-blocks 4h, 4h+1, 4h+2, 4h+3 of 32 weights (h = 0, 1) in
-/// 64 bytes whose low nibbles are sub-blocks 4h and 4h+2 and high nibbles 4h+1 and 4h+3, so for
-/// Q4_K (`q4_k` true) each 128 values store their sub-blocks in the order 0, 2, 1, 3: one 64-byte
-/// load meets the low nibbles, the next the high nibbles.
+/// Where value i (0..255) sits among a block_q8_k's quants. Q2_K, Q3_K and Q6_K (`q4_k` false)
+/// read them in order. A Q4_K (and Q5_K) super-block stores sub-blocks 4h, 4h+1, 4h+2, 4h+3 of 32
+/// weights (h = 0, 1) in 64 bytes whose low nibbles are sub-blocks 4h and 4h+2 and high nibbles
+/// 4h+1 and 4h+3, so for Q4_K / Q5_K (`q4_k` true) each 128 values store their sub-blocks in the
+/// order 0, 2, 1, 3: one 64-byte load meets the low nibbles, the next the high nibbles.
 constexpr int q8_k_offset(bool q4_k, int i) noexcept {
   if (!q4_k) return i;
   const int s = i % 128 / 32;  // sub-block within the 128; 0, 2, 1, 3 → positions 0, 1, 2, 3
@@ -163,8 +164,8 @@ inline void dequantize_row_q8_0(const block_q8_0* x, float* y, std::int64_t n) {
   }
 }
 
-// The 32-weight nibble blocks (Q4_0, Q4_1, Q5_0, Q5_1) share one reference: a block with a min
-// `m` is d·q + m, one without is d·(q − zero), and a block with `qh` has 5-bit quants.
+// The 32-weight nibble blocks (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) share one reference: a block with
+// a min `m` is d·q + m, IQ4_NL d·v[q], the others d·(q − zero); a block with `qh` has 5-bit quants.
 template <typename Block>
 concept block_with_min = requires(const Block& b) { b.m; };
 template <typename Block>
@@ -751,6 +752,7 @@ inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
   return hsum_avx2(acc) + off;
 }
 
+/// Q4_K and Q5_K (whose fifth bits are ORed into the nibbles).
 template <typename Block>
 inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
   float sum = 0.0f;
@@ -783,9 +785,6 @@ inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a)
 }
 inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx2(n, w, a); }
 
-/// Q2_K / Q3_K: 32 bytes of quants give 32 weights per 2-bit shift (two sub-blocks of 16, whose
-/// scales multiply the pairs of products); Q3_K's quants are taken as q + 4 (0..7, the hmask bit
-/// as 4) and 4·Σ_j sc_j·Σ a is subtracted at the end.
 /// The 16 sub-block scales of a Q2_K / Q3_K super-block as words (Q3_K's as sc − 32), and in 8
 /// int32 lanes the terms of the offset Σ_j o_j·Σ a over sub-block j's activations, o_j = Q2_K's
 /// min m_j or Q3_K's sc_j − 32.
@@ -793,7 +792,7 @@ template <typename Block>
 inline __m256i k_2bit_scales(const Block& w, const block_q8_k& a, __m256i& off) {
   const __m128i m4 = _mm_set1_epi8(0x0f);
   __m256i sc16, off16;
-  if constexpr (std::is_same_v<Block, block_q3_k>) {  // as q3_k_scale: low nibbles from bytes 0-7, top bits from 8-11
+  if constexpr (std::is_same_v<Block, block_q3_k>) {  // as q3_k_scale: low nibbles from bytes 0-7, top bits 8-11
     const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales));
     const __m128i low = _mm_and_si128(_mm_unpacklo_epi64(b8, _mm_srli_epi16(b8, 4)), m4);
     std::int32_t top;
@@ -819,6 +818,9 @@ inline void k_2bit_factors(const Block& w, const block_q8_k& a, float& f, float&
     g = f16f(w.dmin) * a.d;
 }
 
+/// Q2_K / Q3_K: 32 bytes of quants give 32 weights per 2-bit shift (two sub-blocks of 16, whose
+/// scales multiply the pairs of products); Q3_K's quants are taken as q + 4 (0..7, the hmask bit
+/// as 4) and 4·Σ_j sc_j·Σ a is subtracted at the end.
 template <typename Block>
 inline float dot_k_2bit_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
   constexpr bool q3 = std::is_same_v<Block, block_q3_k>;
@@ -944,7 +946,8 @@ inline __m128 block_scales_128(const Block* b, int count) {
   return _mm_cvtph_ps(_mm_cvtsi64_si128(std::int64_t(packed_scales(b, count))));
 }
 
-/// The f16 scales (or another f16 field) of up to 16 consecutive blocks as floats (zero past `count`).
+/// The f16 scales (or another f16 field) of up to 16 consecutive blocks as floats (zero past
+/// `count`).
 template <typename Block>
 inline __m512 block_scales_512(const Block* b, int count, f16 Block::*field = &Block::d) {
   std::int64_t packed[4];
@@ -1143,10 +1146,10 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
 /// Σ_j d_w[j]·d_x[j]·Σ_i (q[j][i] − zero)·x[j][i] over the blocks of a Q4_0 / Q5_0 row, plus
 /// Σ_j m[j]·d_x[j]·Σ_i x[j][i] for Q4_1 / Q5_1 (whose zero is 0): the nibbles (with their fifth
 /// bits) are the unsigned q, and Σ (q − zero)·x = Σ q·x − zero·Σ x. IQ4_NL maps its nibbles to
-/// the table's signed values instead. Four blocks per step: their
-/// 4×16 quant bytes in one vector, whose low nibbles meet one 64-byte load of activations
-/// (q8_a_offset's `halves` order) and whose high nibbles the next; both products accumulate into
-/// one int32 vector whose lanes 4k .. 4k+3 belong to block k of the four.
+/// the table's signed values instead. Four blocks per step: their 4×16 quant bytes in one vector,
+/// whose low nibbles meet one 64-byte load of activations (q8_a_offset's `halves` order) and whose
+/// high nibbles the next; both products accumulate into one int32 vector whose lanes 4k .. 4k+3
+/// belong to block k of the four.
 template <typename Block>
 inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a) {
   const std::int64_t nb = n / qk4_0;
@@ -1203,6 +1206,12 @@ inline __m512i add_dot_s16_512(__m512i acc, __m512i a, __m512i b) {
 #endif
 }
 
+/// Bytes 0-31 = 1 << `low`, bytes 32-63 = 1 << `high`: which bit of a 32-byte mask (loaded into
+/// both halves) each half of a 64-byte step tests.
+inline __m512i bit_per_half_512(int low, int high) {
+  return _mm512_mask_blend_epi8(~__mmask64(0) << 32, _mm512_set1_epi8(char(1 << low)), _mm512_set1_epi8(char(1 << high)));
+}
+
 /// A word permutation spreading a super-block's scales over 64 weights: word lane i (weights
 /// 2i, 2i+1 of the 64) reads scale `first + i / per_scale * step`.
 inline __m512i scale_spread_512(int first, int per_scale, int step = 1) {
@@ -1227,10 +1236,8 @@ inline float dot_k_min_avx512(std::int64_t n, const Block* w, const block_q8_k* 
                              scale_spread_512(5, 16, 2)};
   // Q5_K: byte l of those 64 takes its fifth bit from qh[l % 32], bit 4h (low nibbles, l < 32),
   // 4h+2 (low, l >= 32), 4h+1 (high, l < 32), 4h+3 (high, l >= 32); a masked add of 16 sets it.
-  auto qh_bits = [](int first, int second) {  // bytes 0-31: bit `first`, 32-63: bit `second`
-    return _mm512_mask_blend_epi8(~__mmask64(0) << 32, _mm512_set1_epi8(char(1 << first)), _mm512_set1_epi8(char(1 << second)));
-  };
-  const __m512i fifth[4] = {qh_bits(0, 2), qh_bits(1, 3), qh_bits(4, 6), qh_bits(5, 7)};
+  const __m512i fifth[4] = {bit_per_half_512(0, 2), bit_per_half_512(1, 3), bit_per_half_512(4, 6),
+                            bit_per_half_512(5, 7)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     prefetch_ahead(w + b, sizeof(Block));
     std::uint64_t scales, mins;
@@ -1262,6 +1269,7 @@ inline float dot_k_min_avx512(std::int64_t n, const Block* w, const block_q8_k* 
   return hsum_512(acc) - hsum_avx2(acc_min);
 }
 inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx512(n, w, a); }
+
 /// Q2_K / Q3_K with 512-bit vectors: the 64 quant bytes at once, one 2-bit shift per step (bytes
 /// 0-31 weights 32k + l, bytes 32-63 weights 128 + 32k + l: sub-blocks 2k, 2k+1, 8+2k, 9+2k),
 /// the scales spread over their words by one permute.
@@ -1277,10 +1285,9 @@ inline float dot_k_2bit_avx512(std::int64_t n, const Block* w, const block_q8_k*
     return _mm512_load_si512(idx);
   };
   const __m512i spreads[4] = {spread(0), spread(1), spread(2), spread(3)};
-  auto hm_bits = [](int k) {  // bytes 0-31: bit k of hmask (n = 0), 32-63: bit 4 + k (n = 1)
-    return _mm512_mask_blend_epi8(~__mmask64(0) << 32, _mm512_set1_epi8(char(1 << k)), _mm512_set1_epi8(char(1 << (4 + k))));
-  };
-  const __m512i hm_sel[4] = {hm_bits(0), hm_bits(1), hm_bits(2), hm_bits(3)};
+  // step k: bytes 0-31 test bit k of hmask (weights 32k + l), bytes 32-63 bit 4 + k (128 + 32k + l)
+  const __m512i hm_sel[4] = {bit_per_half_512(0, 4), bit_per_half_512(1, 5), bit_per_half_512(2, 6),
+                             bit_per_half_512(3, 7)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     prefetch_ahead(w + b, sizeof(Block));
     __m256i off;
