@@ -1270,41 +1270,39 @@ inline float dot_k_min_avx512(std::int64_t n, const Block* w, const block_q8_k* 
 }
 inline float dot_q4_k_avx512(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx512(n, w, a); }
 
-/// Q2_K / Q3_K with 512-bit vectors: the 64 quant bytes at once, one 2-bit shift per step (bytes
-/// 0-31 weights 32k + l, bytes 32-63 weights 128 + 32k + l: sub-blocks 2k, 2k+1, 8+2k, 9+2k),
-/// the scales spread over their words by one permute.
+/// Q2_K / Q3_K with 512-bit vectors: per half n of the super-block and pair of 2-bit planes
+/// (k, k+1), the half's 32 quant bytes in both 256-bit lanes shifted by 2k and 2k + 2 give weights
+/// 128n + 32k + 0..63, which meet one 64-byte load of activations and the scales of sub-blocks
+/// 8n + 2k .. 8n + 2k + 3 spread over their words by one permute.
 template <typename Block>
 inline float dot_k_2bit_avx512(std::int64_t n, const Block* w, const block_q8_k* a) {
   constexpr bool q3 = std::is_same_v<Block, block_q3_k>;
   __m512 acc = _mm512_setzero_ps();
   __m256 acc_off = _mm256_setzero_ps();
   const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-  auto spread = [](int k) {  // word i ← sub-block 2k + i/8 (i < 16), 8 + 2k + (i−16)/8
-    alignas(64) std::int16_t idx[32];
-    for (int i = 0; i < 32; ++i) idx[i] = std::int16_t((i < 16 ? 0 : 8) + 2 * k + i % 16 / 8);
-    return _mm512_load_si512(idx);
-  };
-  const __m512i spreads[4] = {spread(0), spread(1), spread(2), spread(3)};
-  // step k: bytes 0-31 test bit k of hmask (weights 32k + l), bytes 32-63 bit 4 + k (128 + 32k + l)
-  const __m512i hm_sel[4] = {bit_per_half_512(0, 4), bit_per_half_512(1, 5), bit_per_half_512(2, 6),
-                             bit_per_half_512(3, 7)};
+  // word shifts: lanes 0-15 by 2k, 16-31 by 2k + 2 (k = 0, 2)
+  const __m512i shifts[2] = {_mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(0), _mm512_set1_epi16(2)),
+                             _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(4), _mm512_set1_epi16(6))};
+  const __m512i spreads[4] = {scale_spread_512(0, 8), scale_spread_512(4, 8), scale_spread_512(8, 8),
+                              scale_spread_512(12, 8)};
+  // Q3_K, half n, planes k, k+1: bytes 0-31 test bit 4n + k of hmask, bytes 32-63 bit 4n + k + 1
+  const __m512i hm_sel[4] = {bit_per_half_512(0, 1), bit_per_half_512(2, 3), bit_per_half_512(4, 5),
+                             bit_per_half_512(6, 7)};
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     prefetch_ahead(w + b, sizeof(Block));
     __m256i off;
     const __m512i sc = _mm512_zextsi256_si512(k_2bit_scales(w[b], a[b], off));
-    const __m512i q = _mm512_loadu_si512(w[b].qs);
     __m512i hm = _mm512_setzero_si512();
-    if constexpr (q3) {
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].hmask));
-      hm = join256(h, h);
-    }
+    if constexpr (q3) hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].hmask)));
     __m512i isum = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k) {
-      __m512i v = _mm512_and_si512(_mm512_srli_epi16(q, 2 * k), m3);
-      if constexpr (q3) v = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, hm_sel[k]), v, four);  // q + 4
-      const __m512i x = join256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 32 * k)),
-                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 + 32 * k)));
-      isum = add_dot_s16_512(isum, _mm512_maddubs_epi16(v, x), _mm512_permutexvar_epi16(spreads[k], sc));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * h)));
+      for (int p = 0; p < 2; ++p) {  // planes 2p, 2p + 1
+        __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q, shifts[p]), m3);
+        if constexpr (q3) v = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, hm_sel[2 * h + p]), v, four);  // q + 4
+        const __m512i x = _mm512_loadu_si512(a[b].qs + 128 * h + 64 * p);
+        isum = add_dot_s16_512(isum, _mm512_maddubs_epi16(v, x), _mm512_permutexvar_epi16(spreads[2 * h + p], sc));
+      }
     }
     float f, g;
     k_2bit_factors(w[b], a[b], f, g);
