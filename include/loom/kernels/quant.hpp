@@ -174,6 +174,12 @@ concept block_with_high_bits = requires(const Block& b) { b.qh; };
 /// IQ4_NL's 16 weight values (ggml's kvalues_iq4nl, a non-uniform 4-bit grid).
 alignas(16) inline constexpr std::int8_t iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                                               1,    13,   25,  38,  53,  69,  89,  113};
+/// The same plus 128, as unsigned bytes (1..241), for the SIMD kernels that multiply unsigned bytes.
+alignas(16) inline constexpr auto iq4_nl_values_biased = [] {
+  std::array<std::uint8_t, 16> t{};
+  for (std::size_t i = 0; i < 16; ++i) t[i] = std::uint8_t(iq4_nl_values[i] + 128);
+  return t;
+}();
 template <typename Block>
 concept block_with_table = std::is_same_v<Block, block_iq4_nl>;
 
@@ -1152,6 +1158,14 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
 /// belong to block k of the four.
 template <typename Block>
 inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a) {
+  // IQ4_NL with VNNI: the table's values + 128 as unsigned bytes, with zero 128 (vpdpbusd sums in
+  // 32 bits; without VNNI vpmaddubsw would saturate at 241·127·2, so the values stay signed).
+#if defined(__AVX512VNNI__)
+  constexpr bool biased_table = block_with_table<Block>;
+#else
+  constexpr bool biased_table = false;
+#endif
+  constexpr int zero = biased_table ? 128 : q32_zero<Block>;
   const std::int64_t nb = n / qk4_0;
   const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
   const __m512i quad_lanes = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
@@ -1166,7 +1180,7 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
     // Scales of the group's blocks (unused ones are zero in g.d), and the offset term: Σ_j
     // scale_j·sum_j (times −zero at the end), or with mins Σ_j m_j·d_x[j]·sum_j.
     const __m512 scale = _mm512_mul_ps(u.d, _mm512_loadu_ps(g.d));
-    if constexpr (!block_with_table<Block>) {
+    if constexpr (!block_with_table<Block> || biased_table) {
       const __m512 off = block_with_min<Block> ? _mm512_mul_ps(u.m, _mm512_loadu_ps(g.d)) : scale;
       acc_off = _mm512_fmadd_ps(off, _mm512_cvtepi32_ps(_mm512_loadu_si512(g.sum)), acc_off);
     }
@@ -1178,11 +1192,17 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
       }
       const std::int8_t* x = g.qs + q8_a_offset(true, 4 * k, 0);  // 64 low halves, then 64 high halves
       __m512i p;
-      if constexpr (block_with_table<Block>) {  // IQ4_NL: the table's signed values, one byte shuffle
+      if constexpr (block_with_table<Block> && !biased_table) {  // IQ4_NL: the table's signed values
         const __m512i values = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
         p = _mm512_add_epi32(dot_s8s8_512(_mm512_shuffle_epi8(values, lo), _mm512_loadu_si512(x)),
                              dot_s8s8_512(_mm512_shuffle_epi8(values, hi), _mm512_loadu_si512(x + 64)));
       } else {
+        if constexpr (biased_table) {  // one byte shuffle each
+          const __m512i values =
+              _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values_biased.data())));
+          lo = _mm512_shuffle_epi8(values, lo);
+          hi = _mm512_shuffle_epi8(values, hi);
+        }
         p = add_dot_u8s8_512(dot_u8s8_512(lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
       }
       const __m512 s = _mm512_permutexvar_ps(_mm512_add_epi32(quad_lanes, _mm512_set1_epi32(4 * k)), scale);
@@ -1193,7 +1213,7 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
     }
   }
   const float off = hsum_512(acc_off);
-  return hsum_512(_mm512_add_ps(acc0, acc1)) + (block_with_min<Block> ? off : -float(q32_zero<Block>) * off);
+  return hsum_512(_mm512_add_ps(acc0, acc1)) + (block_with_min<Block> ? off : -float(zero) * off);
 }
 inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return dot_q32_avx512(n, w, a); }
 
@@ -1363,15 +1383,10 @@ template <typename Block>
 inline void dequantize_row_q32_avx512(const Block* x, float* y, std::int64_t n) {
   const __m128i m4 = _mm_set1_epi8(0x0f);
   // weight = byte − zero: the nibble − 8, or the table's value + 128 (one byte shuffle) − 128
-  alignas(16) static constexpr auto biased_values = [] {
-    std::array<std::uint8_t, 16> t{};
-    for (std::size_t i = 0; i < 16; ++i) t[i] = std::uint8_t(iq4_nl_values[i] + 128);
-    return t;
-  }();
   const __m512i zero = _mm512_set1_epi32(block_with_table<Block> ? 128 : 8);
   auto weights = [&](__m128i nibbles, __m512 d) {
     if constexpr (block_with_table<Block>)
-      nibbles = _mm_shuffle_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(biased_values.data())), nibbles);
+      nibbles = _mm_shuffle_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values_biased.data())), nibbles);
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(nibbles), zero)));
   };
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
