@@ -363,7 +363,10 @@ void expect_dequantization_equals_reference(DType t, std::size_t count, unsigned
   std::vector<std::uint8_t> bits(sizeof(Block) * count);
   for (auto& v : bits) v = std::uint8_t(rng());
   std::memcpy(blocks.data(), bits.data(), bits.size());
-  for (auto& b : blocks) b.d = loom::to_f16(float(int(rng() % 2001) - 1000) * 1e-5f);  // finite scales
+  for (auto& b : blocks) {  // finite scales
+    b.d = loom::to_f16(float(int(rng() % 2001) - 1000) * 1e-5f);
+    if constexpr (requires { b.dmin; }) b.dmin = loom::to_f16(float(int(rng() % 2001) - 1000) * 1e-5f);
+  }
   const std::int64_t n = block_elems(t) * std::int64_t(count);
   std::vector<float> expected(std::size_t(n), 0.0f), got(std::size_t(n), 1.0f);
   reference(blocks.data(), expected.data(), n);
@@ -374,6 +377,8 @@ void expect_dequantization_equals_reference(DType t, std::size_t count, unsigned
 TEST(Quant, DequantizationEqualsTheReference) {
   expect_dequantization_equals_reference<loom::block_q4_0>(DType::q4_0, 9, 8, dequantize_row_q4_0);
   expect_dequantization_equals_reference<loom::block_iq4_nl>(DType::iq4_nl, 9, 10, dequantize_row_iq4_nl);
+  expect_dequantization_equals_reference<loom::block_q2_k>(DType::q2_k, 5, 11, dequantize_row_q2_k);
+  expect_dequantization_equals_reference<loom::block_q3_k>(DType::q3_k, 5, 12, dequantize_row_q3_k);
   expect_dequantization_equals_reference<loom::block_q6_k>(DType::q6_k, 5, 9, dequantize_row_q6_k);
 }
 

@@ -300,7 +300,8 @@ inline void dequantize_row_q2_k(const block_q2_k* x, float* y, std::int64_t n) {
       const float dl = d * float(sc & 0x0f), ml = dmin * float(sc >> 4);
       const std::uint8_t* q = x[b].qs + 32 * (j / 8) + 16 * (j % 2);  // weights 16j .. 16j+15
       const int shift = 2 * (j % 8 / 2);
-      for (int l = 0; l < 16; ++l) y[b * qk_k + 16 * j + l] = dl * float(q[l] >> shift & 3) - ml;
+      // one rounding (std::fma), so that the SIMD dequantization equals it in every build
+      for (int l = 0; l < 16; ++l) y[b * qk_k + 16 * j + l] = std::fma(dl, float(q[l] >> shift & 3), -ml);
     }
   }
 }
@@ -1427,6 +1428,48 @@ inline void dequantize_row_q6_k_avx512(const block_q6_k* x, float* y, std::int64
     }
   }
 }
+
+/// Q2_K / Q3_K row → f32 as dequantize_row_q2_k / _q3_k compute it, 64 weights per step with the
+/// bit operations of dot_k_2bit_avx512. (The scalar loops left Q2_K / Q3_K prompt passes at 68 /
+/// 71 % of the GEMM rate.)
+template <typename Block>
+inline void dequantize_row_k_2bit_avx512(const Block* x, float* y, std::int64_t n) {
+  constexpr bool q3 = std::is_same_v<Block, block_q3_k>;
+  const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  const __m512i shifts[2] = {_mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(0), _mm512_set1_epi16(2)),
+                             _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(4), _mm512_set1_epi16(6))};
+  const __m512i hm_sel[4] = {bit_per_half_512(0, 1), bit_per_half_512(2, 3), bit_per_half_512(4, 5),
+                             bit_per_half_512(6, 7)};
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float d = f16f(x[b].d);
+    __m512i hm = _mm512_setzero_si512();
+    if constexpr (q3) hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].hmask)));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 32 * h)));
+      for (int p = 0; p < 2; ++p) {  // weights 128h + 64p + 0..63: sub-blocks 8h + 4p + u
+        __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q, shifts[p]), m3);
+        if constexpr (q3) v = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, hm_sel[2 * h + p]), v, four);  // q + 4
+        alignas(64) std::uint8_t bytes[64];
+        _mm512_store_si512(bytes, v);
+        for (int u = 0; u < 4; ++u) {
+          const int j = 8 * h + 4 * p + u;
+          const __m512i w = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(bytes + 16 * u)));
+          float* o = y + b * qk_k + 16 * j;
+          if constexpr (q3) {
+            const __m512 dl = _mm512_set1_ps(d * float(q3_k_scale(x[b].scales, j) - 32));
+            _mm512_storeu_ps(o, _mm512_mul_ps(dl, _mm512_cvtepi32_ps(_mm512_sub_epi32(w, _mm512_set1_epi32(4)))));
+          } else {
+            const int sc = x[b].scales[j];
+            const __m512 dl = _mm512_set1_ps(d * float(sc & 0x0f)), ml = _mm512_set1_ps(f16f(x[b].dmin) * float(sc >> 4));
+            _mm512_storeu_ps(o, _mm512_fmsub_ps(dl, _mm512_cvtepi32_ps(w), ml));
+          }
+        }
+      }
+    }
+  }
+}
+inline void dequantize_row_q2_k_avx512(const block_q2_k* x, float* y, std::int64_t n) { dequantize_row_k_2bit_avx512(x, y, n); }
+inline void dequantize_row_q3_k_avx512(const block_q3_k* x, float* y, std::int64_t n) { dequantize_row_k_2bit_avx512(x, y, n); }
 #endif  // AVX-512
 
 }  // namespace detail
@@ -1490,8 +1533,8 @@ inline void dequantize_row(DType t, const std::byte* src, float* dst, std::int64
     case DType::q5_0: return dequantize_row_q32(reinterpret_cast<const block_q5_0*>(src), dst, n);
     case DType::q5_1: return dequantize_row_q32(reinterpret_cast<const block_q5_1*>(src), dst, n);
     case DType::iq4_nl: return LOOM_QUANT_DEQUANT(dequantize_row_iq4_nl)(reinterpret_cast<const block_iq4_nl*>(src), dst, n);
-    case DType::q2_k: return dequantize_row_q2_k(reinterpret_cast<const block_q2_k*>(src), dst, n);
-    case DType::q3_k: return dequantize_row_q3_k(reinterpret_cast<const block_q3_k*>(src), dst, n);
+    case DType::q2_k: return LOOM_QUANT_DEQUANT(dequantize_row_q2_k)(reinterpret_cast<const block_q2_k*>(src), dst, n);
+    case DType::q3_k: return LOOM_QUANT_DEQUANT(dequantize_row_q3_k)(reinterpret_cast<const block_q3_k*>(src), dst, n);
     case DType::q4_k: return dequantize_row_q4_k(reinterpret_cast<const block_q4_k*>(src), dst, n);
     case DType::q5_k: return dequantize_row_k_min(reinterpret_cast<const block_q5_k*>(src), dst, n);
     case DType::q6_k: return LOOM_QUANT_DEQUANT(dequantize_row_q6_k)(reinterpret_cast<const block_q6_k*>(src), dst, n);
