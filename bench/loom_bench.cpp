@@ -1,7 +1,9 @@
 // loom-bench: llama-bench's table for loom, plus how close each result is to the machine's limit.
 //
-//   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k])
+//   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])
 //              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [-o md|json]
+//   T (the stored weight type of --shape's random model): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1
+//     iq4_nl q2_k q3_k q4_k q5_k q6_k
 //
 // pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time;
 // "@ d<D>" (-d D, as llama-bench): both run after D tokens already in the KV cache, which
@@ -225,8 +227,9 @@ Options parse(int argc, char** argv) {
       if (o.output != "md" && o.output != "json") throw UsageError("-o: expected md or json");
     } else if (f == "-h" || f == "--help") {
       std::printf(
-          "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|q2_k|q3_k|q4_k|q5_k|q6_k])\n"
-          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n");
+          "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])\n"
+          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n"
+          "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q2_k q3_k q4_k q5_k q6_k\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "'");

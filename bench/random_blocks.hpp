@@ -17,11 +17,11 @@ void random_blocks(DType t, std::byte* p, std::size_t bytes, float scale, Random
   const std::size_t bb = block_bytes(t);
   std::size_t d_at = 0, dmin_at = 0;  // byte offsets in a block (dmin_at 0: no dmin)
   switch (t) {
-    case DType::q4_k:
-    case DType::q5_k: dmin_at = 2; break;  // d, dmin first
-    case DType::q2_k: d_at = 80, dmin_at = 82; break;  // after the scales and quants
-    case DType::q3_k:
-    case DType::q6_k: d_at = bb - 2; break;  // d last
+    case DType::q4_k: dmin_at = offsetof(block_q4_k, dmin); break;
+    case DType::q5_k: dmin_at = offsetof(block_q5_k, dmin); break;
+    case DType::q2_k: d_at = offsetof(block_q2_k, d), dmin_at = offsetof(block_q2_k, dmin); break;
+    case DType::q3_k: d_at = offsetof(block_q3_k, d); break;
+    case DType::q6_k: d_at = offsetof(block_q6_k, d); break;
     default: break;  // the 32-weight blocks: d first
   }
   const f16 d = to_f16(scale);

@@ -41,7 +41,9 @@ Options parse(int argc, char** argv) {
     } else if (f == "--name") {
       o.name = args.value(f);
     } else if (f == "-h" || f == "--help") {
-      std::printf("usage: convert -m IN --out OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1] [-z TOKENIZER] [--name NAME]\n");
+      std::printf(
+          "usage: convert -m IN --out OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1] [-z TOKENIZER]\n"
+          "               [--name NAME]\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "' (see -h)");
