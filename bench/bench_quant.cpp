@@ -36,7 +36,7 @@ Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
 }
 
 const loom::DType types[] = {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1, loom::DType::q5_0,
-                             loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::q2_k, loom::DType::q3_k,
+                             loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::iq4_xs, loom::DType::q2_k, loom::DType::q3_k,
                              loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k};
 
 // args: out, in, n tokens, threads, type index

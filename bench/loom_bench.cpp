@@ -3,7 +3,7 @@
 //   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])
 //              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [-o md|json]
 //   T (the stored weight type of --shape's random model): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1
-//     iq4_nl q2_k q3_k q4_k q5_k q6_k
+//     iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k
 //
 // pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time;
 // "@ d<D>" (-d D, as llama-bench): both run after D tokens already in the KV cache, which
@@ -75,11 +75,12 @@ loom::Config shape_config(const std::string& name) {
 
 loom::DType parse_type(const std::string& t) {
   for (loom::DType d : {loom::DType::f32, loom::DType::f16, loom::DType::bf16, loom::DType::q8_0, loom::DType::q4_0,
-                       loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::q2_k,
+                       loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::iq4_xs,
+                       loom::DType::q2_k,
                        loom::DType::q3_k, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k})
     if (loom::to_string(d) == t) return d;
   throw UsageError("--type: unsupported type '" + t +
-                   "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k)");
+                   "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k)");
 }
 
 /// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1) stored as `t`.
@@ -229,7 +230,7 @@ Options parse(int argc, char** argv) {
       std::printf(
           "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])\n"
           "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n"
-          "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q2_k q3_k q4_k q5_k q6_k\n");
+          "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "'");

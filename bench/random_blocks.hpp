@@ -1,6 +1,6 @@
 // Random quantized weights for the benchmarks, for the types loom has no quantizer for (the
-// k-quants and IQ4_NL): random bytes, then every f16 scale of each block set to `scale` so that
-// the weights stay small and finite.
+// k-quants, IQ4_NL and IQ4_XS): random bytes, then every f16 scale of each block set to `scale`
+// so that the weights stay small and finite.
 #pragma once
 
 #include <cstddef>

@@ -351,7 +351,7 @@ TEST(GgufReader, TensorTypes) {
   for (auto [number, type, bytes] : {std::tuple{3u, DType::q4_1, 20u}, std::tuple{6u, DType::q5_0, 22u},
                                      std::tuple{7u, DType::q5_1, 24u}, std::tuple{13u, DType::q5_k, 176u},
                                      std::tuple{10u, DType::q2_k, 84u}, std::tuple{11u, DType::q3_k, 110u},
-                                     std::tuple{20u, DType::iq4_nl, 18u}}) {
+                                     std::tuple{20u, DType::iq4_nl, 18u}, std::tuple{23u, DType::iq4_xs, 136u}}) {
     const std::uint64_t cols = loom::block_elems(type);
     Bytes ok;
     ok.header(1, 0).tensor("t", {cols, 2}, number, 0).pad().zeros(512);
@@ -362,8 +362,8 @@ TEST(GgufReader, TensorTypes) {
     EXPECT_EQ(f.find_tensor("t")->ref.nbytes, 2 * bytes) << number;
   }
   Bytes i;
-  i.header(1, 0).tensor("x", {256}, 23, 0).pad().zeros(256);
-  expect_gguf_error(i.s, ErrorKind::unsupported, {"tensor 'x'", "IQ4_XS"});
+  i.header(1, 0).tensor("x", {256}, 21, 0).pad().zeros(256);
+  expect_gguf_error(i.s, ErrorKind::unsupported, {"tensor 'x'", "IQ3_S"});
   Bytes blk;  // Q8_0 rows must be whole 32-blocks
   blk.header(1, 0).tensor("x", {33, 2}, 8, 0).pad().zeros(256);
   expect_gguf_error(blk.s, ErrorKind::format, {"tensor 'x'", "innermost dimension 33", "block size 32"});

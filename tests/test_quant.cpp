@@ -322,6 +322,30 @@ TEST(Quant, IQ4_NLBlocksDequantizeThroughTheTable) {
   }
 }
 
+TEST(Quant, IQ4_XSHandBuiltBlocksDequantizeBySpec) {
+  // ggml's kvalues_iq4nl, written out here; the 6-bit scales packed by hand from the layout.
+  const int table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  std::mt19937 rng(13);
+  for (int trial = 0; trial < 20; ++trial) {
+    loom::block_iq4_xs b{};
+    int ls[8], q[256];
+    for (int j = 0; j < 8; ++j) {
+      ls[j] = int(rng() % 64);
+      b.scales_l[j / 2] = std::uint8_t(b.scales_l[j / 2] | (ls[j] & 15) << (4 * (j % 2)));
+      b.scales_h = std::uint16_t(b.scales_h | (ls[j] >> 4) << (2 * j));
+    }
+    for (int e = 0; e < 256; ++e) q[e] = int(rng() % 16);
+    for (int j = 0; j < 8; ++j)  // sub-block j: byte 16j + i holds weights 32j + i (low), 32j + 16 + i (high)
+      for (int i = 0; i < 16; ++i) b.qs[16 * j + i] = std::uint8_t(q[32 * j + i] | q[32 * j + 16 + i] << 4);
+    b.d = loom::to_f16(0.0125f);
+    float y[256];
+    dequantize_row_iq4_xs(&b, y, 256);  // the reference; DequantizationEqualsTheReference checks the SIMD one
+    const float d = f16_value(0.0125f);
+    for (int e = 0; e < 256; ++e)
+      ASSERT_EQ(y[e], d * float(ls[e / 32] - 32) * float(table[q[e]])) << "weight " << e;
+  }
+}
+
 TEST(Quant, Q6_KHandBuiltBlocksDequantizeBySpec) {
   std::mt19937 rng(4);
   for (int trial = 0; trial < 20; ++trial) {
@@ -377,6 +401,7 @@ void expect_dequantization_equals_reference(DType t, std::size_t count, unsigned
 TEST(Quant, DequantizationEqualsTheReference) {
   expect_dequantization_equals_reference<loom::block_q4_0>(DType::q4_0, 9, 8, dequantize_row_q4_0);
   expect_dequantization_equals_reference<loom::block_iq4_nl>(DType::iq4_nl, 9, 10, dequantize_row_iq4_nl);
+  expect_dequantization_equals_reference<loom::block_iq4_xs>(DType::iq4_xs, 3, 14, dequantize_row_iq4_xs);
   expect_dequantization_equals_reference<loom::block_q2_k>(DType::q2_k, 5, 11, dequantize_row_q2_k);
   expect_dequantization_equals_reference<loom::block_q3_k>(DType::q3_k, 5, 12, dequantize_row_q3_k);
   expect_dequantization_equals_reference<loom::block_q6_k>(DType::q6_k, 5, 9, dequantize_row_q6_k);
@@ -500,6 +525,7 @@ std::vector<std::byte> random_weights(DType t, std::int64_t rows, std::int64_t n
       case DType::q4_0: set(&reinterpret_cast<loom::block_q4_0*>(blk)->d, scale(rng)); break;
       case DType::q5_0: set(&reinterpret_cast<loom::block_q5_0*>(blk)->d, scale(rng)); break;
       case DType::iq4_nl: set(&reinterpret_cast<loom::block_iq4_nl*>(blk)->d, scale(rng) * 0.1f); break;
+      case DType::iq4_xs: set(&reinterpret_cast<loom::block_iq4_xs*>(blk)->d, scale(rng) * 0.01f); break;
       case DType::q2_k:
         set(&reinterpret_cast<loom::block_q2_k*>(blk)->d, scale(rng) * 0.1f);
         set(&reinterpret_cast<loom::block_q2_k*>(blk)->dmin, scale(rng) * 0.1f);
@@ -535,7 +561,7 @@ std::vector<std::byte> random_activation(DType t, std::int64_t n, std::uint32_t 
   if (unit) {
     std::mt19937 rng(seed);
     for (auto& v : x) v = float(int(rng() % 255) - 127);  // integers in [−127, 127]
-    for (std::int64_t i = 0; i < n; i += loom::block_elems(t) == 256 ? 256 : 32) x[std::size_t(i)] = 127;
+    for (std::int64_t i = 0; i < n; i += loom::kernels::q8_a_activations(t) ? 32 : 256) x[std::size_t(i)] = 127;
   }
   quantize_activation(t, x.data(), a.data(), n);
   return a;
@@ -589,6 +615,15 @@ std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
     case DType::q5_0: add_q32<loom::block_q5_0>(v); break;
     case DType::q5_1: add_q32<loom::block_q5_1>(v); break;
     case DType::iq4_nl: add_q32<loom::block_iq4_nl>(v); break;
+    case DType::iq4_xs:
+      v.push_back({"scalar", call<loom::block_iq4_xs, block_q8_a, d::dot_iq4_xs_scalar>});
+#ifdef LOOM_QUANT_AVX2
+      v.push_back({"avx2", call<loom::block_iq4_xs, block_q8_a, d::dot_iq4_xs_avx2>});
+#endif
+#ifdef LOOM_QUANT_AVX512
+      v.push_back({"avx512", call<loom::block_iq4_xs, block_q8_a, d::dot_iq4_xs_avx512>});
+#endif
+      break;
     case DType::q2_k:
       v.push_back({"scalar", call<loom::block_q2_k, block_q8_k, d::dot_q2_k_scalar>});
 #ifdef LOOM_QUANT_AVX2
@@ -643,7 +678,7 @@ std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
 double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* act) {
   std::vector<float> wf(static_cast<std::size_t>(n)), xf(static_cast<std::size_t>(n));
   dequantize_row(t, w, wf.data(), n);
-  if (loom::block_elems(t) == 32) {
+  if (loom::kernels::q8_a_activations(t)) {
     const auto* a = reinterpret_cast<const block_q8_a*>(act);
     for (std::int64_t i = 0; i < n; ++i) {
       const block_q8_a& g = a[i / 512];
@@ -699,7 +734,7 @@ TEST_P(QuantDot, SimdMatchesScalarOnRandomData) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantDot, ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::iq4_nl,
-                                           DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k),
+                                           DType::iq4_xs, DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k),
                          [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 // ---- matmul with quantized weights --------------------------------------------------------------
@@ -725,7 +760,7 @@ TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
     for (std::int64_t r = 0; r < n; ++r) {
       // The integer path quantizes x per block: each value moves by at most half a step.
       const bool int_path = n <= limit;
-      const std::int64_t ab = loom::block_elems(t) == 32 ? 32 : 256;
+      const std::int64_t ab = loom::kernels::q8_a_activations(t) ? 32 : 256;
       for (std::int64_t o = 0; o < out; ++o) {
         double exact = 0, bound = 0;
         for (std::int64_t b = 0; b < in; b += ab) {
@@ -821,7 +856,7 @@ TEST_P(QuantMatmul, EmbeddingRowLookupDequantizes) {
 
 INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantMatmul,
                          ::testing::Values(DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::iq4_nl,
-                                           DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k),
+                                           DType::iq4_xs, DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k),
                          [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 }  // namespace

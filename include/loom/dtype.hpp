@@ -147,6 +147,15 @@ struct block_iq4_nl {
   f16 d;
   std::uint8_t qs[qk4_0 / 2];
 };
+/// IQ4_XS: 256 weights in 8 sub-blocks of 32, each with IQ4_NL's table and nibble order (qs
+/// bytes 16j .. 16j+15 are sub-block j) and a 6-bit scale ls_j (low 4 bits: nibble j % 2 of
+/// scales_l[j / 2]; high 2: bits 2j, 2j+1 of scales_h): weight = d · (ls_j − 32) · v[q].
+struct block_iq4_xs {
+  f16 d;
+  std::uint16_t scales_h;
+  std::uint8_t scales_l[qk_k / 64];
+  std::uint8_t qs[qk_k / 2];
+};
 /// Q2_K: 256 weights in 16 sub-blocks of 16; scales[j] holds sub-block j's 4-bit scale (low) and
 /// min (high); the 2-bit quant of weight 128n + 32k + l (l < 32) is bits 2k, 2k+1 of qs[32n + l].
 struct block_q2_k {
@@ -192,6 +201,7 @@ static_assert(sizeof(block_q4_1) == 20);
 static_assert(sizeof(block_q5_0) == 22);
 static_assert(sizeof(block_q5_1) == 24);
 static_assert(sizeof(block_iq4_nl) == 18);
+static_assert(sizeof(block_iq4_xs) == 136);
 static_assert(sizeof(block_q2_k) == 84);
 static_assert(sizeof(block_q3_k) == 110);
 static_assert(sizeof(block_q4_k) == 144);
@@ -199,7 +209,7 @@ static_assert(sizeof(block_q5_k) == 176);
 static_assert(sizeof(block_q6_k) == 210);
 
 /// The storage type of a tensor.
-enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k };
+enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k };
 
 constexpr std::string_view to_string(DType t) noexcept {
   switch (t) {
@@ -214,6 +224,7 @@ constexpr std::string_view to_string(DType t) noexcept {
     case DType::q5_1: return "q5_1";
     case DType::q5_k: return "q5_k";
     case DType::iq4_nl: return "iq4_nl";
+    case DType::iq4_xs: return "iq4_xs";
     case DType::q2_k: return "q2_k";
     case DType::q3_k: return "q3_k";
     case DType::q4_k: return "q4_k";
@@ -231,6 +242,7 @@ constexpr std::int64_t block_elems(DType t) noexcept {
     case DType::q5_0:
     case DType::q5_1:
     case DType::iq4_nl: return qk4_0;
+    case DType::iq4_xs:
     case DType::q2_k:
     case DType::q3_k:
     case DType::q4_k:
@@ -254,6 +266,7 @@ constexpr std::size_t block_bytes(DType t) noexcept {
     case DType::q5_1: return sizeof(block_q5_1);
     case DType::q5_k: return sizeof(block_q5_k);
     case DType::iq4_nl: return sizeof(block_iq4_nl);
+    case DType::iq4_xs: return sizeof(block_iq4_xs);
     case DType::q2_k: return sizeof(block_q2_k);
     case DType::q3_k: return sizeof(block_q3_k);
     case DType::q4_k: return sizeof(block_q4_k);
@@ -287,6 +300,7 @@ template <> struct dtype_of<block_q5_0> { static constexpr DType value = DType::
 template <> struct dtype_of<block_q5_1> { static constexpr DType value = DType::q5_1; };
 template <> struct dtype_of<block_q5_k> { static constexpr DType value = DType::q5_k; };
 template <> struct dtype_of<block_iq4_nl> { static constexpr DType value = DType::iq4_nl; };
+template <> struct dtype_of<block_iq4_xs> { static constexpr DType value = DType::iq4_xs; };
 template <> struct dtype_of<block_q2_k> { static constexpr DType value = DType::q2_k; };
 template <> struct dtype_of<block_q3_k> { static constexpr DType value = DType::q3_k; };
 template <> struct dtype_of<block_q4_k> { static constexpr DType value = DType::q4_k; };

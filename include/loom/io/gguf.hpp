@@ -215,6 +215,7 @@ constexpr std::optional<DType> dtype_of_ggml(std::uint32_t t) noexcept {
     case 13: return DType::q5_k;
     case 14: return DType::q6_k;
     case 20: return DType::iq4_nl;
+    case 23: return DType::iq4_xs;
     case 30: return DType::bf16;
     default: return std::nullopt;
   }
@@ -236,6 +237,7 @@ constexpr std::uint32_t ggml_type_of(DType t) noexcept {
     case DType::q5_k: return 13;
     case DType::q6_k: return 14;
     case DType::iq4_nl: return 20;
+    case DType::iq4_xs: return 23;
     case DType::bf16: return 30;
     case DType::f64: return 28;
   }
@@ -509,7 +511,8 @@ class GgufFile {
       if (!dt) {
         if (const char* name = ggml_type_name(t.ggml_type))
           fail(ErrorKind::unsupported, "gguf", "'", p, "': ", what, ": ggml type ", name, " (", t.ggml_type,
-               ") is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
+               ") is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K, Q5_K,"
+               " Q6_K)");
         bad(loom::detail::cat(what, ": unknown ggml type ", t.ggml_type));
       }
       const std::int64_t inner = dims[n_dims - 1];

@@ -4,7 +4,7 @@
 // Hyperparameters come from the `{arch}.*` metadata keys; tensors are bound through ONE name
 // table per architecture (llama.cpp's names: token_embd, blk.N.attn_q, ..., output), each name
 // written once with its expected shape in PyTorch order ([out, in]). Weights stay in their stored
-// type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) as
+// type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) as
 // views into the mapped file, which the returned Weights keeps alive through `storage`.
 //
 // RoPE layout follows the architecture: llama.cpp's converter permutes the Q/K rows of `llama`

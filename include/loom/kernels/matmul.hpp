@@ -348,7 +348,8 @@ constexpr std::int64_t quant_dot_max_rows(DType t) noexcept {
     case DType::q4_1:
     case DType::q5_0:
     case DType::q5_1:
-    case DType::iq4_nl: return 32;
+    case DType::iq4_nl:
+    case DType::iq4_xs: return 32;
     case DType::q2_k:
     case DType::q3_k:
     case DType::q4_k:

@@ -137,6 +137,7 @@ inline void to_f32(DType t, const std::byte* src, float* dst, std::int64_t n) {
     case DType::q5_0:
     case DType::q5_1:
     case DType::iq4_nl:
+    case DType::iq4_xs:
     case DType::q2_k:
     case DType::q3_k:
     case DType::q4_k:

@@ -1,5 +1,5 @@
-// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K,
-// Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 / Q5_0 /
+// Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K,
+// Q5_K, Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 / Q5_0 /
 // Q5_1, quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
 // quantized activations in integer arithmetic.
 //
@@ -15,6 +15,7 @@
 //   Q5_0  32 weights: w = d·(q − 16),     q 5-bit: low 4 bits as Q4_0, bit 4 of weight j = bit j of qh
 //   Q5_1  32 weights: w = d·q + m,        q 5-bit as Q5_0
 //   IQ4_NL 32 weights: w = d·v[q],        q 4-bit as Q4_0, v = iq4_nl_values
+//   IQ4_XS 256 weights: 8 sub-blocks of 32 laid out as IQ4_NL's: w = d·(ls_j − 32)·v[q], ls_j 6-bit
 //   Q2_K 256 weights: 16 sub-blocks of 16: w = d·sc_j·q − dmin·m_j, q 2-bit, sc_j / m_j 4-bit;
 //         bits 2k, 2k+1 of qs[32n+l] are weight 128n+32k+l
 //   Q3_K 256 weights: 16 sub-blocks of 16: w = d·(sc_j − 32)·(q − 4·(1 − h)), q as Q2_K, h = bit
@@ -26,8 +27,9 @@
 //   Q6_K 256 weights: 16 sub-blocks of 16: w = d·sc_j·(q − 32), q 6-bit = 4 low bits in ql,
 //         2 high bits in qh; sc_j int8
 //
-// Activations are quantized per weight type: the 32-weight blocks use `block_q8_a` (groups of 16
-// blocks of 32 values, an f32 scale and the sum of the quants per block), the k-quants use
+// Activations are quantized per weight type: the 32-weight blocks and IQ4_XS (whose sub-blocks
+// are 32-weight blocks) use `block_q8_a` (groups of 16 blocks of 32 values, an f32 scale and the
+// sum of the quants per block), the k-quants use
 // `block_q8_k` (256 values, one f32 scale, sums of every 16) so that a whole super-block is one
 // integer sum.
 #pragma once
@@ -81,10 +83,15 @@ constexpr int q8_a_offset(bool halves, int j, int i) noexcept {
 static_assert(sizeof(block_q8_k) == 292);
 
 /// Whether activations for weight type w are stored in q8_a_offset's `halves` order: the types
-/// whose 32-weight blocks hold two weights per byte (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL).
+/// whose 32-weight blocks hold two weights per byte (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS).
 constexpr bool nibble_halves(DType w) noexcept {
-  return w == DType::q4_0 || w == DType::q4_1 || w == DType::q5_0 || w == DType::q5_1 || w == DType::iq4_nl;
+  return w == DType::q4_0 || w == DType::q4_1 || w == DType::q5_0 || w == DType::q5_1 || w == DType::iq4_nl ||
+         w == DType::iq4_xs;
 }
+
+/// Whether the dot products of weight type w read block_q8_a activations (Q8_0 and the nibble
+/// types above); the other k-quants read block_q8_k.
+constexpr bool q8_a_activations(DType w) noexcept { return w == DType::q8_0 || nibble_halves(w); }
 
 /// Where value i (0..255) sits among a block_q8_k's quants. Q2_K, Q3_K and Q6_K (`q4_k` false)
 /// read them in order. A Q4_K (and Q5_K) super-block stores sub-blocks 4h, 4h+1, 4h+2, 4h+3 of 32
@@ -181,7 +188,10 @@ alignas(16) inline constexpr auto iq4_nl_values_biased = [] {
   return t;
 }();
 template <typename Block>
-concept block_with_table = std::is_same_v<Block, block_iq4_nl>;
+concept block_with_table = std::is_same_v<Block, block_iq4_nl> || std::is_same_v<Block, block_iq4_xs>;
+/// 32-weight sub-blocks per block: 8 for IQ4_XS, 1 for the others.
+template <typename Block>
+inline constexpr int q32_per_block = std::is_same_v<Block, block_iq4_xs> ? qk_k / qk4_0 : 1;
 
 /// What a block without a min subtracts from its quants: 8 (4-bit) or 16 (5-bit); 0 with a min
 /// or a table.
@@ -234,6 +244,27 @@ inline void dequantize_row_q32(const Block* x, float* y, std::int64_t n) {
 inline void dequantize_row_q4_0(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_q32(x, y, n); }
 /// IQ4_NL row of n weights (n a multiple of 32) → f32.
 inline void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, std::int64_t n) { dequantize_row_q32(x, y, n); }
+
+/// The signed scale ls − 32 of sub-block j (0..7) of an IQ4_XS super-block: ls's low 4 bits are
+/// nibble j % 2 of scales_l[j / 2], its high 2 bits are bits 2j, 2j + 1 of scales_h.
+inline int iq4_xs_scale(const block_iq4_xs& b, int j) {
+  return (((b.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f) | (((b.scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
+
+/// IQ4_XS row of n weights (n a multiple of 256) → f32: sub-block j is an IQ4_NL block of scale
+/// d·(ls_j − 32).
+inline void dequantize_row_iq4_xs(const block_iq4_xs* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk_k; ++b)
+    for (int j = 0; j < q32_per_block<block_iq4_xs>; ++j) {
+      const float dl = detail::f16f(x[b].d) * float(iq4_xs_scale(x[b], j));
+      const std::uint8_t* q = x[b].qs + 16 * j;
+      float* o = y + b * qk_k + qk4_0 * j;
+      for (int i = 0; i < 16; ++i) {
+        o[i] = dl * float(iq4_nl_values[q[i] & 0x0f]);
+        o[i + 16] = dl * float(iq4_nl_values[q[i] >> 4]);
+      }
+    }
+}
 
 /// The quants of weights 64k + l (`low`) and 64k + 32 + l (`high`) of a Q4_K (0..15) or Q5_K
 /// (0..31) super-block.
@@ -523,7 +554,8 @@ constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
     case DType::q4_1:
     case DType::q5_0:
     case DType::q5_1:
-    case DType::iq4_nl: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
+    case DType::iq4_nl:
+    case DType::iq4_xs: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
     case DType::q2_k:
     case DType::q3_k:
     case DType::q4_k:
@@ -543,7 +575,8 @@ inline void quantize_activation(DType w, const float* x, std::byte* dst, std::in
     case DType::q4_1:
     case DType::q5_0:
     case DType::q5_1:
-    case DType::iq4_nl: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, nibble_halves(w));
+    case DType::iq4_nl:
+    case DType::iq4_xs: return quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, nibble_halves(w));
     case DType::q4_k:
     case DType::q5_k: return quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, true);
     case DType::q2_k:
@@ -586,6 +619,24 @@ inline float dot_q32_scalar(std::int64_t n, const Block* w, const block_q8_a* a)
   return sum;
 }
 inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return dot_q32_scalar(n, w, a); }
+
+/// IQ4_XS: per sub-block s of 32 (block s / 8, activation block s % 16 of group s / 16)
+/// d·(ls − 32)·d_x·Σ v·x, as for IQ4_NL.
+inline float dot_iq4_xs_scalar(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) {
+  float sum = 0.0f;
+  for (std::int64_t s = 0; s < n / qk4_0; ++s) {
+    const block_iq4_xs& b = w[s / q32_per_block<block_iq4_xs>];
+    const int j = int(s % q32_per_block<block_iq4_xs>), k = int(s % q8_a_group);
+    const block_q8_a& g = a[s / q8_a_group];
+    std::int32_t isum = 0;
+    for (int i = 0; i < qk4_0; ++i) {
+      const std::uint8_t byte = b.qs[16 * j + i % 16];
+      isum += iq4_nl_values[i < 16 ? byte & 0x0f : byte >> 4] * g.qs[q8_a_offset(true, k, i)];
+    }
+    sum += f16f(b.d) * float(iq4_xs_scale(b, j)) * g.d[k] * float(isum);
+  }
+  return sum;
+}
 
 /// Q4_K / Q5_K: Σ_j (d·sc_j·Σ q·a − dmin·m_j·Σ a) · d_a, with Σ a of a sub-block from the 16-sums.
 template <typename Block>
@@ -727,6 +778,18 @@ inline __m256i high_bits_avx2(std::uint32_t qh) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
 }
 
+/// Block k of an activation group in q8_a_offset's `halves` order: values 0-15 in the low lane,
+/// 16-31 in the high one (unpack_nibbles_avx2's order).
+inline __m256i q8_a_halves_avx2(const block_q8_a& g, int k) {
+  return _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 16))),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 0))));
+}
+/// 8 int32 lanes of Σ v·x: IQ4_NL's table values v of 32 unpacked nibbles times the activations.
+inline __m256i table_dot_avx2(__m256i nibbles, __m256i x) {
+  const __m256i values = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
+  return dot_s8s8_avx2(_mm256_shuffle_epi8(values, nibbles), x);
+}
+
 /// Q4_1 / Q5_0 / Q5_1: the unsigned quants times the activations (vpmaddubsw: 31·127·2 < 2^15),
 /// then per block the offset (m, or −zero·d) times the activations' sum. IQ4_NL: the table's
 /// signed values (one byte shuffle) times the activations, as Q8_0's.
@@ -740,13 +803,10 @@ inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
     const int k = int(b % q8_a_group);
     __m256i q = unpack_nibbles_avx2(w[b].qs);
     if constexpr (block_with_high_bits<Block>) q = _mm256_or_si256(q, high_bits_avx2(q5_high_bits(w[b])));
-    const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 16))),
-                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 0))));
+    const __m256i xq = q8_a_halves_avx2(g, k);
     const float d = f16f(w[b].d);
     if constexpr (block_with_table<Block>) {
-      const __m256i values = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
-      const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(_mm256_shuffle_epi8(values, q), xq));
-      acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * g.d[k]), acc);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(table_dot_avx2(q, xq)), _mm256_set1_ps(d * g.d[k]), acc);
       continue;
     }
     const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), _mm256_set1_epi16(1)));
@@ -757,6 +817,20 @@ inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
       off -= float(q32_zero<Block>) * d * g.d[k] * float(g.sum[k]);
   }
   return hsum_avx2(acc) + off;
+}
+
+/// IQ4_XS: IQ4_NL's product per sub-block of 32, scaled by d·(ls − 32)·d_x.
+inline float dot_iq4_xs_avx2(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t s = 0; s < n / qk4_0; ++s) {
+    const block_iq4_xs& b = w[s / q32_per_block<block_iq4_xs>];
+    const int j = int(s % q32_per_block<block_iq4_xs>), k = int(s % q8_a_group);
+    if (j == 0) prefetch_ahead(&b, sizeof(block_iq4_xs));
+    const block_q8_a& g = a[s / q8_a_group];
+    const __m256 p = _mm256_cvtepi32_ps(table_dot_avx2(unpack_nibbles_avx2(b.qs + 16 * j), q8_a_halves_avx2(g, k)));
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(b.d) * float(iq4_xs_scale(b, j)) * g.d[k]), acc);
+  }
+  return hsum_avx2(acc);
 }
 
 /// Q4_K and Q5_K (whose fifth bits are ORed into the nibbles).
@@ -1150,10 +1224,36 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
 }
 #endif
 
+/// IQ4_XS: a group of 16 sub-blocks is two super-blocks (one at the end of a row of an odd
+/// number), whose two 64-byte halves of quant bytes each hold four sub-blocks in the order the
+/// nibble blocks' gather gives; lanes 0-7 / 8-15 of the scales d·(ls_j − 32) come from the first
+/// / second super-block's scale bits by per-lane shifts.
+inline void q32_group(const block_iq4_xs* wb, int blocks, Q32Group& g) {
+  const bool two = blocks > q32_per_block<block_iq4_xs>;
+  for (int k = 0; k < 4; ++k)
+    g.q[k] = k < 2 || two ? _mm512_loadu_si512(wb[k / 2].qs + 64 * (k % 2)) : _mm512_setzero_si512();
+  std::uint32_t low[2] = {}, high[2] = {};
+  float d[2] = {};
+  for (int i = 0; i < (two ? 2 : 1); ++i) {
+    std::memcpy(&low[i], wb[i].scales_l, sizeof low[i]);  // nibble j: bits 4j .. 4j+3
+    high[i] = wb[i].scales_h;
+    d[i] = f16f(wb[i].d);
+  }
+  const __m512i j = _mm512_set_epi32(7, 6, 5, 4, 3, 2, 1, 0, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i lo = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(int(low[0])), _mm512_set1_epi32(int(low[1])));
+  const __m512i hi = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(int(high[0])), _mm512_set1_epi32(int(high[1])));
+  const __m512i ls = _mm512_or_si512(
+      _mm512_and_si512(_mm512_srlv_epi32(lo, _mm512_slli_epi32(j, 2)), _mm512_set1_epi32(0x0f)),
+      _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(hi, _mm512_slli_epi32(j, 1)), _mm512_set1_epi32(3)), 4));
+  g.d = _mm512_mul_ps(_mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d[0]), _mm512_set1_ps(d[1])),
+                      _mm512_cvtepi32_ps(_mm512_sub_epi32(ls, _mm512_set1_epi32(32))));
+}
+
 /// Σ_j d_w[j]·d_x[j]·Σ_i (q[j][i] − zero)·x[j][i] over the blocks of a Q4_0 / Q5_0 row, plus
 /// Σ_j m[j]·d_x[j]·Σ_i x[j][i] for Q4_1 / Q5_1 (whose zero is 0): the nibbles (with their fifth
 /// bits) are the unsigned q, and Σ (q − zero)·x = Σ q·x − zero·Σ x. IQ4_NL maps its nibbles to
-/// the table's signed values instead. Four blocks per step: their 4×16 quant bytes in one vector,
+/// the table's signed values instead, and IQ4_XS likewise per sub-block of 32 (`blocks` below count
+/// sub-blocks). Four blocks per step: their 4×16 quant bytes in one vector,
 /// whose low nibbles meet one 64-byte load of activations (q8_a_offset's `halves` order) and whose
 /// high nibbles the next; both products accumulate into one int32 vector whose lanes 4k .. 4k+3
 /// belong to block k of the four.
@@ -1172,9 +1272,9 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
   const __m512i quad_lanes = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
   for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
-    const Block* wb = w + g0;
+    const Block* wb = w + g0 / q32_per_block<Block>;
     const block_q8_a& g = a[g0 / q8_a_group];
-    prefetch_ahead(wb, q8_a_group * sizeof(Block));
+    prefetch_ahead(wb, q8_a_group / q32_per_block<Block> * sizeof(Block));
     const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
     Q32Group u;
     q32_group(wb, blocks, u);
@@ -1217,6 +1317,7 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
   return hsum_512(_mm512_add_ps(acc0, acc1)) + (block_with_min<Block> ? off : -float(zero) * off);
 }
 inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return dot_q32_avx512(n, w, a); }
+inline float dot_iq4_xs_avx512(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) { return dot_q32_avx512(n, w, a); }
 
 /// acc + Σ of pairs of 16-bit products a·b, per int32 lane (vpdpwssd where available).
 inline __m512i add_dot_s16_512(__m512i acc, __m512i a, __m512i b) {
@@ -1380,27 +1481,36 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
 /// t/s. (Q8_0's scalar loop is vectorized by the compiler: the same intrinsics gained ~1 %.)
 /// IQ4_NL the same way, its nibbles mapped through the table by one byte shuffle (pp128, 2 / 1
 /// threads: 62 / 62 -> 81 / 81 % of GEMM).
+/// The 32 weights of 16 quant bytes with scale d: (byte − zero)·d for the nibble − 8, or for the
+/// table types the table's value + 128 (one byte shuffle) − 128; low nibbles to o, high to o + 16.
 template <typename Block>
-inline void dequantize_row_q32_avx512(const Block* x, float* y, std::int64_t n) {
+inline void dequantize_q32_bytes_avx512(const std::uint8_t* qs, __m512 d, float* o) {
   const __m128i m4 = _mm_set1_epi8(0x0f);
-  // weight = byte − zero: the nibble − 8, or the table's value + 128 (one byte shuffle) − 128
   const __m512i zero = _mm512_set1_epi32(block_with_table<Block> ? 128 : 8);
-  auto weights = [&](__m128i nibbles, __m512 d) {
+  auto weights = [&](__m128i nibbles) {
     if constexpr (block_with_table<Block>)
       nibbles = _mm_shuffle_epi8(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values_biased.data())), nibbles);
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(nibbles), zero)));
   };
-  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
-    const __m512 d = _mm512_set1_ps(f16f(x[b].d));
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
-    float* o = y + b * qk4_0;
-    _mm512_storeu_ps(o, weights(_mm_and_si128(q, m4), d));
-    _mm512_storeu_ps(o + 16, weights(_mm_and_si128(_mm_srli_epi16(q, 4), m4), d));
-  }
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  _mm512_storeu_ps(o, weights(_mm_and_si128(q, m4)));
+  _mm512_storeu_ps(o + 16, weights(_mm_and_si128(_mm_srli_epi16(q, 4), m4)));
+}
+template <typename Block>
+inline void dequantize_row_q32_avx512(const Block* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk4_0; ++b)
+    dequantize_q32_bytes_avx512<Block>(x[b].qs, _mm512_set1_ps(f16f(x[b].d)), y + b * qk4_0);
 }
 inline void dequantize_row_q4_0_avx512(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_q32_avx512(x, y, n); }
 inline void dequantize_row_iq4_nl_avx512(const block_iq4_nl* x, float* y, std::int64_t n) {
   dequantize_row_q32_avx512(x, y, n);
+}
+/// IQ4_XS the same way per sub-block, with scale d·(ls_j − 32) as dequantize_row_iq4_xs computes it.
+inline void dequantize_row_iq4_xs_avx512(const block_iq4_xs* x, float* y, std::int64_t n) {
+  for (std::int64_t b = 0; b < n / qk_k; ++b)
+    for (int j = 0; j < q32_per_block<block_iq4_xs>; ++j)
+      dequantize_q32_bytes_avx512<block_iq4_xs>(x[b].qs + 16 * j, _mm512_set1_ps(f16f(x[b].d) * float(iq4_xs_scale(x[b], j))),
+                                                y + b * qk_k + qk4_0 * j);
 }
 
 /// Q6_K row → f32 as dequantize_row_q6_k computes it (d·sc_j, then times q − 32), 128 weights
@@ -1504,6 +1614,8 @@ inline float dot_q4_0(std::int64_t n, const block_q4_0* w, const block_q8_a* a) 
 /// Σ w·x over n values (a multiple of 32) of a Q4_1, Q5_0, Q5_1 or IQ4_NL row and quantized activations.
 template <typename Block>
 inline float dot_q32(std::int64_t n, const Block* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_q32)(n, w, a); }
+/// Σ w·x over n values (a multiple of 256) of an IQ4_XS row and quantized activations.
+inline float dot_iq4_xs(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) { return LOOM_QUANT_DOT(dot_iq4_xs)(n, w, a); }
 /// Σ w·x over n values (a multiple of 256) of a Q4_K row and quantized activations.
 inline float dot_q4_k(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return LOOM_QUANT_DOT(dot_q4_k)(n, w, a); }
 /// Σ w·x over n values (a multiple of 256) of a Q2_K row and quantized activations.
@@ -1533,6 +1645,7 @@ inline void dequantize_row(DType t, const std::byte* src, float* dst, std::int64
     case DType::q5_0: return dequantize_row_q32(reinterpret_cast<const block_q5_0*>(src), dst, n);
     case DType::q5_1: return dequantize_row_q32(reinterpret_cast<const block_q5_1*>(src), dst, n);
     case DType::iq4_nl: return LOOM_QUANT_DEQUANT(dequantize_row_iq4_nl)(reinterpret_cast<const block_iq4_nl*>(src), dst, n);
+    case DType::iq4_xs: return LOOM_QUANT_DEQUANT(dequantize_row_iq4_xs)(reinterpret_cast<const block_iq4_xs*>(src), dst, n);
     case DType::q2_k: return LOOM_QUANT_DEQUANT(dequantize_row_q2_k)(reinterpret_cast<const block_q2_k*>(src), dst, n);
     case DType::q3_k: return LOOM_QUANT_DEQUANT(dequantize_row_q3_k)(reinterpret_cast<const block_q3_k*>(src), dst, n);
     case DType::q4_k: return dequantize_row_q4_k(reinterpret_cast<const block_q4_k*>(src), dst, n);
@@ -1560,6 +1673,8 @@ inline float dot_quantized(DType t, std::int64_t n, const std::byte* w, const st
       return dot_q32(n, reinterpret_cast<const block_q5_1*>(w), reinterpret_cast<const block_q8_a*>(act));
     case DType::iq4_nl:
       return dot_q32(n, reinterpret_cast<const block_iq4_nl*>(w), reinterpret_cast<const block_q8_a*>(act));
+    case DType::iq4_xs:
+      return dot_iq4_xs(n, reinterpret_cast<const block_iq4_xs*>(w), reinterpret_cast<const block_q8_a*>(act));
     case DType::q2_k:
       return dot_q2_k(n, reinterpret_cast<const block_q2_k*>(w), reinterpret_cast<const block_q8_k*>(act));
     case DType::q3_k:
