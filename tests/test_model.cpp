@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <loom/kernels/matmul.hpp>
+#include <loom/model/convert.hpp>
 #include <loom/model/model.hpp>
 
 #include "random_model.hpp"
@@ -138,6 +140,43 @@ TEST(Model, LogitsDoNotDependOnThreadCount) {
         ASSERT_EQ(a.data()[i], d.data()[i]) << c.architecture << " KV cache " << loom::to_string(kv_type);
       }
     }
+  }
+}
+
+// A model converted to a quantized type computes with the rounded weights in place: its batched
+// prompt (more rows than the integer path takes: dequantized blocks and GEMM) gives the logits of
+// the same weights dequantized to f32, up to float noise, and its decoding (integer dot products
+// on 8-bit activations) within the activations' rounding. Width 256, so IQ4_XS's super-blocks fit
+// every matrix (the other types' 32-weight blocks too).
+TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
+  Config c = loom::test::llama_config();
+  c.dim = 256;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 64;
+  c.ffn_dim = 512;
+  c.vocab_size = 300;
+  const loom::Model src = loom::test::random_model(c, 9);
+  for (loom::DType t : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::iq4_nl, loom::DType::iq4_xs}) {
+    const loom::Model q(c, loom::convert_weights(src.weights(), t));
+    const loom::Model f(c, loom::convert_weights(q.weights(), loom::DType::f32));
+    ASSERT_EQ(q.weights().layers[0].w_down.weight.dtype, t);
+    ASSERT_EQ(q.weights().token_embedding.dtype, t);
+    std::vector<std::int32_t> prompt;
+    while (std::int64_t(prompt.size()) <= loom::kernels::quant_dot_max_rows(t)) prompt.insert(prompt.end(), kTokens.begin(), kTokens.end());
+    loom::KVCache k1(c, 64), k2(c, 64);
+    const auto pq = q.logits(prompt, 0, k1, loom::Logits::all), pf = f.logits(prompt, 0, k2, loom::Logits::all);
+    const double prompt_diff = max_rel_diff(pq.data(), pf.data(), pq.numel());
+    EXPECT_LT(prompt_diff, 1e-4) << loom::to_string(t);
+    loom::KVCache k3(c, 64), k4(c, 64);
+    double decode_diff = 0;
+    for (std::size_t i = 0; i < kTokens.size(); ++i) {
+      const auto dq = q.logits({&kTokens[i], 1}, std::int32_t(i), k3), df = f.logits({&kTokens[i], 1}, std::int32_t(i), k4);
+      decode_diff = std::max(decode_diff, max_rel_diff(dq.data(), df.data(), c.vocab_size));
+    }
+    EXPECT_LT(decode_diff, 0.05) << loom::to_string(t);
+    std::printf("  %s: prompt %.3g, decode %.3g of the largest logit from the f32 copy\n",
+                std::string(loom::to_string(t)).c_str(), prompt_diff, decode_diff);
   }
 }
 

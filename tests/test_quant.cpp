@@ -149,12 +149,75 @@ TEST(Quant, QuantizersGiveDefinedBlocksForNonFiniteInput) {
   std::vector<float> x(32, 1.0f);
   x[3] = std::numeric_limits<float>::quiet_NaN();
   x[7] = std::numeric_limits<float>::infinity();
-  for (DType t : {DType::q4_1, DType::q5_0, DType::q5_1}) {
+  for (DType t : {DType::q4_1, DType::q5_0, DType::q5_1, DType::iq4_nl}) {
     std::vector<std::byte> q(loom::block_bytes(t));
     quantize_row(t, x.data(), q.data(), 32);  // no undefined float → int conversion (UBSan)
     std::vector<float> y(32);
     dequantize_row(t, q.data(), y.data(), 32);
   }
+  std::vector<float> xs(256, 1.0f);  // IQ4_XS: one sub-block with a NaN and an inf, one all NaN
+  xs[3] = std::numeric_limits<float>::quiet_NaN();
+  xs[40] = std::numeric_limits<float>::infinity();
+  for (int i = 64; i < 96; ++i) xs[std::size_t(i)] = std::numeric_limits<float>::quiet_NaN();
+  loom::block_iq4_xs b;
+  loom::kernels::quantize_row_iq4_xs(xs.data(), &b, 256);
+  std::vector<float> y(256);
+  dequantize_row_iq4_xs(&b, y.data(), 256);
+}
+
+// Blocks whose values are a power-of-two scale times IQ4_NL's table values, one of them −127
+// (the table's end, which the scale search maps the largest value to), come back exactly: the
+// least-squares scale of the exact fit is the scale itself. For IQ4_XS the sub-block scales are
+// multiples c·l of one c (l in −32..31, −32 in one sub-block, so that d = c).
+TEST(Quant, IQ4QuantizersRecoverExactTableBlocks) {
+  const int table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  std::mt19937 rng(15);
+  for (int trial = 0; trial < 10; ++trial) {
+    std::vector<float> x(256);
+    const float c = std::ldexp(1.0f, -int(rng() % 10));
+    int l[8];
+    for (int j = 0; j < 8; ++j) {
+      l[j] = j == int(rng() % 8) ? -32 : int(rng() % 63) - 31;  // never 0: a scale of 0 is no block
+      if (l[j] == 0) l[j] = 5;
+      for (int i = 0; i < 32; ++i) x[std::size_t(32 * j + i)] = c * float(l[j]) * float(table[rng() % 16]);
+      x[std::size_t(32 * j + rng() % 32)] = c * float(l[j]) * -127.0f;
+    }
+    if (std::none_of(l, l + 8, [](int v) { return v == -32; })) {
+      l[0] = -32;
+      for (int i = 0; i < 32; ++i) x[std::size_t(i)] = c * -32.0f * float(table[rng() % 16]);
+      x[5] = c * -32.0f * -127.0f;
+    }
+    std::vector<float> y(256);
+    std::vector<loom::block_iq4_nl> nl(8);
+    loom::kernels::quantize_row_iq4_nl(x.data(), nl.data(), 256);
+    dequantize_row_iq4_nl(nl.data(), y.data(), 256);
+    for (int i = 0; i < 256; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)]) << "IQ4_NL trial " << trial << " " << i;
+    loom::block_iq4_xs xs;
+    loom::kernels::quantize_row_iq4_xs(x.data(), &xs, 256);
+    EXPECT_EQ(loom::to_float(xs.d), c) << trial;
+    dequantize_row_iq4_xs(&xs, y.data(), 256);
+    for (int i = 0; i < 256; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)]) << "IQ4_XS trial " << trial << " " << i;
+  }
+}
+
+// On normal data the non-uniform grid fits better than Q4_0's uniform one (the reason IQ4_NL
+// exists), and IQ4_XS's 6-bit sub-block scales cost little against IQ4_NL's f16 ones.
+TEST(Quant, IQ4QuantizersFitNormalDataBetterThanQ4_0) {
+  const std::int64_t n = 256 * 64;
+  const auto x = random_vector(std::size_t(n), 16, 1.0f);
+  auto rms_error = [&](DType t) {
+    std::vector<std::byte> q(static_cast<std::size_t>(*loom::row_bytes(t, n)));
+    quantize_row(t, x.data(), q.data(), n);
+    std::vector<float> y(static_cast<std::size_t>(n));
+    dequantize_row(t, q.data(), y.data(), n);
+    double e = 0;
+    for (std::int64_t i = 0; i < n; ++i) e += std::pow(double(y[std::size_t(i)]) - x[std::size_t(i)], 2);
+    return std::sqrt(e / double(n));
+  };
+  const double q4_0 = rms_error(DType::q4_0), nl = rms_error(DType::iq4_nl), xs = rms_error(DType::iq4_xs);
+  std::printf("  rms error: q4_0 %.4f, iq4_nl %.4f, iq4_xs %.4f\n", q4_0, nl, xs);
+  EXPECT_LT(nl, 0.93 * q4_0);
+  EXPECT_LT(xs, 0.93 * q4_0);
 }
 
 TEST(Quant, RowLengthMustBeWholeBlocks) {

@@ -66,6 +66,8 @@ inline std::uint32_t gguf_file_type(DType t) {
     case DType::q8_0: return 7;
     case DType::q5_0: return 8;
     case DType::q5_1: return 9;
+    case DType::iq4_nl: return 25;
+    case DType::iq4_xs: return 30;
     case DType::bf16: return 32;
     default: return 1;
   }

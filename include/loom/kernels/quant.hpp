@@ -1,6 +1,6 @@
 // Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K,
-// Q5_K, Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 / Q5_0 /
-// Q5_1, quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
+// Q5_K, Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 /
+// Q5_0 / Q5_1 / IQ4_NL / IQ4_XS, quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
 // quantized activations in integer arithmetic.
 //
 // Every dot product has a portable scalar version (the reference) and, when the compiler targets
@@ -40,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <type_traits>
 
@@ -456,7 +457,116 @@ inline void quantize_row_q32_min(const float* x, Block* y, std::int64_t n) {
   }
 }
 
-/// Quantizes n f32 values to Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (n a multiple of 32).
+namespace detail {
+
+/// The index of IQ4_NL's table value nearest v: a tie goes to the larger value, a NaN to the
+/// largest (as ggml's best_index_int8, by bisection of the sorted table).
+inline int iq4_nearest(float v) {
+  const std::int8_t* t = iq4_nl_values;
+  if (v <= float(t[0])) return 0;
+  if (v >= float(t[15])) return 15;
+  int lo = 0, hi = 15;  // t[lo] <= v < t[hi]
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    (v < float(t[mid]) ? hi : lo) = mid;
+  }
+  return v - float(t[lo]) < float(t[hi]) - v ? lo : hi;
+}
+
+/// How well 32 values x fit IQ4_NL's table at inverse scale id: Σ w·q·x and Σ w·q² over q = the
+/// table value nearest id·x, w = x² (llama.cpp's weights without an importance matrix). The
+/// least-squares scale of that fit is Σ w·q·x / Σ w·q², and a larger (Σ w·q·x)² / Σ w·q² is a
+/// smaller weighted error.
+inline void iq4_fit(const float* x, float id, float& sum_qx, float& sum_q2) {
+  sum_qx = sum_q2 = 0.0f;
+  for (int j = 0; j < qk4_0; ++j) {
+    const float q = float(iq4_nl_values[iq4_nearest(id * x[j])]), w = x[j] * x[j];
+    sum_qx += w * q * x[j];
+    sum_q2 += w * q * q;
+  }
+}
+
+/// The scale of 32 values for IQ4_NL's table, searched as llama.cpp's quantizer does: the
+/// least-squares scale of the fit that maps the value of largest magnitude (max) to 127, and of
+/// the 15 fits that map it to the table's negative end −127 + t (t = −7..7); the best fit wins.
+/// 0 for a block of (near) zeros.
+inline float iq4_scale(const float* x) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < qk4_0; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  if (amax < 1e-15f) return 0.0f;
+  float sum_qx, sum_q2;
+  iq4_fit(x, 1.0f / (max / -float(iq4_nl_values[0])), sum_qx, sum_q2);
+  float d = sum_q2 > 0.0f ? sum_qx / sum_q2 : 0.0f, best = d * sum_qx;
+  for (int t = -7; t <= 7; ++t) {
+    iq4_fit(x, float(t + iq4_nl_values[0]) / max, sum_qx, sum_q2);
+    if (sum_q2 > 0.0f && sum_qx * sum_qx > best * sum_q2) {
+      d = sum_qx / sum_q2;
+      best = d * sum_qx;
+    }
+  }
+  return d;
+}
+
+}  // namespace detail
+
+/// f32 → IQ4_NL (n a multiple of 32), as llama.cpp's quantizer without an importance matrix:
+/// d = iq4_scale of the block (stored as f16), each weight the table value nearest x / d.
+inline void quantize_row_iq4_nl(const float* x, block_iq4_nl* y, std::int64_t n) {
+  detail::check_multiple(n, qk4_0, "quantize_row_iq4_nl");
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    const float* v = x + b * qk4_0;
+    const float d = detail::iq4_scale(v);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = to_f16(d);
+    int q[qk4_0];
+    for (int j = 0; j < qk4_0; ++j) q[j] = detail::iq4_nearest(id * v[j]);
+    detail::pack_q32(y[b], q);
+  }
+}
+
+/// f32 → IQ4_XS (n a multiple of 256), as llama.cpp's quantizer without an importance matrix:
+/// s_j = iq4_scale of sub-block j; d = −s / 32 for the s_j of largest magnitude (stored as f16);
+/// ls_j − 32 = s_j / d rounded to nearest (even) within [−32, 31]; each weight the table value
+/// nearest x / (d·(ls_j − 32)).
+inline void quantize_row_iq4_xs(const float* x, block_iq4_xs* y, std::int64_t n) {
+  detail::check_multiple(n, qk_k, "quantize_row_iq4_xs");
+  constexpr int subs = q32_per_block<block_iq4_xs>;
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float* v = x + b * qk_k;
+    float s[subs], amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < subs; ++j) {
+      s[j] = detail::iq4_scale(v + qk4_0 * j);
+      if (std::fabs(s[j]) > amax) {
+        amax = std::fabs(s[j]);
+        max = s[j];
+      }
+    }
+    const float d = -max / 32.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    block_iq4_xs& o = y[b];
+    o.d = to_f16(d);
+    o.scales_h = 0;
+    std::fill(std::begin(o.scales_l), std::end(o.scales_l), std::uint8_t(0));
+    for (int j = 0; j < subs; ++j) {
+      const float r = id * s[j];  // within ±32 when finite; NaN and inf (from non-finite input) give 0
+      const int l = std::isfinite(r) ? int(std::clamp(std::nearbyint(r), -32.0f, 31.0f)) : 0;
+      const float dl = d * float(l);
+      const float idl = dl != 0.0f ? 1.0f / dl : 0.0f;
+      o.scales_l[j / 2] = std::uint8_t(o.scales_l[j / 2] | ((l + 32) & 0x0f) << (4 * (j % 2)));
+      o.scales_h = std::uint16_t(o.scales_h | ((l + 32) >> 4) << (2 * j));
+      const float* u = v + qk4_0 * j;
+      for (int i = 0; i < 16; ++i)
+        o.qs[16 * j + i] = std::uint8_t(detail::iq4_nearest(idl * u[i]) | detail::iq4_nearest(idl * u[i + 16]) << 4);
+    }
+  }
+}
+
+/// Quantizes n f32 values to Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (n a multiple of 32) or IQ4_XS
+/// (a multiple of 256).
 inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n) {
   switch (t) {
     case DType::q8_0: return quantize_row_q8_0(x, reinterpret_cast<block_q8_0*>(dst), n);
@@ -464,6 +574,8 @@ inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n
     case DType::q4_1: return quantize_row_q32_min(x, reinterpret_cast<block_q4_1*>(dst), n);
     case DType::q5_0: return quantize_row_q32_symmetric(x, reinterpret_cast<block_q5_0*>(dst), n);
     case DType::q5_1: return quantize_row_q32_min(x, reinterpret_cast<block_q5_1*>(dst), n);
+    case DType::iq4_nl: return quantize_row_iq4_nl(x, reinterpret_cast<block_iq4_nl*>(dst), n);
+    case DType::iq4_xs: return quantize_row_iq4_xs(x, reinterpret_cast<block_iq4_xs*>(dst), n);
     default: fail(ErrorKind::unsupported, "kernels", "quantization to ", to_string(t), " is not implemented");
   }
 }
