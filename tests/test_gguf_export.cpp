@@ -8,6 +8,7 @@
 #include <loom/model/convert.hpp>
 
 #include "fixtures.hpp"
+#include "random_model.hpp"
 
 namespace {
 
@@ -123,6 +124,30 @@ TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
       EXPECT_LT(vs_memory, 1e-5) << t.name << " " << loom::to_string(type);
     }
   }
+}
+
+// The tiny checkpoints' 64-wide rows fall back to IQ4_NL under --type iq4_xs; a model whose
+// matrices are whole 256-weight super-blocks writes IQ4_XS tensors, and reading them back gives
+// the logits of the same quantization done in memory.
+TEST(GgufExport, IQ4_XSTensorsRoundTrip) {
+  loom::Config c = loom::test::llama_config();
+  c.dim = 256;
+  c.head_dim = 64;
+  c.ffn_dim = 512;
+  c.vocab_size = 300;
+  const loom::Model src = loom::test::random_model(c, 11);
+  const fs::path out = temp("iq4_xs.gguf");
+  loom::io::write_gguf_model(out, c, src.weights(), nullptr, {.type = loom::DType::iq4_xs, .name = "random", .chat_template = ""});
+  loom::io::GgufModel back = loom::io::load_gguf_model(out);
+  EXPECT_EQ(back.weights.layers[1].wq.weight.dtype, loom::DType::iq4_xs);
+  EXPECT_EQ(back.weights.layers[1].w_down.weight.dtype, loom::DType::iq4_xs);
+  EXPECT_EQ(back.weights.output.weight.dtype, loom::DType::iq4_xs);
+  const loom::Model read(std::move(back.config), std::move(back.weights));
+  const loom::Model in_memory(c, loom::convert_weights(src.weights(), loom::DType::iq4_xs));
+  const std::vector<std::int32_t> tokens{1, 200, 17, 299, 42, 5};
+  loom::KVCache k1(c, 16), k2(c, 16);
+  const auto x = read.logits(tokens, 0, k1, loom::Logits::all), y = in_memory.logits(tokens, 0, k2, loom::Logits::all);
+  for (std::int64_t i = 0; i < x.numel(); ++i) ASSERT_NEAR(x.data()[i], y.data()[i], 1e-5) << i;
 }
 
 // Weights converted from a model stay valid after that model is gone: the model's f32 copies of
