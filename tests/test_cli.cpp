@@ -226,7 +226,7 @@ TEST(Cli, ChatHoldsAConversationAndQuantizeRuns) {
   EXPECT_EQ(sh(gen + m + " --chat --prompt-ids 1,2").status, 2);
   EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q8_0").status, 0);
   EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q5_1").status, 0);
-  EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q4_k").status, 2);  // no k-quant quantizer
+  EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q3_k").status, 2);  // no Q3_K quantizer
   EXPECT_EQ(sh(gen + m + " -p Hi --stop ''").status, 2);
 }
 

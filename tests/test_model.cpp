@@ -157,7 +157,8 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
   c.ffn_dim = 512;
   c.vocab_size = 300;
   const loom::Model src = loom::test::random_model(c, 9);
-  for (loom::DType t : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::iq4_nl, loom::DType::iq4_xs}) {
+  for (loom::DType t : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::iq4_nl, loom::DType::iq4_xs, loom::DType::q4_k,
+                        loom::DType::q6_k}) {
     const loom::Model q(c, loom::convert_weights(src.weights(), t));
     const loom::Model f(c, loom::convert_weights(q.weights(), loom::DType::f32));
     ASSERT_EQ(q.weights().layers[0].w_down.weight.dtype, t);
@@ -174,7 +175,9 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
       const auto dq = q.logits({&kTokens[i], 1}, std::int32_t(i), k3), df = f.logits({&kTokens[i], 1}, std::int32_t(i), k4);
       decode_diff = std::max(decode_diff, max_rel_diff(dq.data(), df.data(), c.vocab_size));
     }
-    EXPECT_LT(decode_diff, 0.05) << loom::to_string(t);
+    // Activations rounded per 32 values (q8_a) or, for the k-quants, per 256 with one scale (q8_k,
+    // as llama.cpp's): measured 3.0-3.6 % and 5.1-5.5 % of the largest logit.
+    EXPECT_LT(decode_diff, loom::kernels::q8_a_activations(t) ? 0.05 : 0.08) << loom::to_string(t);
     std::printf("  %s: prompt %.3g, decode %.3g of the largest logit from the f32 copy\n",
                 std::string(loom::to_string(t)).c_str(), prompt_diff, decode_diff);
   }

@@ -155,14 +155,16 @@ TEST(Quant, QuantizersGiveDefinedBlocksForNonFiniteInput) {
     std::vector<float> y(32);
     dequantize_row(t, q.data(), y.data(), 32);
   }
-  std::vector<float> xs(256, 1.0f);  // IQ4_XS: one sub-block with a NaN and an inf, one all NaN
+  std::vector<float> xs(256, 1.0f);  // one sub-block with a NaN and an inf, one all NaN
   xs[3] = std::numeric_limits<float>::quiet_NaN();
   xs[40] = std::numeric_limits<float>::infinity();
   for (int i = 64; i < 96; ++i) xs[std::size_t(i)] = std::numeric_limits<float>::quiet_NaN();
-  loom::block_iq4_xs b;
-  loom::kernels::quantize_row_iq4_xs(xs.data(), &b, 256);
-  std::vector<float> y(256);
-  dequantize_row_iq4_xs(&b, y.data(), 256);
+  for (DType t : {DType::iq4_xs, DType::q4_k, DType::q6_k}) {  // the 256-weight ones likewise
+    std::vector<std::byte> q(loom::block_bytes(t));
+    quantize_row(t, xs.data(), q.data(), 256);
+    std::vector<float> y(256);
+    dequantize_row(t, q.data(), y.data(), 256);
+  }
 }
 
 // Blocks whose values are a power-of-two scale times IQ4_NL's table values, one of them −127
@@ -200,9 +202,51 @@ TEST(Quant, IQ4QuantizersRecoverExactTableBlocks) {
   }
 }
 
+// Q4_K and Q6_K blocks built from their own formulas come back exactly: 6-bit scales and mins
+// that are multiples of c (one of each 63, so that d = dmin = c) and quants spanning 0..15 in every
+// sub-block (the range fit is then exact) for Q4_K; int8 scales that are multiples of c (one
+// −128) and quants with a −32 in every sub-block for Q6_K.
+TEST(Quant, KQuantizersRecoverExactBlocks) {
+  std::mt19937 rng(17);
+  for (int trial = 0; trial < 10; ++trial) {
+    const float c = std::ldexp(1.0f, -int(rng() % 8) - 4);
+    std::vector<float> x(256), y(256);
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) {
+      sc[j] = 1 + int(rng() % 63);
+      mn[j] = int(rng() % 64);
+    }
+    sc[rng() % 8] = 63;
+    mn[rng() % 8] = 63;
+    for (int j = 0; j < 8; ++j)
+      for (int i = 0; i < 32; ++i) {
+        const int q = i == 0 ? 0 : i == 1 ? 15 : int(rng() % 16);
+        x[std::size_t(32 * j + i)] = c * float(sc[j]) * float(q) - c * float(mn[j]);
+      }
+    loom::block_q4_k b4;
+    loom::kernels::quantize_row_q4_k(x.data(), &b4, 256);
+    dequantize_row_q4_k(&b4, y.data(), 256);
+    for (int i = 0; i < 256; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)]) << "Q4_K trial " << trial << " " << i;
+    int s6[16];
+    for (int j = 0; j < 16; ++j) s6[j] = int(rng() % 255) - 127;
+    s6[rng() % 16] = -128;
+    for (int j = 0; j < 16; ++j) {
+      if (s6[j] == 0) s6[j] = 3;
+      for (int i = 0; i < 16; ++i) {
+        const int q = i == 7 ? -32 : int(rng() % 64) - 32;
+        x[std::size_t(16 * j + i)] = c * float(s6[j]) * float(q);
+      }
+    }
+    loom::block_q6_k b6;
+    loom::kernels::quantize_row_q6_k(x.data(), &b6, 256);
+    dequantize_row_q6_k(&b6, y.data(), 256);
+    for (int i = 0; i < 256; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)]) << "Q6_K trial " << trial << " " << i;
+  }
+}
+
 // On normal data the non-uniform grid fits better than Q4_0's uniform one (the reason IQ4_NL
 // exists), and IQ4_XS's 6-bit sub-block scales cost little against IQ4_NL's f16 ones.
-TEST(Quant, IQ4QuantizersFitNormalDataBetterThanQ4_0) {
+TEST(Quant, QuantizersFitNormalData) {
   const std::int64_t n = 256 * 64;
   const auto x = random_vector(std::size_t(n), 16, 1.0f);
   auto rms_error = [&](DType t) {
@@ -215,9 +259,13 @@ TEST(Quant, IQ4QuantizersFitNormalDataBetterThanQ4_0) {
     return std::sqrt(e / double(n));
   };
   const double q4_0 = rms_error(DType::q4_0), nl = rms_error(DType::iq4_nl), xs = rms_error(DType::iq4_xs);
-  std::printf("  rms error: q4_0 %.4f, iq4_nl %.4f, iq4_xs %.4f\n", q4_0, nl, xs);
+  const double q4_k = rms_error(DType::q4_k), q6_k = rms_error(DType::q6_k), q8_0 = rms_error(DType::q8_0);
+  std::printf("  rms error: q4_0 %.4f, iq4_nl %.4f, iq4_xs %.4f, q4_k %.4f, q6_k %.4f, q8_0 %.4f\n", q4_0, nl, xs, q4_k,
+              q6_k, q8_0);
   EXPECT_LT(nl, 0.93 * q4_0);
   EXPECT_LT(xs, 0.93 * q4_0);
+  EXPECT_LT(q4_k, 0.9 * q4_0);
+  EXPECT_LT(q6_k, 0.25 * q4_0);
 }
 
 TEST(Quant, RowLengthMustBeWholeBlocks) {

@@ -1,6 +1,6 @@
 // Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K,
 // Q5_K, Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 /
-// Q5_0 / Q5_1 / IQ4_NL / IQ4_XS, quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
+// Q5_0 / Q5_1 / IQ4_NL / IQ4_XS / Q4_K / Q6_K, quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
 // quantized activations in integer arithmetic.
 //
 // Every dot product has a portable scalar version (the reference) and, when the compiler targets
@@ -565,8 +565,213 @@ inline void quantize_row_iq4_xs(const float* x, block_iq4_xs* y, std::int64_t n)
   }
 }
 
-/// Quantizes n f32 values to Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (n a multiple of 32) or IQ4_XS
-/// (a multiple of 256).
+namespace detail {
+
+/// v rounded to the nearest integer (ties to even, as ggml's nearest_int); 0 for NaN, and values
+/// beyond ±2^22 (which ggml's asserts exclude) saturate there, so the conversion is always defined.
+inline int nearest_int(float v) {
+  if (!(std::fabs(v) <= 4194303.0f)) return std::isnan(v) ? 0 : v > 0 ? 4194303 : -4194303;
+  return int(std::nearbyint(v));
+}
+
+/// llama.cpp's scale-and-min search for `n` values x with weights w and quants 0..nmax: the
+/// range fit (min = min(x, 0), scale = (max − min) / nmax), then for inverse scales (nmax + rmin +
+/// rdelta·k) / (max − min), k = 0..steps, the weighted least-squares scale and min of the quants
+/// they give (min clamped to ≤ 0); the fit of least weighted squared error wins. Returns the
+/// scale, sets `neg_min` = −min and q to the quants.
+inline float fit_scale_min(int n, int nmax, const float* x, const float* w, std::uint8_t* q, float& neg_min,
+                           float rmin, float rdelta, int steps) {
+  float lo = x[0], hi = x[0], sum_w = w[0], sum_x = w[0] * x[0];
+  for (int i = 1; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  lo = std::min(lo, 0.0f);
+  if (!(hi > lo)) {  // constant (or NaN) input
+    std::fill_n(q, n, std::uint8_t(0));
+    neg_min = -lo;
+    return 0.0f;
+  }
+  auto quant = [&](float iscale, float m, int i) { return std::clamp(nearest_int(iscale * (x[i] - m)), 0, nmax); };
+  const float iscale0 = float(nmax) / (hi - lo);
+  float scale = 1.0f / iscale0, min = lo, best = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    q[i] = std::uint8_t(quant(iscale0, lo, i));
+    const float diff = scale * float(q[i]) + min - x[i];
+    best += w[i] * diff * diff;
+  }
+  std::uint8_t trial[qk_k];
+  for (int k = 0; k <= steps; ++k) {
+    const float iscale = (rmin + rdelta * float(k) + float(nmax)) / (hi - lo);
+    float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const int l = quant(iscale, lo, i);
+      trial[i] = std::uint8_t(l);
+      sum_l += w[i] * float(l);
+      sum_l2 += w[i] * float(l) * float(l);
+      sum_xl += w[i] * float(l) * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(det > 0.0f)) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det, this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (this_min > 0.0f) {
+      this_min = 0.0f;
+      this_scale = sum_xl / sum_l2;
+    }
+    float error = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float diff = this_scale * float(trial[i]) + this_min - x[i];
+      error += w[i] * diff * diff;
+    }
+    if (error < best) {
+      std::copy_n(trial, n, q);
+      best = error;
+      scale = this_scale;
+      min = this_min;
+    }
+  }
+  neg_min = -min;
+  return scale;
+}
+
+/// llama.cpp's symmetric scale search for `n` values x and quants −nmax..nmax−1 (weights x²):
+/// the scale mapping the value of largest magnitude to −nmax, then 18 nearby ones, −(nmax +
+/// 0.1·k) / max for k = ±1..±9, each with its least-squares scale; the best fit wins. Returns the
+/// scale and sets q to the quants + nmax.
+inline float fit_scale_symmetric(int n, int nmax, const float* x, std::uint8_t* q) {
+  float amax = 0.0f, max = 0.0f;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  if (amax < 1e-15f) {
+    std::fill_n(q, n, std::uint8_t(nmax));
+    return 0.0f;
+  }
+  auto fit = [&](float iscale, float& sum_lx, float& sum_l2) {
+    sum_lx = sum_l2 = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float l = float(std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1)), w = x[i] * x[i];
+      sum_lx += w * x[i] * l;
+      sum_l2 += w * l * l;
+    }
+  };
+  auto store = [&](float iscale) {
+    for (int i = 0; i < n; ++i) q[i] = std::uint8_t(nmax + std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+  };
+  float sum_lx, sum_l2;
+  fit(-float(nmax) / max, sum_lx, sum_l2);
+  store(-float(nmax) / max);
+  float scale = sum_l2 > 0.0f ? sum_lx / sum_l2 : 0.0f, best = scale * sum_lx;
+  for (int k = -9; k <= 9; ++k) {
+    if (k == 0) continue;
+    const float iscale = -(float(nmax) + 0.1f * float(k)) / max;
+    fit(iscale, sum_lx, sum_l2);
+    if (sum_l2 > 0.0f && sum_lx * sum_lx > best * sum_l2) {
+      store(iscale);
+      scale = sum_lx / sum_l2;
+      best = scale * sum_lx;
+    }
+  }
+  return scale;
+}
+
+}  // namespace detail
+
+/// f32 → Q4_K (n a multiple of 256), as llama.cpp's quantizer without an importance matrix: per
+/// sub-block of 32 fit_scale_min with weights rms(x) + |x|; the 8 scales and mins as 6-bit
+/// multiples of d = max scale / 63 and dmin = max min / 63 (both f16); each weight then the
+/// nearest of 0..15 for x = d·sc·q − dmin·m.
+inline void quantize_row_q4_k(const float* x, block_q4_k* y, std::int64_t n) {
+  detail::check_multiple(n, qk_k, "quantize_row_q4_k");
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float* v = x + b * qk_k;
+    std::uint8_t q[qk_k];
+    float scales[8], mins[8], max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      const float* u = v + 32 * j;
+      float sum_x2 = 0.0f, w[32];
+      for (int i = 0; i < 32; ++i) sum_x2 += u[i] * u[i];
+      const float rms = std::sqrt(sum_x2 / 32.0f);
+      for (int i = 0; i < 32; ++i) w[i] = rms + std::fabs(u[i]);
+      scales[j] = detail::fit_scale_min(32, 15, u, w, q + 32 * j, mins[j], -1.0f, 0.1f, 20);
+      max_scale = std::max(max_scale, scales[j]);
+      max_min = std::max(max_min, mins[j]);
+    }
+    const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f, inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+    block_q4_k& o = y[b];
+    std::fill(std::begin(o.scales), std::end(o.scales), std::uint8_t(0));
+    for (int j = 0; j < 8; ++j) {  // the packing q4_k_scale_min reads
+      const int ls = std::clamp(detail::nearest_int(inv_scale * scales[j]), 0, 63);
+      const int lm = std::clamp(detail::nearest_int(inv_min * mins[j]), 0, 63);
+      if (j < 4) {
+        o.scales[j] = std::uint8_t(ls);
+        o.scales[j + 4] = std::uint8_t(lm);
+      } else {
+        o.scales[j + 4] = std::uint8_t((ls & 0x0f) | (lm & 0x0f) << 4);
+        o.scales[j - 4] = std::uint8_t(o.scales[j - 4] | (ls >> 4) << 6);
+        o.scales[j] = std::uint8_t(o.scales[j] | (lm >> 4) << 6);
+      }
+    }
+    o.d = to_f16(max_scale / 63.0f);
+    o.dmin = to_f16(max_min / 63.0f);
+    for (int j = 0; j < 8; ++j) {
+      std::uint8_t sc, m;
+      q4_k_scale_min(j, o.scales, sc, m);
+      const float d = detail::f16f(o.d) * float(sc), dm = detail::f16f(o.dmin) * float(m);
+      if (d == 0.0f) continue;
+      for (int i = 0; i < 32; ++i) q[32 * j + i] = std::uint8_t(std::clamp(detail::nearest_int((v[32 * j + i] + dm) / d), 0, 15));
+    }
+    for (int k = 0; k < 4; ++k)  // byte 32k + l: weights 64k + l (low nibble), 64k + 32 + l (high)
+      for (int l = 0; l < 32; ++l) o.qs[32 * k + l] = std::uint8_t(q[64 * k + l] | q[64 * k + 32 + l] << 4);
+  }
+}
+
+/// f32 → Q6_K (n a multiple of 256), as llama.cpp's quantizer without an importance matrix: per
+/// sub-block of 16 fit_scale_symmetric with quants −32..31; the 16 scales as int8 multiples of d =
+/// −s / 128 for the scale s of largest magnitude (f16); each weight then the nearest of −32..31
+/// for x = d·sc·q, stored + 32 in 4 + 2 bits.
+inline void quantize_row_q6_k(const float* x, block_q6_k* y, std::int64_t n) {
+  detail::check_multiple(n, qk_k, "quantize_row_q6_k");
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    const float* v = x + b * qk_k;
+    block_q6_k& o = y[b];
+    std::uint8_t q[qk_k];
+    float scales[16], max = 0.0f, amax = 0.0f;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = detail::fit_scale_symmetric(16, 32, v + 16 * j, q + 16 * j);
+      if (std::fabs(scales[j]) > amax) {
+        amax = std::fabs(scales[j]);
+        max = scales[j];
+      }
+    }
+    if (amax < 1e-15f) {  // all (near) zero
+      std::memset(&o, 0, sizeof o);
+      continue;
+    }
+    const float iscale = -128.0f / max;
+    o.d = to_f16(1.0f / iscale);
+    for (int j = 0; j < 16; ++j) o.scales[j] = std::int8_t(std::clamp(detail::nearest_int(iscale * scales[j]), -128, 127));
+    for (int j = 0; j < 16; ++j) {
+      const float d = detail::f16f(o.d) * float(o.scales[j]);
+      if (d == 0.0f) continue;
+      for (int i = 0; i < 16; ++i) q[16 * j + i] = std::uint8_t(32 + std::clamp(detail::nearest_int(v[16 * j + i] / d), -32, 31));
+    }
+    for (int h = 0; h < 2; ++h)  // the layout q6_k_quant reads
+      for (int l = 0; l < 32; ++l) {
+        const std::uint8_t* g = q + 128 * h + l;  // weights 128h + l, + 32, + 64, + 96
+        o.ql[64 * h + l] = std::uint8_t((g[0] & 0x0f) | (g[64] & 0x0f) << 4);
+        o.ql[64 * h + 32 + l] = std::uint8_t((g[32] & 0x0f) | (g[96] & 0x0f) << 4);
+        o.qh[32 * h + l] = std::uint8_t(g[0] >> 4 | (g[32] >> 4) << 2 | (g[64] >> 4) << 4 | (g[96] >> 4) << 6);
+      }
+  }
+}
+
+/// Quantizes n f32 values to Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (n a multiple of 32), IQ4_XS,
+/// Q4_K or Q6_K (a multiple of 256).
 inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n) {
   switch (t) {
     case DType::q8_0: return quantize_row_q8_0(x, reinterpret_cast<block_q8_0*>(dst), n);
@@ -576,6 +781,8 @@ inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n
     case DType::q5_1: return quantize_row_q32_min(x, reinterpret_cast<block_q5_1*>(dst), n);
     case DType::iq4_nl: return quantize_row_iq4_nl(x, reinterpret_cast<block_iq4_nl*>(dst), n);
     case DType::iq4_xs: return quantize_row_iq4_xs(x, reinterpret_cast<block_iq4_xs*>(dst), n);
+    case DType::q4_k: return quantize_row_q4_k(x, reinterpret_cast<block_q4_k*>(dst), n);
+    case DType::q6_k: return quantize_row_q6_k(x, reinterpret_cast<block_q6_k*>(dst), n);
     default: fail(ErrorKind::unsupported, "kernels", "quantization to ", to_string(t), " is not implemented");
   }
 }
