@@ -1,6 +1,7 @@
 // Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K,
 // Q5_K, Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 /
-// Q5_0 / Q5_1 / IQ4_NL / IQ4_XS / Q4_K / Q6_K, quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
+// Q5_0 / Q5_1 / IQ4_NL / IQ4_XS / Q4_K / Q6_K (llama.cpp's quantizers, without an importance
+// matrix), quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
 // quantized activations in integer arithmetic.
 //
 // Every dot product has a portable scalar version (the reference) and, when the compiler targets
@@ -29,9 +30,8 @@
 //
 // Activations are quantized per weight type: the 32-weight blocks and IQ4_XS (whose sub-blocks
 // are 32-weight blocks) use `block_q8_a` (groups of 16 blocks of 32 values, an f32 scale and the
-// sum of the quants per block), the k-quants use
-// `block_q8_k` (256 values, one f32 scale, sums of every 16) so that a whole super-block is one
-// integer sum.
+// sum of the quants per block), the k-quants use `block_q8_k` (256 values, one f32 scale, sums of
+// every 16) so that a whole super-block is one integer sum.
 #pragma once
 
 #include <algorithm>
@@ -389,6 +389,18 @@ inline void quantize_row_q8_0(const float* x, block_q8_0* y, std::int64_t n) {
 }
 
 namespace detail {
+/// The value of largest magnitude among x[0..n), with its sign (the first of equals; NaNs are
+/// skipped); 0 when there is none.
+inline float largest_magnitude(const float* x, int n) {
+  float amax = 0.0f, max = 0.0f;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  return max;
+}
+
 /// min(top, trunc(v)) for v >= 0 as an int; a NaN gives 0 (never a float → int conversion out of
 /// range).
 inline int truncate_quant(float v, int top) { return int(std::min(float(top), std::max(0.0f, v))); }
@@ -416,13 +428,7 @@ inline void quantize_row_q32_symmetric(const float* x, Block* y, std::int64_t n)
   constexpr int zero = q32_zero<Block>;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     const float* v = x + b * qk4_0;
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < qk4_0; ++j)
-      if (std::fabs(v[j]) > amax) {
-        amax = std::fabs(v[j]);
-        max = v[j];
-      }
-    const float d = max / -float(zero);
+    const float d = detail::largest_magnitude(v, qk4_0) / -float(zero);
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[b].d = to_f16(d);
     int q[qk4_0];
@@ -491,13 +497,8 @@ inline void iq4_fit(const float* x, float id, float& sum_qx, float& sum_q2) {
 /// the 15 fits that map it to the table's negative end −127 + t (t = −7..7); the best fit wins.
 /// 0 for a block of (near) zeros.
 inline float iq4_scale(const float* x) {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < qk4_0; ++j)
-    if (std::fabs(x[j]) > amax) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  if (amax < 1e-15f) return 0.0f;
+  const float max = largest_magnitude(x, qk4_0);
+  if (std::fabs(max) < 1e-15f) return 0.0f;
   float sum_qx, sum_q2;
   iq4_fit(x, 1.0f / (max / -float(iq4_nl_values[0])), sum_qx, sum_q2);
   float d = sum_q2 > 0.0f ? sum_qx / sum_q2 : 0.0f, best = d * sum_qx;
@@ -537,15 +538,9 @@ inline void quantize_row_iq4_xs(const float* x, block_iq4_xs* y, std::int64_t n)
   constexpr int subs = q32_per_block<block_iq4_xs>;
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     const float* v = x + b * qk_k;
-    float s[subs], amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < subs; ++j) {
-      s[j] = detail::iq4_scale(v + qk4_0 * j);
-      if (std::fabs(s[j]) > amax) {
-        amax = std::fabs(s[j]);
-        max = s[j];
-      }
-    }
-    const float d = -max / 32.0f;
+    float s[subs];
+    for (int j = 0; j < subs; ++j) s[j] = detail::iq4_scale(v + qk4_0 * j);
+    const float d = -detail::largest_magnitude(s, subs) / 32.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     block_iq4_xs& o = y[b];
     o.d = to_f16(d);
@@ -641,13 +636,8 @@ inline float fit_scale_min(int n, int nmax, const float* x, const float* w, std:
 /// 0.1·k) / max for k = ±1..±9, each with its least-squares scale; the best fit wins. Returns the
 /// scale and sets q to the quants + nmax.
 inline float fit_scale_symmetric(int n, int nmax, const float* x, std::uint8_t* q) {
-  float amax = 0.0f, max = 0.0f;
-  for (int i = 0; i < n; ++i)
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  if (amax < 1e-15f) {
+  const float max = largest_magnitude(x, n);
+  if (std::fabs(max) < 1e-15f) {
     std::fill_n(q, n, std::uint8_t(nmax));
     return 0.0f;
   }
@@ -740,15 +730,10 @@ inline void quantize_row_q6_k(const float* x, block_q6_k* y, std::int64_t n) {
     const float* v = x + b * qk_k;
     block_q6_k& o = y[b];
     std::uint8_t q[qk_k];
-    float scales[16], max = 0.0f, amax = 0.0f;
-    for (int j = 0; j < 16; ++j) {
-      scales[j] = detail::fit_scale_symmetric(16, 32, v + 16 * j, q + 16 * j);
-      if (std::fabs(scales[j]) > amax) {
-        amax = std::fabs(scales[j]);
-        max = scales[j];
-      }
-    }
-    if (amax < 1e-15f) {  // all (near) zero
+    float scales[16];
+    for (int j = 0; j < 16; ++j) scales[j] = detail::fit_scale_symmetric(16, 32, v + 16 * j, q + 16 * j);
+    const float max = detail::largest_magnitude(scales, 16);
+    if (std::fabs(max) < 1e-15f) {  // all (near) zero
       std::memset(&o, 0, sizeof o);
       continue;
     }
