@@ -1,7 +1,8 @@
 // convert: write any model loom loads (Hugging Face folder, GGUF, llama2.c) as a GGUF file that
 // llama.cpp can read, optionally quantized.
 //
-//   convert -m IN --out OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q6_k]
+//   convert -m IN --out OUT.gguf
+//           [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q5_k|q6_k]
 //           [-z TOKENIZER] [--name NAME]
 #include <cstdio>
 #include <loom/io/gguf_export.hpp>
@@ -20,10 +21,10 @@ struct Options {
 loom::DType parse_type(std::string_view s) {
   for (loom::DType t : {loom::DType::f32, loom::DType::f16, loom::DType::bf16, loom::DType::q8_0, loom::DType::q4_0,
                         loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl,
-                        loom::DType::iq4_xs, loom::DType::q4_k, loom::DType::q6_k})
+                        loom::DType::iq4_xs, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k})
     if (loom::to_string(t) == s) return t;
   throw loom::cli::UsageError(
-      "--type: expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k or q6_k, got '" +
+      "--type: expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k or q6_k, got '" +
       std::string(s) + "'");
 }
 
@@ -46,7 +47,7 @@ Options parse(int argc, char** argv) {
     } else if (f == "-h" || f == "--help") {
       std::printf(
           "usage: convert -m IN --out OUT.gguf\n"
-          "               [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q6_k]\n"
+          "               [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q5_k|q6_k]\n"
           "               [-z TOKENIZER] [--name NAME]\n");
       std::exit(0);
     } else {

@@ -73,7 +73,7 @@ inline void usage(std::FILE* out) {
                "                          in one type, so the two must be equal\n"
                "  --stop STRING           stop when the text ends with STRING (repeatable; not printed)\n"
                "  --quantize TYPE         convert the weights in memory after loading: q8_0, q4_0, q4_1,\n"
-               "                          q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q6_k, f16, bf16, f32\n"
+               "                          q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k, f16, bf16, f32\n"
                "  --chat                  interactive chat through the model's chat template (-p: first message)\n"
                "  --system TEXT           system message for --chat\n"
                "  --chat-template NAME    force a template: chatml, llama2, llama3, mistral, zephyr, phi3\n"
@@ -167,11 +167,12 @@ inline Options parse(int argc, char** argv) {
     } else if (f == "--quantize") {
       const std::string_view t = args.value(f);
       for (loom::DType d : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1,
-                            loom::DType::iq4_nl, loom::DType::iq4_xs, loom::DType::q4_k, loom::DType::q6_k,
+                            loom::DType::iq4_nl, loom::DType::iq4_xs, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k,
                             loom::DType::f16, loom::DType::bf16, loom::DType::f32})
         if (loom::to_string(d) == t) o.quantize = d;
       if (!o.quantize)
-        throw UsageError("--quantize: expected q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q6_k, f16, bf16 or f32,"
+        throw UsageError("--quantize: expected q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k, f16, bf16 or"
+                         " f32,"
                          " got '" + std::string(t) + "'");
     } else if (f == "--chat") {
       o.chat = true;

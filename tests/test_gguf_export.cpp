@@ -104,7 +104,7 @@ TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
     const loom::Config& c = src.model->config();
     for (loom::DType type : {loom::DType::f32, loom::DType::f16, loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1,
                              loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::iq4_xs,
-                             loom::DType::q4_k, loom::DType::q6_k}) {
+                             loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k}) {
       const fs::path out = temp(std::string(t.name) + "." + std::string(loom::to_string(type)) + ".gguf");
       loom::io::write_gguf_model(out, c, src.model->weights(), &*src.tokenizer, {.type = type, .name = t.name, .chat_template = ""});
       const loom::Loaded back = loom::load(out);

@@ -158,7 +158,7 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
   c.vocab_size = 300;
   const loom::Model src = loom::test::random_model(c, 9);
   for (loom::DType t : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::iq4_nl, loom::DType::iq4_xs, loom::DType::q4_k,
-                        loom::DType::q6_k}) {
+                        loom::DType::q5_k, loom::DType::q6_k}) {
     const loom::Model q(c, loom::convert_weights(src.weights(), t));
     const loom::Model f(c, loom::convert_weights(q.weights(), loom::DType::f32));
     ASSERT_EQ(q.weights().layers[0].w_down.weight.dtype, t);

@@ -159,7 +159,7 @@ TEST(Quant, QuantizersGiveDefinedBlocksForNonFiniteInput) {
   xs[3] = std::numeric_limits<float>::quiet_NaN();
   xs[40] = std::numeric_limits<float>::infinity();
   for (int i = 64; i < 96; ++i) xs[std::size_t(i)] = std::numeric_limits<float>::quiet_NaN();
-  for (DType t : {DType::iq4_xs, DType::q4_k, DType::q6_k}) {  // the 256-weight ones likewise
+  for (DType t : {DType::iq4_xs, DType::q4_k, DType::q5_k, DType::q6_k}) {  // the 256-weight ones likewise
     std::vector<std::byte> q(loom::block_bytes(t));
     quantize_row(t, xs.data(), q.data(), 256);
     std::vector<float> y(256);
@@ -202,10 +202,10 @@ TEST(Quant, IQ4QuantizersRecoverExactTableBlocks) {
   }
 }
 
-// Q4_K and Q6_K blocks built from their own formulas come back exactly: 6-bit scales and mins
-// that are multiples of c (one of each 63, so that d = dmin = c) and quants spanning 0..15 in every
-// sub-block (the range fit is then exact) for Q4_K; int8 scales that are multiples of c (one
-// −128) and quants with a −32 in every sub-block for Q6_K.
+// Q4_K, Q5_K and Q6_K blocks built from their own formulas come back exactly: 6-bit scales and
+// mins that are multiples of c (one of each 63, so that d = dmin = c) and quants spanning 0..15
+// (0..31) in every sub-block (the range fit is then exact) for Q4_K (Q5_K); int8 scales that are
+// multiples of c (one −128) and quants with a −32 in every sub-block for Q6_K.
 TEST(Quant, KQuantizersRecoverExactBlocks) {
   std::mt19937 rng(17);
   for (int trial = 0; trial < 10; ++trial) {
@@ -227,6 +227,15 @@ TEST(Quant, KQuantizersRecoverExactBlocks) {
     loom::kernels::quantize_row_q4_k(x.data(), &b4, 256);
     dequantize_row_q4_k(&b4, y.data(), 256);
     for (int i = 0; i < 256; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)]) << "Q4_K trial " << trial << " " << i;
+    for (int j = 0; j < 8; ++j)  // Q5_K: quants 0..31, one 31 per sub-block
+      for (int i = 0; i < 32; ++i) {
+        const int q = i == 0 ? 0 : i == 1 ? 31 : int(rng() % 32);
+        x[std::size_t(32 * j + i)] = c * float(sc[j]) * float(q) - c * float(mn[j]);
+      }
+    loom::block_q5_k b5;
+    quantize_row(DType::q5_k, x.data(), reinterpret_cast<std::byte*>(&b5), 256);
+    dequantize_row(DType::q5_k, reinterpret_cast<const std::byte*>(&b5), y.data(), 256);
+    for (int i = 0; i < 256; ++i) ASSERT_EQ(y[std::size_t(i)], x[std::size_t(i)]) << "Q5_K trial " << trial << " " << i;
     int s6[16];
     for (int j = 0; j < 16; ++j) s6[j] = int(rng() % 255) - 127;
     s6[rng() % 16] = -128;
@@ -259,12 +268,14 @@ TEST(Quant, QuantizersFitNormalData) {
     return std::sqrt(e / double(n));
   };
   const double q4_0 = rms_error(DType::q4_0), nl = rms_error(DType::iq4_nl), xs = rms_error(DType::iq4_xs);
-  const double q4_k = rms_error(DType::q4_k), q6_k = rms_error(DType::q6_k), q8_0 = rms_error(DType::q8_0);
-  std::printf("  rms error: q4_0 %.4f, iq4_nl %.4f, iq4_xs %.4f, q4_k %.4f, q6_k %.4f, q8_0 %.4f\n", q4_0, nl, xs, q4_k,
-              q6_k, q8_0);
+  const double q4_k = rms_error(DType::q4_k), q5_k = rms_error(DType::q5_k), q6_k = rms_error(DType::q6_k);
+  const double q5_0 = rms_error(DType::q5_0), q8_0 = rms_error(DType::q8_0);
+  std::printf("  rms error: q4_0 %.4f, iq4_nl %.4f, iq4_xs %.4f, q4_k %.4f, q5_0 %.4f, q5_k %.4f, q6_k %.4f, q8_0 %.4f\n",
+              q4_0, nl, xs, q4_k, q5_0, q5_k, q6_k, q8_0);
   EXPECT_LT(nl, 0.93 * q4_0);
   EXPECT_LT(xs, 0.93 * q4_0);
   EXPECT_LT(q4_k, 0.9 * q4_0);
+  EXPECT_LT(q5_k, 0.87 * q5_0);
   EXPECT_LT(q6_k, 0.25 * q4_0);
 }
 

@@ -69,6 +69,7 @@ inline std::uint32_t gguf_file_type(DType t) {
     case DType::iq4_nl: return 25;
     case DType::iq4_xs: return 30;
     case DType::q4_k: return 14;  // llama.cpp's Q4_K_S: Q4_K matrices
+    case DType::q5_k: return 16;  // Q5_K_S
     case DType::q6_k: return 18;
     case DType::bf16: return 32;
     default: return 1;

@@ -1,8 +1,8 @@
 // Quantized weight blocks (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K,
 // Q5_K, Q6_K): scalar reference dequantization, reference quantization to Q8_0 / Q4_0 / Q4_1 /
-// Q5_0 / Q5_1 / IQ4_NL / IQ4_XS / Q4_K / Q6_K (llama.cpp's quantizers, without an importance
-// matrix), quantization of f32 activations to 8-bit blocks, and dot products of a weight row with
-// quantized activations in integer arithmetic.
+// Q5_0 / Q5_1 / IQ4_NL / IQ4_XS / Q4_K / Q5_K / Q6_K (llama.cpp's quantizers, without an
+// importance matrix), quantization of f32 activations to 8-bit blocks, and dot products of a
+// weight row with quantized activations in integer arithmetic.
 //
 // Every dot product has a portable scalar version (the reference) and, when the compiler targets
 // them, AVX2 and AVX-512 versions (VNNI `vpdpbusd` where available); `dot_*` picks the widest one
@@ -671,12 +671,16 @@ inline float fit_scale_symmetric(int n, int nmax, const float* x, std::uint8_t* 
 
 }  // namespace detail
 
-/// f32 → Q4_K (n a multiple of 256), as llama.cpp's quantizer without an importance matrix: per
-/// sub-block of 32 fit_scale_min with weights rms(x) + |x|; the 8 scales and mins as 6-bit
+/// f32 → Q4_K / Q5_K (n a multiple of 256), as llama.cpp's quantizers without an importance
+/// matrix: per sub-block of 32 fit_scale_min with weights rms(x) + |x| (quants 0..15 with 21
+/// inverse scales from nmax − 1, or 0..31 with 16 from nmax − 0.5); the 8 scales and mins as 6-bit
 /// multiples of d = max scale / 63 and dmin = max min / 63 (both f16); each weight then the
-/// nearest of 0..15 for x = d·sc·q − dmin·m.
-inline void quantize_row_q4_k(const float* x, block_q4_k* y, std::int64_t n) {
-  detail::check_multiple(n, qk_k, "quantize_row_q4_k");
+/// nearest quant for x = d·sc·q − dmin·m.
+template <typename Block>
+inline void quantize_row_k_min(const float* x, Block* y, std::int64_t n) {
+  detail::check_multiple(n, qk_k, "quantize_row_q4_k / q5_k");
+  constexpr bool five = block_with_high_bits<Block>;
+  constexpr int top = five ? 31 : 15;
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     const float* v = x + b * qk_k;
     std::uint8_t q[qk_k];
@@ -687,12 +691,13 @@ inline void quantize_row_q4_k(const float* x, block_q4_k* y, std::int64_t n) {
       for (int i = 0; i < 32; ++i) sum_x2 += u[i] * u[i];
       const float rms = std::sqrt(sum_x2 / 32.0f);
       for (int i = 0; i < 32; ++i) w[i] = rms + std::fabs(u[i]);
-      scales[j] = detail::fit_scale_min(32, 15, u, w, q + 32 * j, mins[j], -1.0f, 0.1f, 20);
+      scales[j] = five ? detail::fit_scale_min(32, top, u, w, q + 32 * j, mins[j], -0.5f, 0.1f, 15)
+                       : detail::fit_scale_min(32, top, u, w, q + 32 * j, mins[j], -1.0f, 0.1f, 20);
       max_scale = std::max(max_scale, scales[j]);
       max_min = std::max(max_min, mins[j]);
     }
     const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f, inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
-    block_q4_k& o = y[b];
+    Block& o = y[b];
     std::fill(std::begin(o.scales), std::end(o.scales), std::uint8_t(0));
     for (int j = 0; j < 8; ++j) {  // the packing q4_k_scale_min reads
       const int ls = std::clamp(detail::nearest_int(inv_scale * scales[j]), 0, 63);
@@ -713,12 +718,21 @@ inline void quantize_row_q4_k(const float* x, block_q4_k* y, std::int64_t n) {
       q4_k_scale_min(j, o.scales, sc, m);
       const float d = detail::f16f(o.d) * float(sc), dm = detail::f16f(o.dmin) * float(m);
       if (d == 0.0f) continue;
-      for (int i = 0; i < 32; ++i) q[32 * j + i] = std::uint8_t(std::clamp(detail::nearest_int((v[32 * j + i] + dm) / d), 0, 15));
+      for (int i = 0; i < 32; ++i) q[32 * j + i] = std::uint8_t(std::clamp(detail::nearest_int((v[32 * j + i] + dm) / d), 0, top));
     }
-    for (int k = 0; k < 4; ++k)  // byte 32k + l: weights 64k + l (low nibble), 64k + 32 + l (high)
-      for (int l = 0; l < 32; ++l) o.qs[32 * k + l] = std::uint8_t(q[64 * k + l] | q[64 * k + 32 + l] << 4);
+    // byte 32k + l: weights 64k + l (low nibble), 64k + 32 + l (high); their fifth bits in bits
+    // 2k, 2k + 1 of qh[l]
+    if constexpr (five) std::fill(std::begin(o.qh), std::end(o.qh), std::uint8_t(0));
+    for (int k = 0; k < 4; ++k)
+      for (int l = 0; l < 32; ++l) {
+        const int lo = q[64 * k + l], hi = q[64 * k + 32 + l];
+        o.qs[32 * k + l] = std::uint8_t((lo & 0x0f) | (hi & 0x0f) << 4);
+        if constexpr (five) o.qh[l] = std::uint8_t(o.qh[l] | (lo >> 4) << (2 * k) | (hi >> 4) << (2 * k + 1));
+      }
   }
 }
+/// f32 → Q4_K (n a multiple of 256).
+inline void quantize_row_q4_k(const float* x, block_q4_k* y, std::int64_t n) { quantize_row_k_min(x, y, n); }
 
 /// f32 → Q6_K (n a multiple of 256), as llama.cpp's quantizer without an importance matrix: per
 /// sub-block of 16 fit_scale_symmetric with quants −32..31; the 16 scales as int8 multiples of d =
@@ -756,7 +770,7 @@ inline void quantize_row_q6_k(const float* x, block_q6_k* y, std::int64_t n) {
 }
 
 /// Quantizes n f32 values to Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (n a multiple of 32), IQ4_XS,
-/// Q4_K or Q6_K (a multiple of 256).
+/// Q4_K, Q5_K or Q6_K (a multiple of 256).
 inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n) {
   switch (t) {
     case DType::q8_0: return quantize_row_q8_0(x, reinterpret_cast<block_q8_0*>(dst), n);
@@ -767,6 +781,7 @@ inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n
     case DType::iq4_nl: return quantize_row_iq4_nl(x, reinterpret_cast<block_iq4_nl*>(dst), n);
     case DType::iq4_xs: return quantize_row_iq4_xs(x, reinterpret_cast<block_iq4_xs*>(dst), n);
     case DType::q4_k: return quantize_row_q4_k(x, reinterpret_cast<block_q4_k*>(dst), n);
+    case DType::q5_k: return quantize_row_k_min(x, reinterpret_cast<block_q5_k*>(dst), n);
     case DType::q6_k: return quantize_row_q6_k(x, reinterpret_cast<block_q6_k*>(dst), n);
     default: fail(ErrorKind::unsupported, "kernels", "quantization to ", to_string(t), " is not implemented");
   }

@@ -1,6 +1,6 @@
 // Converting a model's matrices to another storage type in memory: quantize at load
-// (f32/f16/bf16 → q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k or q6_k) or change precision
-// (→ f16, bf16, f32). Norm scales and biases
+// (f32/f16/bf16 → q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k or q6_k) or change
+// precision (→ f16, bf16, f32). Norm scales and biases
 // stay as they are. Matrices stored [in, out] (GPT-2 Conv1D) come out [out, in], the layout the
 // quantized kernels read.
 #pragma once
@@ -47,6 +47,7 @@ inline void store_row(DType type, const float* x, std::byte* dst, std::int64_t n
     case DType::iq4_nl:
     case DType::iq4_xs:
     case DType::q4_k:
+    case DType::q5_k:
     case DType::q6_k:
       kernels::quantize_row(type, x, dst, n);
       return;
@@ -59,13 +60,14 @@ inline void store_row(DType type, const float* x, std::byte* dst, std::int64_t n
 
 /// The type a matrix with rows of `cols` elements gets when `type` is asked for: quantized types
 /// need whole blocks per row. Rows that are not whole 256-weight super-blocks take llama.cpp's
-/// quantizer's fallback when they are whole 32-weight blocks (IQ4_XS → IQ4_NL, Q4_K → Q5_0, Q6_K
-/// → Q8_0); anything else is stored as f16 (as llama.cpp's converter does).
+/// quantizer's fallback when they are whole 32-weight blocks (IQ4_XS → IQ4_NL, Q4_K → Q5_0, Q5_K
+/// → Q5_1, Q6_K → Q8_0); anything else is stored as f16 (as llama.cpp's converter does).
 inline DType storage_type_for(DType type, std::int64_t cols) {
   if (cols % block_elems(type) == 0) return type;
   if (cols % qk4_0 == 0) {
     if (type == DType::iq4_xs) return DType::iq4_nl;
     if (type == DType::q4_k) return DType::q5_0;
+    if (type == DType::q5_k) return DType::q5_1;
     if (type == DType::q6_k) return DType::q8_0;
   }
   return DType::f16;
@@ -98,15 +100,15 @@ inline TensorRef convert_matrix(const TensorRef& w, bool in_out, DType type,
 }
 
 /// Weights with every matrix (linear layers, token embedding, output) converted to `type`
-/// (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q6_k) and stored [out,
-/// in]. The result shares the small vectors with `w` and keeps `w`'s memory alive.
+/// (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k) and stored
+/// [out, in]. The result shares the small vectors with `w` and keeps `w`'s memory alive.
 inline Weights convert_weights(const Weights& w, DType type) {
   const bool can = !is_quantized(type) ? type != DType::f64
                                        : block_elems(type) == qk4_0 || type == DType::iq4_xs || type == DType::q4_k ||
-                                             type == DType::q6_k;
+                                             type == DType::q5_k || type == DType::q6_k;
   if (!can)
     fail(ErrorKind::unsupported, "convert", "cannot convert weights to ", to_string(type),
-         " (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q6_k)");
+         " (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k)");
   Weights out = w;
   auto linear = [&](Linear& l) {
     if (l.empty()) return;
