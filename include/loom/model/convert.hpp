@@ -1,8 +1,7 @@
 // Converting a model's matrices to another storage type in memory: quantize at load
 // (f32/f16/bf16 → q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k or q6_k) or change
-// precision (→ f16, bf16, f32). Norm scales and biases
-// stay as they are. Matrices stored [in, out] (GPT-2 Conv1D) come out [out, in], the layout the
-// quantized kernels read.
+// precision (→ f16, bf16, f32). Norm scales and biases stay as they are. Matrices stored [in, out]
+// (GPT-2 Conv1D) come out [out, in], the layout the quantized kernels read.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +38,19 @@ inline void store_row(DType type, const float* x, std::byte* dst, std::int64_t n
         std::memcpy(dst + 2 * i, &h, 2);
       }
       return;
+    default:
+      kernels::quantize_row(type, x, dst, n);  // Error(unsupported) for a type without a quantizer
+      return;
+  }
+}
+
+/// Whether convert_weights can store matrices as `type`: f32, f16, bf16 and the types with a
+/// quantizer (kernels::quantize_row).
+constexpr bool convertible_to(DType type) {
+  switch (type) {
+    case DType::f32:
+    case DType::f16:
+    case DType::bf16:
     case DType::q8_0:
     case DType::q4_0:
     case DType::q4_1:
@@ -48,11 +60,8 @@ inline void store_row(DType type, const float* x, std::byte* dst, std::int64_t n
     case DType::iq4_xs:
     case DType::q4_k:
     case DType::q5_k:
-    case DType::q6_k:
-      kernels::quantize_row(type, x, dst, n);
-      return;
-    default:
-      fail(ErrorKind::unsupported, "convert", "converting weights to ", to_string(type), " is not implemented");
+    case DType::q6_k: return true;
+    default: return false;
   }
 }
 
@@ -103,10 +112,7 @@ inline TensorRef convert_matrix(const TensorRef& w, bool in_out, DType type,
 /// (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k) and stored
 /// [out, in]. The result shares the small vectors with `w` and keeps `w`'s memory alive.
 inline Weights convert_weights(const Weights& w, DType type) {
-  const bool can = !is_quantized(type) ? type != DType::f64
-                                       : block_elems(type) == qk4_0 || type == DType::iq4_xs || type == DType::q4_k ||
-                                             type == DType::q5_k || type == DType::q6_k;
-  if (!can)
+  if (!detail::convertible_to(type))
     fail(ErrorKind::unsupported, "convert", "cannot convert weights to ", to_string(type),
          " (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k)");
   Weights out = w;
