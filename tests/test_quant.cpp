@@ -167,6 +167,19 @@ TEST(Quant, QuantizersGiveDefinedBlocksForNonFiniteInput) {
   }
 }
 
+// The IQ4 quantizers' nearest table value: against the distance to every value (double; a tie
+// goes to the larger), on a sweep across the table, its midpoints and beyond both ends.
+TEST(Quant, IQ4NearestTableValue) {
+  const int table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  for (int i = -600; i <= 600; ++i) {
+    const float v = float(i) * 0.25f;  // every midpoint (a multiple of 0.5) is on the sweep
+    int best = 0;
+    for (int k = 1; k < 16; ++k)
+      if (std::fabs(double(v) - table[k]) <= std::fabs(double(v) - table[best])) best = k;
+    ASSERT_EQ(loom::kernels::detail::iq4_nearest(v), best) << v;
+  }
+}
+
 // Blocks whose values are a power-of-two scale times IQ4_NL's table values, one of them −127
 // (the table's end, which the scale search maps the largest value to), come back exactly: the
 // least-squares scale of the exact fit is the scale itself. For IQ4_XS the sub-block scales are

@@ -465,18 +465,20 @@ inline void quantize_row_q32_min(const float* x, Block* y, std::int64_t n) {
 
 namespace detail {
 
-/// The index of IQ4_NL's table value nearest v: a tie goes to the larger value, a NaN to the
-/// largest (as ggml's best_index_int8, by bisection of the sorted table).
+/// The midpoints between neighbouring values of IQ4_NL's table (exact in float: halves).
+inline constexpr auto iq4_midpoints = [] {
+  std::array<float, 15> m{};
+  for (std::size_t k = 0; k < m.size(); ++k) m[k] = (float(iq4_nl_values[k]) + float(iq4_nl_values[k + 1])) / 2.0f;
+  return m;
+}();
+
+/// The index of IQ4_NL's table value nearest v: the number of midpoints at or below v, so a tie
+/// goes to the larger value, as in ggml's best_index_int8 (which bisects the table and compares
+/// rounded distances, so the two can differ within a rounding error of a midpoint); a NaN gives 0.
 inline int iq4_nearest(float v) {
-  const std::int8_t* t = iq4_nl_values;
-  if (v <= float(t[0])) return 0;
-  if (v >= float(t[15])) return 15;
-  int lo = 0, hi = 15;  // t[lo] <= v < t[hi]
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    (v < float(t[mid]) ? hi : lo) = mid;
-  }
-  return v - float(t[lo]) < float(t[hi]) - v ? lo : hi;
+  int i = 0;
+  for (const float m : iq4_midpoints) i += v >= m;
+  return i;
 }
 
 /// How well 32 values x fit IQ4_NL's table at inverse scale id: Σ w·q·x and Σ w·q² over q = the
@@ -484,11 +486,25 @@ inline int iq4_nearest(float v) {
 /// least-squares scale of that fit is Σ w·q·x / Σ w·q², and a larger (Σ w·q·x)² / Σ w·q² is a
 /// smaller weighted error.
 inline void iq4_fit(const float* x, float id, float& sum_qx, float& sum_q2) {
+  // q = the nearest table value, as iq4_nearest picks it: the first value plus the steps between
+  // neighbours whose midpoint is at or below id·x (small integers, exact in float). Midpoint by
+  // midpoint over the whole block, so that the compiler vectorizes it: the search calls this 16
+  // times per weight (one core quantized 2.4 M weights/s to IQ4_XS with a bisection per weight,
+  // 7.5 with iq4_nearest per weight, 18 this way).
+  float y[qk4_0], q[qk4_0];
+  for (int j = 0; j < qk4_0; ++j) {
+    y[j] = id * x[j];
+    q[j] = float(iq4_nl_values[0]);
+  }
+  for (std::size_t k = 0; k < iq4_midpoints.size(); ++k) {
+    const float step = float(iq4_nl_values[k + 1] - iq4_nl_values[k]);
+    for (int j = 0; j < qk4_0; ++j) q[j] += y[j] >= iq4_midpoints[k] ? step : 0.0f;
+  }
   sum_qx = sum_q2 = 0.0f;
   for (int j = 0; j < qk4_0; ++j) {
-    const float q = float(iq4_nl_values[iq4_nearest(id * x[j])]), w = x[j] * x[j];
-    sum_qx += w * q * x[j];
-    sum_q2 += w * q * q;
+    const float w = x[j] * x[j];
+    sum_qx += w * q[j] * x[j];
+    sum_q2 += w * q[j] * q[j];
   }
 }
 
