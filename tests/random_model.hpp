@@ -88,6 +88,17 @@ inline Config llama_config() {
   return c;
 }
 
+/// llama_config() 256 wide (head_dim 64, ffn 512, vocab 300): every matrix is whole 256-weight
+/// super-blocks, so the k-quants and IQ4_XS apply to all of them.
+inline Config llama_config_256() {
+  Config c = llama_config();
+  c.dim = 256;
+  c.head_dim = 64;
+  c.ffn_dim = 512;
+  c.vocab_size = 300;
+  return c;
+}
+
 /// A GPT-2-style config: LayerNorm, learned positions, GELU MLP, fused Conv1D qkv, biases, tied.
 inline Config gpt2_config() {
   Config c = llama_config();

@@ -131,11 +131,7 @@ TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
 // matrices are whole 256-weight super-blocks writes IQ4_XS tensors, and reading them back gives
 // the logits of the same quantization done in memory.
 TEST(GgufExport, IQ4_XSTensorsRoundTrip) {
-  loom::Config c = loom::test::llama_config();
-  c.dim = 256;
-  c.head_dim = 64;
-  c.ffn_dim = 512;
-  c.vocab_size = 300;
+  const loom::Config c = loom::test::llama_config_256();
   const loom::Model src = loom::test::random_model(c, 11);
   const fs::path out = temp("iq4_xs.gguf");
   loom::io::write_gguf_model(out, c, src.weights(), nullptr, {.type = loom::DType::iq4_xs, .name = "random", .chat_template = ""});

@@ -149,13 +149,7 @@ TEST(Model, LogitsDoNotDependOnThreadCount) {
 // on 8-bit activations) within the activations' rounding. Width 256, so IQ4_XS's super-blocks fit
 // every matrix (the other types' 32-weight blocks too).
 TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
-  Config c = loom::test::llama_config();
-  c.dim = 256;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.ffn_dim = 512;
-  c.vocab_size = 300;
+  const Config c = loom::test::llama_config_256();
   const loom::Model src = loom::test::random_model(c, 9);
   for (loom::DType t : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::iq4_nl, loom::DType::iq4_xs, loom::DType::q4_k,
                         loom::DType::q5_k, loom::DType::q6_k}) {
