@@ -2,12 +2,15 @@
 // llama.cpp can read, optionally quantized.
 //
 //   convert -m IN --out OUT.gguf
-//           [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q5_k|q6_k]
-//           [-z TOKENIZER] [--name NAME]
+//           [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q5_k|q6_k
+//                  |q4_k_s|q4_k_m|q5_k_s|q5_k_m]
+//           [-t THREADS] [-z TOKENIZER] [--name NAME]
+#include <algorithm>
 #include <cstdio>
 #include <loom/io/gguf_export.hpp>
 #include <loom/loom.hpp>
 #include <string>
+#include <thread>
 
 #include "cli.hpp"
 
@@ -15,17 +18,13 @@ namespace {
 
 struct Options {
   std::string in, out, tokenizer, name;
-  loom::DType type = loom::DType::f16;
+  loom::WeightFormat format{loom::DType::f16};
+  int threads = int(std::clamp(std::thread::hardware_concurrency(), 1u, 1024u));  // what llama-quantize uses
 };
 
-loom::DType parse_type(std::string_view s) {
-  for (loom::DType t : {loom::DType::f32, loom::DType::f16, loom::DType::bf16, loom::DType::q8_0, loom::DType::q4_0,
-                        loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl,
-                        loom::DType::iq4_xs, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k})
-    if (loom::to_string(t) == s) return t;
-  throw loom::cli::UsageError(
-      "--type: expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k or q6_k, got '" +
-      std::string(s) + "'");
+loom::WeightFormat parse_type(std::string_view s) {
+  if (const auto f = loom::parse_weight_format(s)) return *f;
+  throw loom::cli::UsageError("--type: expected " + std::string(loom::weight_format_names) + ", got '" + std::string(s) + "'");
 }
 
 Options parse(int argc, char** argv) {
@@ -39,7 +38,9 @@ Options parse(int argc, char** argv) {
     } else if (f == "--out" || f == "-o") {
       o.out = args.value(f);
     } else if (f == "--type") {
-      o.type = parse_type(args.value(f));
+      o.format = parse_type(args.value(f));
+    } else if (f == "-t" || f == "--threads") {
+      o.threads = int(parse_int(f, args.value(f), 1, 1024));
     } else if (f == "-z") {
       o.tokenizer = args.value(f);
     } else if (f == "--name") {
@@ -47,7 +48,9 @@ Options parse(int argc, char** argv) {
     } else if (f == "-h" || f == "--help") {
       std::printf(
           "usage: convert -m IN --out OUT.gguf\n"
-          "               [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q5_k|q6_k]\n"
+          "               [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|iq4_nl|iq4_xs|q4_k|q5_k|q6_k\n"
+          "                      |q4_k_s|q4_k_m|q5_k_s|q5_k_m]   (default f16; the mixes as llama-quantize's)\n"
+          "               [-t THREADS]   (threads that convert; default: all)\n"
           "               [-z TOKENIZER] [--name NAME]\n");
       std::exit(0);
     } else {
@@ -70,13 +73,15 @@ int main(int argc, char** argv) {
   }
   try {
     const loom::Loaded m = loom::load(o.in, o.tokenizer);
+    loom::ThreadPool pool(o.threads);
     loom::io::GgufExportOptions opt;
-    opt.type = o.type;
+    opt.format = o.format;
+    opt.pool = &pool;
     opt.name = o.name.empty() ? std::filesystem::path(o.in).filename().string() : o.name;
     opt.chat_template = m.chat_template;
     loom::io::write_gguf_model(o.out, m.model->config(), m.model->weights(), m.tokenizer ? &*m.tokenizer : nullptr, opt);
     std::fprintf(stderr, "convert: wrote '%s' (%s, %s)\n", o.out.c_str(), m.model->config().architecture.c_str(),
-                 std::string(loom::to_string(o.type)).c_str());
+                 loom::to_string(o.format).c_str());
     return 0;
   } catch (const loom::Error& e) {
     std::fprintf(stderr, "convert: %s\n", e.what());

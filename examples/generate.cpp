@@ -92,9 +92,11 @@ int run(const Options& o) {
   const auto t_load = clock::now();
   prefetch_with_progress(o.model);
   loom::Loaded loaded = loom::load(o.model, o.tokenizer);
-  if (o.quantize)
+  if (o.quantize) {
+    loom::ThreadPool pool(o.threads);
     loaded.model = std::make_shared<const loom::Model>(loaded.model->config(),
-                                                       loom::convert_weights(loaded.model->weights(), *o.quantize));
+                                                       loom::convert_weights(loaded.model->weights(), *o.quantize, &pool));
+  }
   const loom::Model& model = *loaded.model;
   const loom::Tokenizer* tok = loaded.tokenizer ? &*loaded.tokenizer : nullptr;
   const double load_seconds = std::chrono::duration<double>(clock::now() - t_load).count();

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <loom/loom.hpp>
+#include <loom/model/convert.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -32,7 +33,7 @@ struct Options {
   loom::DType kv_type = loom::DType::f32;  ///< --cache-type (or equal -ctk and -ctv): KV cache element type
   bool help = false;           ///< -h/--help was given: print usage() and exit 0
   std::vector<std::string> stop;  ///< --stop (repeatable): end generation when the text ends with one
-  std::optional<loom::DType> quantize;  ///< --quantize: convert the weights in memory after loading
+  std::optional<loom::WeightFormat> quantize;  ///< --quantize: convert the weights in memory after loading
   bool chat = false;           ///< --chat: interactive conversation through the chat template
   std::string system;          ///< --system: the system message of the conversation
   std::string chat_template;   ///< --chat-template NAME: force a template family
@@ -72,8 +73,9 @@ inline void usage(std::FILE* out) {
                "  -ctk, -ctv TYPE         llama.cpp's --cache-type-k / --cache-type-v; loom stores keys and values\n"
                "                          in one type, so the two must be equal\n"
                "  --stop STRING           stop when the text ends with STRING (repeatable; not printed)\n"
-               "  --quantize TYPE         convert the weights in memory after loading: q8_0, q4_0, q4_1,\n"
-               "                          q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k, f16, bf16, f32\n"
+               "  --quantize TYPE         convert the weights in memory after loading (on the -t threads): q8_0,\n"
+               "                          q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k, f16, bf16, f32,\n"
+               "                          or llama.cpp's mixes q4_k_s, q4_k_m, q5_k_s, q5_k_m\n"
                "  --chat                  interactive chat through the model's chat template (-p: first message)\n"
                "  --system TEXT           system message for --chat\n"
                "  --chat-template NAME    force a template: chatml, llama2, llama3, mistral, zephyr, phi3\n"
@@ -166,14 +168,9 @@ inline Options parse(int argc, char** argv) {
       if (o.stop.back().empty()) throw UsageError("--stop: the stop string is empty");
     } else if (f == "--quantize") {
       const std::string_view t = args.value(f);
-      for (loom::DType d : {loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1,
-                            loom::DType::iq4_nl, loom::DType::iq4_xs, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k,
-                            loom::DType::f16, loom::DType::bf16, loom::DType::f32})
-        if (loom::to_string(d) == t) o.quantize = d;
+      o.quantize = loom::parse_weight_format(t);
       if (!o.quantize)
-        throw UsageError("--quantize: expected q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q4_k, q5_k, q6_k, f16, bf16 or"
-                         " f32,"
-                         " got '" + std::string(t) + "'");
+        throw UsageError("--quantize: expected " + std::string(loom::weight_format_names) + ", got '" + std::string(t) + "'");
     } else if (f == "--chat") {
       o.chat = true;
     } else if (f == "--system") {

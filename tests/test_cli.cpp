@@ -7,6 +7,8 @@
 #include <fstream>
 #include <string>
 
+#include <loom/io/gguf.hpp>
+
 #include "fixtures.hpp"
 
 #ifndef LOOM_GENERATE_BIN
@@ -50,9 +52,13 @@ std::string last_line(const std::string& s) {
 #ifndef LOOM_TOKENIZE_BIN
 #define LOOM_TOKENIZE_BIN ""
 #endif
+#ifndef LOOM_CONVERT_BIN
+#define LOOM_CONVERT_BIN ""
+#endif
 
 const std::string gen = LOOM_GENERATE_BIN;
 const std::string tokenize = LOOM_TOKENIZE_BIN;
+const std::string convert = LOOM_CONVERT_BIN;
 
 TEST(Cli, GenerateGreedyStories260KMatchesRunC) {
   ASSERT_FALSE(gen.empty()) << "generate was not built";
@@ -228,6 +234,24 @@ TEST(Cli, ChatHoldsAConversationAndQuantizeRuns) {
   EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q5_1").status, 0);
   EXPECT_EQ(sh(gen + m + " -p Hi -n 4 --quantize q3_k").status, 2);  // no Q3_K quantizer
   EXPECT_EQ(sh(gen + m + " -p Hi --stop ''").status, 2);
+}
+
+// convert writes a llama.cpp mix with the file type llama.cpp gives it, which generate then runs;
+// bad flags exit 2, a bad model 1.
+TEST(Cli, ConvertWritesMixesAndRejectsBadFlags) {
+  ASSERT_FALSE(convert.empty()) << "convert was not built";
+  const auto out = std::filesystem::temp_directory_path() / "loom_test_cli_convert.gguf";
+  const std::string base = convert + " -m " + quote(demo_model()) + " --out " + quote(out);
+  const Result r = sh(base + " --type q4_k_m -t 2 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(loom::io::GgufFile(out).get<std::uint32_t>("general.file_type"), 15u);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  EXPECT_EQ(sh(gen + " -m " + quote(out) + " -p Hi -n 4").status, 0);
+  EXPECT_EQ(sh(base + " --type q4_k_l").status, 2);
+  EXPECT_EQ(sh(base + " --type q3_k").status, 2);  // no Q3_K quantizer
+  EXPECT_EQ(sh(base + " -t 0").status, 2);
+  EXPECT_EQ(sh(convert + " -m " + quote(demo_model())).status, 2);  // no --out
+  EXPECT_EQ(sh(convert + " -m /nonexistent/model --out " + quote(out)).status, 1);
+  std::filesystem::remove(out);
 }
 
 }  // namespace

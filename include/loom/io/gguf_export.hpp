@@ -1,7 +1,8 @@
 // Writing a loaded model as a GGUF file llama.cpp can read: the `llama`, `qwen2` and `gpt2`
 // architectures with llama.cpp's tensor names and conventions (llama Q/K rows permuted for
-// interleaved RoPE pairs, GPT-2 Conv1D matrices transposed to [out, in]), matrices in
-// f32 / f16 / bf16 / q8_0 / q4_0, and the tokenizer as `tokenizer.ggml.*` metadata.
+// interleaved RoPE pairs, GPT-2 Conv1D matrices transposed to [out, in]), matrices in any format
+// convert_weights makes (f32 / f16 / bf16, the quantized types, llama.cpp's k-quant mixes), and
+// the tokenizer as `tokenizer.ggml.*` metadata.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +22,10 @@
 namespace loom::io {
 
 struct GgufExportOptions {
-  DType type = DType::f16;    ///< matrices: f32, f16, bf16, q8_0, q4_0 (norms and biases stay f32)
-  std::string name = "model";  ///< general.name
-  std::string chat_template;  ///< tokenizer.chat_template, when not empty
+  WeightFormat format{DType::f16};  ///< the matrices' types (convert_weights); norms and biases stay f32
+  std::string name = "model";       ///< general.name
+  std::string chat_template;        ///< tokenizer.chat_template, when not empty
+  ThreadPool* pool = nullptr;       ///< threads that convert the matrices, when given
 };
 
 namespace detail {
@@ -57,8 +59,11 @@ inline std::vector<std::byte> permute_heads(const TensorRef& t, int heads, bool 
   return out;
 }
 
-inline std::uint32_t gguf_file_type(DType t) {
-  switch (t) {
+/// general.file_type: llama.cpp's llama_ftype for the format.
+inline std::uint32_t gguf_file_type(const WeightFormat& f) {
+  if (f.mix == WeightFormat::Mix::small) return f.type == DType::q4_k ? 14 : 16;   // Q4_K_S, Q5_K_S
+  if (f.mix == WeightFormat::Mix::medium) return f.type == DType::q4_k ? 15 : 17;  // Q4_K_M, Q5_K_M
+  switch (f.type) {
     case DType::f32: return 0;
     case DType::f16: return 1;
     case DType::q4_0: return 2;
@@ -68,8 +73,8 @@ inline std::uint32_t gguf_file_type(DType t) {
     case DType::q5_1: return 9;
     case DType::iq4_nl: return 25;
     case DType::iq4_xs: return 30;
-    case DType::q4_k: return 14;  // llama.cpp's Q4_K_S: Q4_K matrices
-    case DType::q5_k: return 16;  // Q5_K_S
+    case DType::q4_k: return 14;  // (llama.cpp's Q4_K_S is mostly Q4_K)
+    case DType::q5_k: return 16;
     case DType::q6_k: return 18;
     case DType::bf16: return 32;
     default: return 1;
@@ -150,7 +155,7 @@ inline void write_gguf_model(const std::filesystem::path& path, const Config& c,
   if (permute && c.rotary_dim() != c.head_dim)
     fail(ErrorKind::unsupported, "gguf", "partial rotary embeddings cannot be re-laid out for '", arch, "'");
 
-  const Weights w = convert_weights(weights, opt.type);
+  const Weights w = convert_weights(weights, opt.format, opt.pool);
   GgufWriter g;
   const std::string p = arch + ".";
   g.add_string("general.architecture", arch);
@@ -178,7 +183,7 @@ inline void write_gguf_model(const std::filesystem::path& path, const Config& c,
     }
   }
   g.add_u32(p + "vocab_size", std::uint32_t(c.vocab_size));
-  g.add_u32("general.file_type", detail::gguf_file_type(opt.type));
+  g.add_u32("general.file_type", detail::gguf_file_type(opt.format));
   g.add_u32("general.quantization_version", 2);
   if (tok) detail::write_tokenizer(g, *tok);
   if (!opt.chat_template.empty()) g.add_string("tokenizer.chat_template", opt.chat_template);
