@@ -3,7 +3,7 @@
 //   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])
 //              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [-o md|json]
 //   T (the stored weight type of --shape's random model): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1
-//     iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k
+//     iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k, or llama.cpp's mixes q4_k_s q4_k_m q5_k_s q5_k_m
 //
 // pp<N>: a prompt of N tokens in one batched pass; tg<N>: N tokens decoded one at a time;
 // "@ d<D>" (-d D, as llama-bench): both run after D tokens already in the KV cache, which
@@ -73,18 +73,18 @@ loom::Config shape_config(const std::string& name) {
   return c;
 }
 
-loom::DType parse_type(const std::string& t) {
-  for (loom::DType d : {loom::DType::f32, loom::DType::f16, loom::DType::bf16, loom::DType::q8_0, loom::DType::q4_0,
-                       loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::iq4_xs,
-                       loom::DType::q2_k,
-                       loom::DType::q3_k, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k})
-    if (loom::to_string(d) == t) return d;
-  throw UsageError("--type: unsupported type '" + t +
-                   "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k)");
+/// The weights' type, or one of llama.cpp's k-quant mixes (loom::WeightFormat): the types convert
+/// writes, and Q2_K / Q3_K (random blocks here; loom reads them but has no quantizer for them).
+loom::WeightFormat parse_type(const std::string& t) {
+  if (const auto f = loom::parse_weight_format(t)) return *f;
+  for (loom::DType d : {loom::DType::q2_k, loom::DType::q3_k})
+    if (loom::to_string(d) == t) return {d};
+  throw UsageError("--type: unsupported type '" + t + "' (" + std::string(loom::weight_format_names) + ", q2_k, q3_k)");
 }
 
-/// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1) stored as `t`.
-std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DType t) {
+/// A model of the given shape with pseudo-random weights (values in ±0.05, norms 1), each matrix
+/// stored in the type `f` gives it (loom::matrix_type).
+std::shared_ptr<const loom::Model> random_model(const loom::Config& c, const loom::WeightFormat& f) {
   loom::Weights w;
   std::uint64_t state = 0x9e3779b97f4a7c15ull;
   auto next = [&] {
@@ -114,10 +114,14 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
   // GPT-2's float checkpoints (Hugging Face's Conv1D) store the block matrices [in, out]; the
   // random model does too, so that the table measures the layout people load. (Quantized
   // weights are always [out, in], as GGUF stores them.)
-  const bool conv1d = c.architecture == "gpt2" && !loom::is_quantized(t);
-  auto linear = [&](std::int64_t out, std::int64_t in, bool bias, bool in_out = false) {
+  const bool conv1d = c.architecture == "gpt2" && !loom::is_quantized(f.type);
+  using Role = loom::MatrixRole;
+  auto type = [&](Role role, int layer, std::int64_t in) { return loom::matrix_type(f, role, layer, c.n_layers, in); };
+  auto linear = [&](std::int64_t out, std::int64_t in, bool bias, bool in_out = false, Role role = Role::other,
+                    int layer = 0) {
     loom::Linear l;
     l.in_out = in_out;
+    const loom::DType t = type(role, layer, in);
     l.weight = in_out ? make({in, out}, t) : make({out, in}, t);
     if (bias) l.bias = make({out}, loom::DType::f32);
     return l;
@@ -128,30 +132,30 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, loom::DTy
     if (c.norm == loom::NormKind::layer_norm) n.bias = make({c.dim}, loom::DType::f32);
     return n;
   };
-  w.token_embedding = make({c.vocab_size, c.dim}, t);
+  w.token_embedding = make({c.vocab_size, c.dim}, type(c.tied_embeddings ? Role::output : Role::token_embedding, 0, c.dim));
   if (c.position == loom::PositionKind::learned) w.position_embedding = make({c.max_seq_len, c.dim}, loom::DType::f32);
   for (int l = 0; l < c.n_layers; ++l) {
     loom::LayerWeights lw;
     lw.attn_norm = norm();
     if (c.architecture == "gpt2") {
-      lw.wqkv = linear(c.q_dim() + 2 * c.kv_dim(), c.dim, c.qkv_bias, conv1d);
+      lw.wqkv = linear(c.q_dim() + 2 * c.kv_dim(), c.dim, c.qkv_bias, conv1d, Role::attn_qkv, l);
     } else {
       lw.wq = linear(c.q_dim(), c.dim, c.qkv_bias);
       lw.wk = linear(c.kv_dim(), c.dim, c.qkv_bias);
-      lw.wv = linear(c.kv_dim(), c.dim, c.qkv_bias);
+      lw.wv = linear(c.kv_dim(), c.dim, c.qkv_bias, false, Role::attn_v, l);
     }
     lw.wo = linear(c.dim, c.q_dim(), c.out_bias, conv1d);
     lw.ffn_norm = norm();
     if (c.gated_ffn) lw.w_gate = linear(c.ffn_dim, c.dim, c.ffn_bias);
     lw.w_up = linear(c.ffn_dim, c.dim, c.ffn_bias, conv1d);
-    lw.w_down = linear(c.dim, c.ffn_dim, c.ffn_bias, conv1d);
+    lw.w_down = linear(c.dim, c.ffn_dim, c.ffn_bias, conv1d, Role::ffn_down, l);
     w.layers.push_back(lw);
   }
   w.final_norm = norm();
   if (c.tied_embeddings)
     w.output.weight = w.token_embedding;
   else
-    w.output = linear(c.vocab_size, c.dim, false);
+    w.output = linear(c.vocab_size, c.dim, false, false, Role::output);
   return std::make_shared<const loom::Model>(c, std::move(w));
 }
 
@@ -230,7 +234,8 @@ Options parse(int argc, char** argv) {
       std::printf(
           "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])\n"
           "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n"
-          "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k\n");
+          "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k\n"
+          "     q4_k_s q4_k_m q5_k_s q5_k_m (llama.cpp's mixes)\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "'");
