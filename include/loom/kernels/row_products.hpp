@@ -230,18 +230,27 @@ void weighted_block(const float* w, std::int64_t ldw, const T* b, std::int64_t l
   // one row per block, from DRAM: 11.0-11.4 -> 14.4-14.8 GB/s; 16 rows ahead 13.9-14.2).
   const bool prefetch_rows = d == 0;
   const std::uintptr_t row_bytes = std::uintptr_t(n) * sizeof(T), ahead = 32 * std::uintptr_t(ldb) * sizeof(T);
-  for (int j = 0; j < nb; ++j) {
-    if (prefetch_rows) prefetch_ahead(b + j * ldb, row_bytes, ahead);
-    Simd::V x[CV];
-    LOOM_UNROLL
-    for (int v = 0; v < CV; ++v) x[v] = Simd::load(b + j * ldb + d + v * W, n - d - v * W);
-    LOOM_UNROLL
-    for (int i = 0; i < B; ++i) {
-      const Simd::V wij = Simd::set1(w[i * ldw + j]);
+  // Passes of whole vectors load them plainly (the lane count a compile-time constant): a masked
+  // load costs the Intel Xeon a vector uop beside the load. BM_Attention ctx 512, one thread, in
+  // cache: f32 46.0 -> 42.1 us, f16 44.5 -> 42.8; from DRAM unchanged.
+  auto rows = [&]<bool whole>() {
+    for (int j = 0; j < nb; ++j) {
+      if (prefetch_rows) prefetch_ahead(b + j * ldb, row_bytes, ahead);
+      Simd::V x[CV];
       LOOM_UNROLL
-      for (int v = 0; v < CV; ++v) acc[v][i] = Simd::fmadd(wij, x[v], acc[v][i]);
+      for (int v = 0; v < CV; ++v) x[v] = Simd::load(b + j * ldb + d + v * W, whole ? W : n - d - v * W);
+      LOOM_UNROLL
+      for (int i = 0; i < B; ++i) {
+        const Simd::V wij = Simd::set1(w[i * ldw + j]);
+        LOOM_UNROLL
+        for (int v = 0; v < CV; ++v) acc[v][i] = Simd::fmadd(wij, x[v], acc[v][i]);
+      }
     }
-  }
+  };
+  if (n - d >= CV * W)
+    rows.template operator()<true>();
+  else
+    rows.template operator()<false>();
   LOOM_UNROLL
   for (int v = 0; v < CV; ++v)
     LOOM_UNROLL
