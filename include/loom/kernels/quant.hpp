@@ -35,6 +35,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -1472,13 +1473,13 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
 }
 
 #if defined(__AVX512VBMI__)
-/// The n bytes at p (n < 64) in the low bytes of a vector, the others zero: one plain load for 8,
-/// 16 or 32 bytes, a masked byte load otherwise. (On the Intel Xeon a masked load costs a vector
-/// uop beside the load: Q4_0 decode on one core, loom-bench tg32, runs alternated, 82.1-82.6 ->
-/// 83.6-84.2 % of bandwidth with the 8-byte tails of its quads loaded plain.)
+/// The n bytes at p (n = 8, 16, 32 or 64) in the low bytes of a vector, the others zero: one plain
+/// load. (On the Intel Xeon a masked load costs a vector uop beside the load: Q4_0 decode on one
+/// core, loom-bench tg32, runs alternated, 82.1-82.6 -> 83.6-84.2 % of bandwidth with the 8-byte
+/// tails of its quads loaded plain instead of masked.)
 template <int n>
-inline __m512i load_low_bytes(const std::uint8_t* p) {
-  static_assert(n > 0 && n < 64);
+inline __m512i load_bytes(const std::uint8_t* p) {
+  static_assert(n == 8 || n == 16 || n == 32 || n == 64);
   if constexpr (n == 8)
     return _mm512_zextsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   else if constexpr (n == 16)
@@ -1486,12 +1487,17 @@ inline __m512i load_low_bytes(const std::uint8_t* p) {
   else if constexpr (n == 32)
     return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   else
-    return _mm512_maskz_loadu_epi8((__mmask64(1) << n) - 1, p);
+    return _mm512_loadu_si512(p);
 }
 
-/// The same with AVX-512 VBMI: each four blocks are one 64-byte load and one of the rest (masked in
-/// a row's last group, so that nothing past its last block is read); a byte permute gathers their quant bytes and
-/// word permutes their scales, mins and fifth bits.
+/// Where byte b of four blocks is in the two vectors (head: their first 64 bytes; tail: bytes from
+/// tail_at) that q32_group's permutes index.
+constexpr int head_tail_index(int b, int tail_at) { return b < 64 ? b : 64 + b - tail_at; }
+
+/// The same with AVX-512 VBMI: each four blocks are one 64-byte load (the head) and one of 8, 16,
+/// 32 or 64 bytes ending where they end (the tail; masked loads in a row's last group, so that
+/// nothing past its last block is read); a byte permute gathers their quant bytes and word
+/// permutes their scales, mins and fifth bits.
 template <typename Block>
   requires(4 * sizeof(Block) <= 128)
 inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
@@ -1507,10 +1513,15 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
   // Q4_0 and Q4_1 have every scale and min of four blocks in the first 64 bytes: two word
   // permutes of two quads' first loads give them all. Q5_0 / Q5_1 first gather each quad's fields.
   constexpr bool fields_in_head = 3 * size + std::max(m_at, 0) + 2 <= 64 && !block_with_high_bits<Block>;
+  // The tail: the quad's last tail_load bytes, from byte tail_at (64 unless the rest past the
+  // head is not 8, 16 or 32 bytes: Q5_0's 24 are read as 32 from byte 56).
+  constexpr int tail_load = std::max(8, int(std::bit_ceil(unsigned(4 * size - 64))));
+  constexpr int tail_at = 4 * size - tail_load;
+  static_assert(tail_at >= 0 && tail_at <= 64 && tail_at % 2 == 0);
   alignas(64) static constexpr auto quant_bytes = [] {  // byte 16k + i = quant i of block k
     std::array<std::uint8_t, 64> idx{};
-    for (std::size_t k = 0; k < 4; ++k)
-      for (std::size_t i = 0; i < 16; ++i) idx[16 * k + i] = std::uint8_t(sizeof(Block) * k + offsetof(Block, qs) + i);
+    for (int k = 0; k < 4; ++k)
+      for (int i = 0; i < 16; ++i) idx[std::size_t(16 * k + i)] = std::uint8_t(head_tail_index(size * k + int(offsetof(Block, qs)) + i, tail_at));
     return idx;
   }();
   // Words of one quad (64 bytes + the rest): 0-3 the scales, 4-7 the mins, 8-11 the fifth bits of
@@ -1518,10 +1529,10 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
   alignas(64) static constexpr auto quad_fields = [] {
     std::array<std::uint16_t, 32> idx{};
     for (int i = 0; i < 4; ++i) {
-      idx[std::size_t(i)] = std::uint16_t(size * i / 2);
-      idx[std::size_t(4 + i)] = std::uint16_t((size * i + m_at) / 2);
-      idx[std::size_t(8 + i)] = std::uint16_t((size * i + qh_at) / 2);
-      idx[std::size_t(12 + i)] = std::uint16_t((size * i + qh_at) / 2 + 1);
+      idx[std::size_t(i)] = std::uint16_t(head_tail_index(size * i, tail_at) / 2);
+      idx[std::size_t(4 + i)] = std::uint16_t(head_tail_index(size * i + m_at, tail_at) / 2);
+      idx[std::size_t(8 + i)] = std::uint16_t(head_tail_index(size * i + qh_at, tail_at) / 2);
+      idx[std::size_t(12 + i)] = std::uint16_t(head_tail_index(size * i + qh_at + 2, tail_at) / 2);
     }
     return idx;
   }();
@@ -1541,13 +1552,14 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
   if (blocks == q8_a_group) {
     for (int k = 0; k < 4; ++k) {
       head[k] = _mm512_loadu_si512(bytes + 4 * size * k);
-      tail[k] = load_low_bytes<4 * size - 64>(bytes + 4 * size * k + 64);
+      tail[k] = load_bytes<tail_load>(bytes + 4 * size * k + tail_at);
     }
   } else {
+    auto first = [](int n) { return n >= 64 ? ~__mmask64(0) : n <= 0 ? __mmask64(0) : (__mmask64(1) << n) - 1; };
     for (int k = 0; k < 4; ++k) {
       const int valid = size * std::clamp(blocks - 4 * k, 0, 4);
-      head[k] = _mm512_maskz_loadu_epi8(valid >= 64 ? ~__mmask64(0) : (__mmask64(1) << valid) - 1, bytes + 4 * size * k);
-      tail[k] = _mm512_maskz_loadu_epi8(valid > 64 ? (__mmask64(1) << (valid - 64)) - 1 : 0, bytes + 4 * size * k + 64);
+      head[k] = _mm512_maskz_loadu_epi8(first(valid), bytes + 4 * size * k);
+      tail[k] = _mm512_maskz_loadu_epi8(first(valid - tail_at), bytes + 4 * size * k + tail_at);
     }
   }
   const __m512i gather_quants = _mm512_load_si512(quant_bytes.data());
