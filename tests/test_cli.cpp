@@ -66,10 +66,37 @@ TEST(Cli, GenerateGreedyStories260KMatchesRunC) {
   LOOM_REQUIRE_FIXTURE(tok, "stories260K/tok512_placeholder.bin");
   LOOM_REQUIRE_FIXTURE(ref, "stories260K/greedy_tokens.json");
   const auto expected = nlohmann::json::parse(loom::test::read_text(ref));
-  for (const std::string& extra : {std::string(" -z ") + quote(tok), std::string()}) {
+  for (const std::string& extra : {std::string(" -z ") + quote(tok), std::string(), std::string(" -t 2"), std::string(" -t 3")}) {
     const Result r = sh(gen + " -m " + quote(model) + extra + " --temp 0 -n 200 --ids");
-    ASSERT_EQ(r.status, 0);
-    EXPECT_EQ(nlohmann::json::parse(last_line(r.out)), expected);
+    ASSERT_EQ(r.status, 0) << extra;
+    EXPECT_EQ(nlohmann::json::parse(last_line(r.out)), expected) << extra;
+  }
+}
+
+// Every fixture model's greedy continuation and prompt logits are the same bytes with 1, 2 and 3
+// threads (each output is computed in an order fixed by the shapes, whichever thread runs it).
+TEST(Cli, FixtureOutputsDoNotDependOnTheThreadCount) {
+  ASSERT_FALSE(gen.empty());
+  for (const char* fixture : {"stories260K/stories260K.bin", "tiny-models/tiny-llama/tiny-llama.gguf",
+                              "tiny-models/tiny-llama/hf", "tiny-models/tiny-gpt2/tiny-gpt2.gguf",
+                              "tiny-models/tiny-gpt2/hf"}) {
+    LOOM_REQUIRE_FIXTURE(model, fixture);
+    std::string first_ids, first_logits;
+    for (const char* threads : {"1", "2", "3"}) {
+      const auto out = std::filesystem::temp_directory_path() / "loom_test_cli_threads.bin";
+      const Result r = sh(gen + " -m " + quote(model) + " --prompt-ids 1,5,9,14,20,27,35,44,54,65,77,90 -n 48 --temp 0"
+                          " --ignore-eos --ids --dump-logits " + quote(out) + " -t " + threads);
+      ASSERT_EQ(r.status, 0) << fixture << " -t " << threads;
+      const std::string ids = last_line(r.out), logits = loom::test::read_text(out);
+      ASSERT_TRUE(!logits.empty() && logits.size() % (12 * 4) == 0) << fixture;  // [12 prompt rows, vocab] f32
+      if (first_ids.empty()) {
+        first_ids = ids, first_logits = logits;
+        EXPECT_EQ(nlohmann::json::parse(ids).size(), 48u) << fixture;
+      } else {
+        EXPECT_EQ(ids, first_ids) << fixture << " -t " << threads;
+        EXPECT_TRUE(logits == first_logits) << fixture << " -t " << threads;
+      }
+    }
   }
 }
 
