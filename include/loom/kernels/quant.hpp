@@ -35,8 +35,8 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -1521,7 +1521,8 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
   alignas(64) static constexpr auto quant_bytes = [] {  // byte 16k + i = quant i of block k
     std::array<std::uint8_t, 64> idx{};
     for (int k = 0; k < 4; ++k)
-      for (int i = 0; i < 16; ++i) idx[std::size_t(16 * k + i)] = std::uint8_t(head_tail_index(size * k + int(offsetof(Block, qs)) + i, tail_at));
+      for (int i = 0; i < 16; ++i)
+        idx[std::size_t(16 * k + i)] = std::uint8_t(head_tail_index(size * k + int(offsetof(Block, qs)) + i, tail_at));
     return idx;
   }();
   // Words of one quad (64 bytes + the rest): 0-3 the scales, 4-7 the mins, 8-11 the fifth bits of
