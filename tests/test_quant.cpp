@@ -15,6 +15,7 @@
 #include <random>
 #include <vector>
 
+#include "guarded_bytes.hpp"
 #include "random.hpp"
 
 namespace {
@@ -987,6 +988,40 @@ TEST_P(QuantMatmul, EmbeddingRowLookupDequantizes) {
   dequantize_row(t, wbytes.data(), all.data(), 6 * 512);
   loom::kernels::row_to_f32(w, 4, row.data());
   for (int i = 0; i < 512; ++i) EXPECT_EQ(row[std::size_t(i)], all[std::size_t(4 * 512 + i)]);
+}
+
+// Every dot product, the dequantization and both matmul paths read only the weights' own bytes:
+// matrices placed against an inaccessible page give the results of the same bytes elsewhere.
+TEST_P(QuantMatmul, ReadsNothingOutsideTheWeights) {
+  const DType t = GetParam();
+  const std::int64_t block = loom::block_elems(t);
+  for (std::int64_t n : {block, 2 * block, 512 + block, std::int64_t(1024), 1024 + 2 * block}) {
+    SCOPED_TRACE(testing::Message() << "row of " << n);
+    const auto row = random_weights(t, 1, n, std::uint32_t(n), false);
+    const auto a = random_activation(t, n, 5, false);
+    loom::test::GuardedBytes guarded(row.size());
+    for (const auto& [name, fn] : implementations(t)) {
+      const float expected = fn(n, row.data(), a.data());
+      EXPECT_EQ(fn(n, guarded.at_end(row), a.data()), expected) << name;
+      EXPECT_EQ(fn(n, guarded.at_start(row), a.data()), expected) << name;
+    }
+    std::vector<float> expected(static_cast<std::size_t>(n)), got(static_cast<std::size_t>(n));
+    dequantize_row(t, row.data(), expected.data(), n);
+    dequantize_row(t, guarded.at_end(row), got.data(), n);
+    EXPECT_EQ(got, expected);
+    // A matrix of 3 rows: decoding (one input row) and the batched path (dequantized blocks).
+    const auto m = random_weights(t, 3, n, 9, false);
+    loom::test::GuardedBytes guarded_m(m.size());
+    const loom::TensorRef w{t, loom::Shape{3, n}, m.data(), m.size()},
+        wg{t, loom::Shape{3, n}, guarded_m.at_end(m), m.size()};
+    for (std::int64_t rows : {std::int64_t(1), loom::kernels::quant_dot_max_rows(t) + 1}) {
+      const auto x = random_vector(std::size_t(rows * n), 21, 1.0f);
+      std::vector<float> y1(std::size_t(rows * 3)), y2(y1.size());
+      loom::kernels::matmul(x.data(), rows, n, w, false, y1.data(), 3);
+      loom::kernels::matmul(x.data(), rows, n, wg, false, y2.data(), 3);
+      EXPECT_EQ(y1, y2) << rows << " input rows";
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantMatmul,
