@@ -6,8 +6,10 @@
 // when one is given; the bytes do not depend on it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,6 +64,9 @@ constexpr bool convertible_to(DType type) {
   return false;
 }
 
+/// The types llama.cpp's k-quant mixes (WeightFormat::Mix small / medium) are built on.
+inline constexpr DType mix_bases[] = {DType::q4_k, DType::q5_k};
+
 }  // namespace detail
 
 /// The type a matrix with rows of `cols` elements gets when `type` is asked for: quantized types
@@ -111,7 +116,7 @@ inline constexpr std::string_view weight_format_names =
 /// The format named `name` (one of weight_format_names), or nothing.
 inline std::optional<WeightFormat> parse_weight_format(std::string_view name) {
   using Mix = WeightFormat::Mix;
-  for (DType t : {DType::q4_k, DType::q5_k})
+  for (DType t : detail::mix_bases)
     for (auto [suffix, mix] : {std::pair{"_s", Mix::small}, std::pair{"_m", Mix::medium}})
       if (name == std::string(to_string(t)) + suffix) return WeightFormat{t, mix};
   for (DType t : detail::convertible_types)
@@ -192,8 +197,9 @@ inline TensorRef convert_matrix(const TensorRef& w, bool in_out, DType type,
 /// says and stored [out, in], on the pool's threads when one is given. The result shares the
 /// small vectors with `w` and keeps `w`'s memory alive.
 inline Weights convert_weights(const Weights& w, const WeightFormat& format, ThreadPool* pool = nullptr) {
-  if (!detail::convertible_to(format.type) ||
-      (format.mix != WeightFormat::Mix::pure && format.type != DType::q4_k && format.type != DType::q5_k))
+  const bool mix_base = std::find(std::begin(detail::mix_bases), std::end(detail::mix_bases), format.type) !=
+                        std::end(detail::mix_bases);
+  if (!detail::convertible_to(format.type) || (format.mix != WeightFormat::Mix::pure && !mix_base))
     fail(ErrorKind::unsupported, "convert", "cannot convert weights to ", to_string(format), " (supported: ",
          weight_format_names, ")");
   Weights out = w;
