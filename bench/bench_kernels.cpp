@@ -72,6 +72,22 @@ BENCHMARK(BM_Matmul)
 // row comes from DRAM as in a real model. variant 0 = one row at a time (the baseline), 1 = the
 // grouping matmul uses (rows of K parts of the range read side by side; kernels/matmul.hpp).
 // args: rows (out), cols (in), dtype, variant
+
+/// The fused f32 / f16 / bf16 decode kernels of one level, for calling its templates directly.
+#define LOOM_FUSED_TAG(Name, ns)                                                                        \
+  struct Name {                                                                                          \
+    template <loom::DType T, typename... A>                                                              \
+    static void range(A... a) { loom::kernels::ns::dot_rows_range<T>(a...); }                          \
+    template <loom::DType T, typename... A>                                                              \
+    static void group(A... a) { loom::kernels::ns::dot_row_group<T, 1>(a...); }                        \
+  };
+LOOM_FUSED_TAG(ScalarFused, scalar)
+#if LOOM_X86
+LOOM_FUSED_TAG(Avx2Fused, avx2)
+LOOM_FUSED_TAG(Avx512Fused, avx512)
+#endif
+#undef LOOM_FUSED_TAG
+
 void BM_DecodeFromMemory(benchmark::State& state) {
   const std::int64_t out = state.range(0), in = state.range(1);
   const auto dtype = loom::DType(state.range(2));
@@ -85,11 +101,22 @@ void BM_DecodeFromMemory(benchmark::State& state) {
   for (auto _ : state) {
     for (std::size_t c = 0; c < copies; ++c) {
       const loom::TensorRef w{dtype, one.ref.shape, all.data() + c * one.bytes.size(), one.bytes.size()};
-      auto run = [&]<loom::DType T>() {
+      // The kernels of the level in use: its namespace's templates, called directly.
+      auto at_level = [&]<loom::DType T>(auto level_tag) {
+        using L = decltype(level_tag);
         if (grouped)
-          loom::kernels::detail::dot_rows_range<T>(w, x.data(), 1, in, y.data(), out, 0, out);
+          L::template range<T>(w, x.data(), 1, in, y.data(), out, 0, out);
         else
-          for (std::int64_t o = 0; o < out; ++o) loom::kernels::detail::dot_row_group<T, 1>(w, rb, x.data(), 1, in, y.data(), out, o, 0);
+          for (std::int64_t o = 0; o < out; ++o) L::template group<T>(w, rb, x.data(), 1, in, y.data(), out, o, 0);
+      };
+      auto run = [&]<loom::DType T>() {
+        switch (loom::cpu_features().level) {
+#if LOOM_X86
+          case loom::KernelLevel::avx512: return at_level.template operator()<T>(Avx512Fused{});
+          case loom::KernelLevel::avx2: return at_level.template operator()<T>(Avx2Fused{});
+#endif
+          default: return at_level.template operator()<T>(ScalarFused{});
+        }
       };
       if (dtype == loom::DType::f32) run.template operator()<loom::DType::f32>();
       else if (dtype == loom::DType::f16) run.template operator()<loom::DType::f16>();

@@ -53,7 +53,7 @@ void BM_QuantMatmul(benchmark::State& state) {
     loom::kernels::matmul(x.data(), n, in, w.ref, false, y.data(), out, &pool);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(std::string(loom::to_string(t)) + " " + loom::kernels::quant_simd_name());
+  state.SetLabel(std::string(loom::to_string(t)) + " " + std::string(loom::kernels::quant_simd_name()));
   state.counters["weight_B/s"] =
       benchmark::Counter(double(w.bytes.size()) * double(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["FLOP/s"] =
@@ -91,7 +91,7 @@ void BM_QuantDecodeFromMemory(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(std::string(loom::to_string(t)) + " " + loom::kernels::quant_simd_name());
+  state.SetLabel(std::string(loom::to_string(t)) + " " + std::string(loom::kernels::quant_simd_name()));
   state.counters["weight_B/s"] =
       benchmark::Counter(double(one.bytes.size() * copies), benchmark::Counter::kIsIterationInvariantRate);
 }

@@ -346,6 +346,8 @@ int run(const Options& o) {
 
   const double size_gib = total_bytes(*model) / double(1 << 30);
   const double params_b = total_params(*model) / 1e9;
+  std::fprintf(stderr, "kernels: %s; CPU extensions: %s\n", loom::cpu_features().summary().c_str(),
+               loom::cpu_features().extensions().c_str());
   for (const auto& [t, l] : limits)
     std::fprintf(stderr, "threads %d: best read bandwidth %.2f GB/s (%.2f GiB buffer %.2f, weights %.2f), f32 GEMM %.1f GFLOP/s\n",
                  t, l.read_bytes_per_second / 1e9, double(loom::default_probe_bytes()) / double(1 << 30),

@@ -83,6 +83,7 @@ void print_timings(const loom::Model& model, int threads, double load_seconds, c
                  100.0 * reads / bandwidth, bandwidth / 1e9);
   }
   const char* why = stopped_by_string ? "stop string" : g_interrupted ? "interrupted" : loom::to_string(stats.stop);
+  std::fprintf(stderr, "kernels        : %s\n", loom::cpu_features().summary().c_str());
   std::fprintf(stderr, "stopped        : %s\n", why);
   if (stats.context_shifts) std::fprintf(stderr, "context shifts : %d\n", stats.context_shifts);
 }

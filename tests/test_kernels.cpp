@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <tuple>
 #include <limits>
 #include <loom/dtype.hpp>
 #include <loom/kernels/matmul.hpp>
@@ -188,7 +190,7 @@ void expect_weighted_rows_match(int na, int nb, int n) {
   const auto c0 = random_vector(std::size_t(na * ldc), seed + 3);
   using Add = void (*)(const float*, std::int64_t, int, const T*, std::int64_t, int, int, float*, std::int64_t);
   for (Add add :
-       {Add(loom::kernels::weighted_rows_add<T>), Add(loom::kernels::detail::weighted_rows_add_portable<T>)}) {
+       {Add(loom::kernels::weighted_rows_add<T>), Add(loom::kernels::scalar::weighted_rows_add_level<T>)}) {
     std::vector<float> c = c0;
     add(w.data(), ldw, na, b.data(), ldb, nb, n, c.data(), ldc);
     for (int i = 0; i < na; ++i) {
@@ -231,7 +233,7 @@ void expect_tile_products_match(int na, int nt, int n) {
   for (std::int64_t j = 0; j < nb; ++j)
     for (int d = 0; d < n; ++d) tiles[std::size_t(j / tile * tile * n + d * tile + j % tile)] = keys[std::size_t(j * n + d)];
   using Dot = void (*)(const float*, std::int64_t, int, const T*, int, int, float*, std::int64_t);
-  for (Dot dot : {Dot(loom::kernels::dot_tiles<T>), Dot(loom::kernels::detail::dot_tiles_portable<T>)}) {
+  for (Dot dot : {Dot(loom::kernels::dot_tiles<T>), Dot(loom::kernels::scalar::dot_tiles_level<T>)}) {
     std::vector<float> s(std::size_t(na * lds), 123.0f);
     dot(a.data(), lda, na, tiles.data(), nt, n, s.data(), lds);
     for (int i = 0; i < na; ++i) {
@@ -572,4 +574,109 @@ TEST(BandwidthProbe, ReadsEveryByteOnceForEveryStreamCount) {
   loom::ThreadPool pool(2);
   const loom::ByteRange range{buf.data(), buf.size()};
   EXPECT_GT(loom::measure_read_bandwidth(pool, {&range, 1}, 1), 0.0);
+}
+
+// ---- kernel levels (kernels/cpu.hpp) ---------------------------------------------------------------
+
+TEST(CpuFeatures, LevelFollowsTheCpuAndLoomCpu) {
+  const loom::CpuFeatures& f = loom::cpu_features();
+  // The level in use is one the CPU runs; LOOM_CPU (when set, as ctest does for the scalar.* and
+  // avx2.* runs) names it.
+  EXPECT_TRUE(f.supports(f.level));
+  const char* env = std::getenv("LOOM_CPU");
+  if (env && *env) {
+    EXPECT_EQ(loom::to_string(f.level), env);
+    EXPECT_TRUE(f.forced);
+  } else {
+    EXPECT_EQ(f.level, f.best);
+  }
+  // The levels need what they say: AVX-512 implies AVX2, both need the OS to save the registers.
+  if (f.supports(loom::KernelLevel::avx512))
+    EXPECT_TRUE(f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.avx512vbmi && f.avx2);
+  if (f.supports(loom::KernelLevel::avx2)) EXPECT_TRUE(f.avx2 && f.fma && f.f16c);
+  EXPECT_NE(f.summary().find(std::string(loom::to_string(f.level))), std::string::npos);
+}
+
+TEST(CpuFeatures, LoomCpuValuesAreCheckedAgainstTheCpu) {
+  loom::CpuFeatures avx2_cpu;
+  avx2_cpu.avx2 = avx2_cpu.fma = avx2_cpu.f16c = avx2_cpu.bmi2 = true;
+  avx2_cpu.best = avx2_cpu.level = loom::KernelLevel::avx2;
+  using loom::detail::with_requested_level;
+  EXPECT_EQ(with_requested_level(avx2_cpu, nullptr).level, loom::KernelLevel::avx2);
+  EXPECT_EQ(with_requested_level(avx2_cpu, "").level, loom::KernelLevel::avx2);
+  const loom::CpuFeatures scalar = with_requested_level(avx2_cpu, "scalar");
+  EXPECT_EQ(scalar.level, loom::KernelLevel::scalar);
+  EXPECT_TRUE(scalar.forced);
+  try {
+    with_requested_level(avx2_cpu, "avx512");
+    FAIL() << "a level the CPU lacks was accepted";
+  } catch (const loom::Error& e) {
+    EXPECT_EQ(e.kind(), loom::ErrorKind::unsupported);
+    EXPECT_NE(std::string(e.what()).find("LOOM_CPU"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("avx2 fma f16c bmi2"), std::string::npos) << e.what();
+  }
+  try {
+    with_requested_level(avx2_cpu, "AVX2");
+    FAIL() << "an unknown level was accepted";
+  } catch (const loom::Error& e) {
+    EXPECT_EQ(e.kind(), loom::ErrorKind::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("'AVX2'"), std::string::npos) << e.what();
+  }
+}
+
+/// C = A · Bᵀ in double, B's element (j, p) at b[j·ldb + p] or (k-major) b[p·ldb + j].
+std::vector<double> gemm_double(const std::vector<float>& a, std::int64_t n, std::int64_t k, const std::vector<float>& b,
+                                std::int64_t ldb, bool k_major, std::int64_t m) {
+  std::vector<double> c(std::size_t(n * m));
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < m; ++j) {
+      double s = 0;
+      for (std::int64_t p = 0; p < k; ++p)
+        s += double(a[std::size_t(i * k + p)]) * double(b[std::size_t(k_major ? p * ldb + j : j * ldb + p)]);
+      c[std::size_t(i * m + j)] = s;
+    }
+  return c;
+}
+
+TEST(Gemm, EveryLevelMatchesDoublePrecision) {
+  // Tile remainders in rows (1 .. 13 against 12- and 6-row tiles), columns (partial 16- and
+  // 32-column panels) and depth (pieces of 256), both layouts of B.
+  for (const auto& [n, k, m] : {std::tuple{1, 1, 1}, {13, 300, 45}, {12, 256, 32}, {7, 513, 17}, {25, 64, 100}}) {
+    const auto a = random_vector(std::size_t(n * k), std::uint32_t(n * 7 + k));
+    for (bool k_major : {false, true}) {
+      const std::int64_t ldb = (k_major ? m : k) + 3;
+      const auto b = random_vector(std::size_t((k_major ? k : m) * ldb), std::uint32_t(m * 11 + k));
+      const auto ref = gemm_double(a, n, k, b, ldb, k_major, m);
+      for (loom::KernelLevel l : loom::kernel_levels) {
+        if (!loom::cpu_features().supports(l)) continue;
+        const std::int64_t ldc = m + 5;
+        std::vector<float> c(std::size_t(n * ldc), 77.0f);
+        loom::kernels::level_kernels(l).gemm_f32(a.data(), k, n, k, b.data(), ldb, k_major, m, c.data(), ldc);
+        for (std::int64_t i = 0; i < n; ++i) {
+          for (std::int64_t j = 0; j < m; ++j)
+            ASSERT_NEAR(c[std::size_t(i * ldc + j)], ref[std::size_t(i * m + j)], 2e-5 * std::sqrt(double(k)) + 1e-5)
+                << to_string(l) << " n " << n << " k " << k << " m " << m << " (" << i << ", " << j << ")";
+          for (std::int64_t j = m; j < ldc; ++j) ASSERT_EQ(c[std::size_t(i * ldc + j)], 77.0f) << "wrote past column m";
+        }
+      }
+    }
+  }
+}
+
+TEST(KernelLevels, ElementWiseKernelsAgreeAcrossLevels) {
+  auto x = random_vector(1000, 5, 8.0f);
+  for (loom::KernelLevel l : loom::kernel_levels) {
+    if (!loom::cpu_features().supports(l)) continue;
+    const auto& k = loom::kernels::level_kernels(l);
+    auto s = x;
+    k.silu(s.data(), std::int64_t(s.size()));
+    auto sm = x;
+    k.softmax(sm.data(), std::int64_t(sm.size()));
+    double total = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      ASSERT_NEAR(s[i], double(x[i]) / (1.0 + std::exp(-double(x[i]))), 1e-6 * (1 + std::fabs(x[i]))) << to_string(l);
+      total += sm[i];
+    }
+    EXPECT_NEAR(total, 1.0, 1e-5) << to_string(l);
+  }
 }

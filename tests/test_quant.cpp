@@ -706,107 +706,14 @@ std::vector<std::byte> random_activation(DType t, std::int64_t n, std::uint32_t 
 class QuantDot : public ::testing::TestWithParam<DType> {};
 
 using DotFn = float (*)(std::int64_t, const std::byte*, const std::byte*);
-template <typename W, typename A, float (*F)(std::int64_t, const W*, const A*)>
-float call(std::int64_t n, const std::byte* w, const std::byte* a) {
-  return F(n, reinterpret_cast<const W*>(w), reinterpret_cast<const A*>(a));
-}
 
-template <typename Block>
-void add_q32(std::vector<std::pair<const char*, DotFn>>& v) {
-  namespace d = loom::kernels::detail;
-  v.push_back({"scalar", call<Block, block_q8_a, d::dot_q32_scalar<Block>>});
-#ifdef LOOM_QUANT_AVX2
-  v.push_back({"avx2", call<Block, block_q8_a, d::dot_q32_avx2<Block>>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-  v.push_back({"avx512", call<Block, block_q8_a, d::dot_q32_avx512<Block>>});
-#endif
-}
-
-/// Every compiled implementation of the dot product for t, scalar first.
+/// The dot product of t at every kernel level this CPU runs (from the type traits table), scalar
+/// first; the same list whatever LOOM_CPU says.
 std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
   std::vector<std::pair<const char*, DotFn>> v;
-  using loom::block_q4_0, loom::block_q4_k, loom::block_q6_k, loom::block_q8_0;
-  namespace d = loom::kernels::detail;
-  switch (t) {
-    case DType::q8_0:
-      v.push_back({"scalar", call<block_q8_0, block_q8_a, d::dot_q8_0_scalar>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<block_q8_0, block_q8_a, d::dot_q8_0_avx2>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<block_q8_0, block_q8_a, d::dot_q8_0_avx512>});
-#endif
-      break;
-    case DType::q4_0:
-      v.push_back({"scalar", call<block_q4_0, block_q8_a, d::dot_q4_0_scalar>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<block_q4_0, block_q8_a, d::dot_q4_0_avx2>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<block_q4_0, block_q8_a, d::dot_q4_0_avx512>});
-#endif
-      break;
-    case DType::q4_1: add_q32<loom::block_q4_1>(v); break;
-    case DType::q5_0: add_q32<loom::block_q5_0>(v); break;
-    case DType::q5_1: add_q32<loom::block_q5_1>(v); break;
-    case DType::iq4_nl: add_q32<loom::block_iq4_nl>(v); break;
-    case DType::iq4_xs:
-      v.push_back({"scalar", call<loom::block_iq4_xs, block_q8_a, d::dot_iq4_xs_scalar>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<loom::block_iq4_xs, block_q8_a, d::dot_iq4_xs_avx2>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<loom::block_iq4_xs, block_q8_a, d::dot_iq4_xs_avx512>});
-#endif
-      break;
-    case DType::q2_k:
-      v.push_back({"scalar", call<loom::block_q2_k, block_q8_k, d::dot_q2_k_scalar>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<loom::block_q2_k, block_q8_k, d::dot_q2_k_avx2>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<loom::block_q2_k, block_q8_k, d::dot_q2_k_avx512>});
-#endif
-      break;
-    case DType::q3_k:
-      v.push_back({"scalar", call<loom::block_q3_k, block_q8_k, d::dot_q3_k_scalar>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<loom::block_q3_k, block_q8_k, d::dot_q3_k_avx2>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<loom::block_q3_k, block_q8_k, d::dot_q3_k_avx512>});
-#endif
-      break;
-    case DType::q5_k:
-      v.push_back({"scalar", call<loom::block_q5_k, block_q8_k, d::dot_k_min_scalar<loom::block_q5_k>>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<loom::block_q5_k, block_q8_k, d::dot_k_min_avx2<loom::block_q5_k>>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<loom::block_q5_k, block_q8_k, d::dot_k_min_avx512<loom::block_q5_k>>});
-#endif
-      break;
-    case DType::q4_k:
-      v.push_back({"scalar", call<block_q4_k, block_q8_k, d::dot_q4_k_scalar>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<block_q4_k, block_q8_k, d::dot_q4_k_avx2>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<block_q4_k, block_q8_k, d::dot_q4_k_avx512>});
-#endif
-      break;
-    case DType::q6_k:
-      v.push_back({"scalar", call<block_q6_k, block_q8_k, d::dot_q6_k_scalar>});
-#ifdef LOOM_QUANT_AVX2
-      v.push_back({"avx2", call<block_q6_k, block_q8_k, d::dot_q6_k_avx2>});
-#endif
-#ifdef LOOM_QUANT_AVX512
-      v.push_back({"avx512", call<block_q6_k, block_q8_k, d::dot_q6_k_avx512>});
-#endif
-      break;
-    default: break;
-  }
+  for (loom::KernelLevel l : loom::kernel_levels)
+    if (loom::cpu_features().supports(l))
+      v.push_back({loom::to_string(l).data(), loom::kernels::kernels_for(t, l).dot});
   return v;
 }
 
@@ -837,7 +744,7 @@ TEST_P(QuantDot, SimdEqualsScalarExactlyOnIntegerData) {
   const DType t = GetParam();
   const auto impls = implementations(t);
   std::printf("  %s: %zu implementations (dispatch uses %s)\n", std::string(to_string(t)).c_str(), impls.size(),
-              quant_simd_name());
+              std::string(quant_simd_name()).c_str());
   // Partial groups of 16 blocks, odd block counts (pair tails), one block, whole groups.
   for (std::int64_t n : {256, 512, 2048, 256 * 7, 32, 64, 96, 576, 736, 768}) {
     if (n % loom::block_elems(t) != 0) continue;

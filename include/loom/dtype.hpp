@@ -7,9 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 
 #include "loom/error.hpp"
 
@@ -211,101 +215,89 @@ static_assert(sizeof(block_q6_k) == 210);
 /// The storage type of a tensor.
 enum class DType : std::uint8_t { f32, f64, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k };
 
-constexpr std::string_view to_string(DType t) noexcept {
-  switch (t) {
-    case DType::f32: return "f32";
-    case DType::f64: return "f64";
-    case DType::f16: return "f16";
-    case DType::bf16: return "bf16";
-    case DType::q8_0: return "q8_0";
-    case DType::q4_0: return "q4_0";
-    case DType::q4_1: return "q4_1";
-    case DType::q5_0: return "q5_0";
-    case DType::q5_1: return "q5_1";
-    case DType::q5_k: return "q5_k";
-    case DType::iq4_nl: return "iq4_nl";
-    case DType::iq4_xs: return "iq4_xs";
-    case DType::q2_k: return "q2_k";
-    case DType::q3_k: return "q3_k";
-    case DType::q4_k: return "q4_k";
-    case DType::q6_k: return "q6_k";
-  }
-  return "unknown";
+/// The C++ type of each DType's elements or blocks, in the enum's order.
+using dtype_storage = std::tuple<float, double, f16, bf16, block_q8_0, block_q4_0, block_q4_1, block_q5_0, block_q5_1,
+                                 block_iq4_nl, block_iq4_xs, block_q2_k, block_q3_k, block_q4_k, block_q5_k, block_q6_k>;
+
+/// The layout of a storage type: one row per DType (the kernels of each type are the rows of
+/// kernels/type_traits.hpp). ggml's type_traits are the model: a new type is a new row here and
+/// one there.
+struct DTypeInfo {
+  DType type;
+  std::string_view name;
+  std::int64_t block_elems;  ///< elements per block (1 for plain floating-point types)
+  std::size_t block_bytes;   ///< bytes per block (the element size for plain floating-point types)
+  std::uint32_t ggml_type;   ///< the type's number in GGUF files (ggml_type)
+  std::uint32_t ggml_ftype;  ///< llama.cpp's llama_ftype of a file whose weights are all of this type
+};
+
+inline constexpr DTypeInfo dtype_table[] = {
+    {DType::f32, "f32", 1, 4, 0, 0},
+    {DType::f64, "f64", 1, 8, 28, 0},
+    {DType::f16, "f16", 1, 2, 1, 1},
+    {DType::bf16, "bf16", 1, 2, 30, 32},
+    {DType::q8_0, "q8_0", qk8_0, sizeof(block_q8_0), 8, 7},
+    {DType::q4_0, "q4_0", qk4_0, sizeof(block_q4_0), 2, 2},
+    {DType::q4_1, "q4_1", qk4_0, sizeof(block_q4_1), 3, 3},
+    {DType::q5_0, "q5_0", qk4_0, sizeof(block_q5_0), 6, 8},
+    {DType::q5_1, "q5_1", qk4_0, sizeof(block_q5_1), 7, 9},
+    {DType::iq4_nl, "iq4_nl", qk4_0, sizeof(block_iq4_nl), 20, 25},
+    {DType::iq4_xs, "iq4_xs", qk_k, sizeof(block_iq4_xs), 23, 30},
+    {DType::q2_k, "q2_k", qk_k, sizeof(block_q2_k), 10, 10},
+    {DType::q3_k, "q3_k", qk_k, sizeof(block_q3_k), 11, 12},
+    {DType::q4_k, "q4_k", qk_k, sizeof(block_q4_k), 12, 14},  // (llama.cpp's Q4_K_S is mostly Q4_K)
+    {DType::q5_k, "q5_k", qk_k, sizeof(block_q5_k), 13, 16},
+    {DType::q6_k, "q6_k", qk_k, sizeof(block_q6_k), 14, 18},
+};
+inline constexpr std::size_t dtype_count = std::size(dtype_table);
+static_assert(dtype_count == std::tuple_size_v<dtype_storage>);
+static_assert([] {
+  for (std::size_t i = 0; i < dtype_count; ++i)
+    if (std::size_t(dtype_table[i].type) != i) return false;
+  return true;
+}(), "dtype_table rows are in the enum's order");
+
+/// The row of t (nullptr for a value outside the enum).
+constexpr const DTypeInfo* dtype_info(DType t) noexcept {
+  return std::size_t(t) < dtype_count ? &dtype_table[std::size_t(t)] : nullptr;
 }
+
+constexpr std::string_view to_string(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->name : "unknown"; }
 
 /// Elements per block (1 for plain floating-point types).
-constexpr std::int64_t block_elems(DType t) noexcept {
-  switch (t) {
-    case DType::q8_0: return qk8_0;
-    case DType::q4_0:
-    case DType::q4_1:
-    case DType::q5_0:
-    case DType::q5_1:
-    case DType::iq4_nl: return qk4_0;
-    case DType::iq4_xs:
-    case DType::q2_k:
-    case DType::q3_k:
-    case DType::q4_k:
-    case DType::q5_k:
-    case DType::q6_k: return qk_k;
-    default: return 1;
-  }
-}
+constexpr std::int64_t block_elems(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->block_elems : 1; }
 
 /// Bytes per block (the element size for plain floating-point types).
-constexpr std::size_t block_bytes(DType t) noexcept {
-  switch (t) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::f16:
-    case DType::bf16: return 2;
-    case DType::q8_0: return sizeof(block_q8_0);
-    case DType::q4_0: return sizeof(block_q4_0);
-    case DType::q4_1: return sizeof(block_q4_1);
-    case DType::q5_0: return sizeof(block_q5_0);
-    case DType::q5_1: return sizeof(block_q5_1);
-    case DType::q5_k: return sizeof(block_q5_k);
-    case DType::iq4_nl: return sizeof(block_iq4_nl);
-    case DType::iq4_xs: return sizeof(block_iq4_xs);
-    case DType::q2_k: return sizeof(block_q2_k);
-    case DType::q3_k: return sizeof(block_q3_k);
-    case DType::q4_k: return sizeof(block_q4_k);
-    case DType::q6_k: return sizeof(block_q6_k);
-  }
-  return 0;
-}
+constexpr std::size_t block_bytes(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->block_bytes : 0; }
 
 constexpr bool is_quantized(DType t) noexcept { return block_elems(t) > 1; }
 
 /// Bytes needed by a row of `n` elements of type t, or nullopt when n is not a whole number of
 /// blocks or the size overflows.
 constexpr std::optional<std::uint64_t> row_bytes(DType t, std::int64_t n) noexcept {
-  if (n < 0 || n % block_elems(t) != 0) return std::nullopt;
+  if (n < 0 || n % block_elems(t) != 0 || block_bytes(t) == 0) return std::nullopt;
   const std::uint64_t blocks = std::uint64_t(n / block_elems(t));
   if (blocks > std::numeric_limits<std::uint64_t>::max() / block_bytes(t)) return std::nullopt;
   return blocks * block_bytes(t);
 }
 
-/// Maps a C++ element type to its DType.
+/// The C++ element or block type of a DType.
+template <DType T>
+using block_of_t = std::tuple_element_t<std::size_t(T), dtype_storage>;
+
+namespace detail {
+template <typename T, std::size_t... I>
+constexpr DType dtype_index(std::index_sequence<I...>) {
+  DType found = DType::f32;
+  int matches = 0;
+  ((std::is_same_v<T, std::tuple_element_t<I, dtype_storage>> ? (found = DType(I), ++matches) : 0), ...);
+  if (matches != 1) throw "not a storage type";  // a compile error where it is used in a constant expression
+  return found;
+}
+}  // namespace detail
+
+/// The DType of a C++ element or block type.
 template <typename T>
-struct dtype_of;
-template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
-template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
-template <> struct dtype_of<f16> { static constexpr DType value = DType::f16; };
-template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
-template <> struct dtype_of<block_q8_0> { static constexpr DType value = DType::q8_0; };
-template <> struct dtype_of<block_q4_0> { static constexpr DType value = DType::q4_0; };
-template <> struct dtype_of<block_q4_1> { static constexpr DType value = DType::q4_1; };
-template <> struct dtype_of<block_q5_0> { static constexpr DType value = DType::q5_0; };
-template <> struct dtype_of<block_q5_1> { static constexpr DType value = DType::q5_1; };
-template <> struct dtype_of<block_q5_k> { static constexpr DType value = DType::q5_k; };
-template <> struct dtype_of<block_iq4_nl> { static constexpr DType value = DType::iq4_nl; };
-template <> struct dtype_of<block_iq4_xs> { static constexpr DType value = DType::iq4_xs; };
-template <> struct dtype_of<block_q2_k> { static constexpr DType value = DType::q2_k; };
-template <> struct dtype_of<block_q3_k> { static constexpr DType value = DType::q3_k; };
-template <> struct dtype_of<block_q4_k> { static constexpr DType value = DType::q4_k; };
-template <> struct dtype_of<block_q6_k> { static constexpr DType value = DType::q6_k; };
-template <typename T>
-inline constexpr DType dtype_of_v = dtype_of<T>::value;
+inline constexpr DType dtype_of_v = detail::dtype_index<T>(std::make_index_sequence<dtype_count>{});
 
 }  // namespace loom

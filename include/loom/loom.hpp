@@ -10,6 +10,7 @@
 
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
+#include "loom/kernels/cpu.hpp"
 #include "loom/generate.hpp"
 #include "loom/chat.hpp"
 #include "loom/chat_session.hpp"

@@ -1,11 +1,11 @@
 // The machine's own limits, measured with loom's thread pool: sustained memory read bandwidth
 // (a STREAM-like sum over a buffer far larger than the last-level cache, or over the very memory
-// a model's weights occupy, read as 1-8 streams per thread, the best counting) and Eigen's f32 GEMM rate on 2048² matrices. loom-bench and generate report speeds as fractions of these; the
+// a model's weights occupy, read as 1-8 streams per thread, the best counting) and the f32 GEMM
+// rate of loom's own kernel (kernels/level/gemm.inl, the one prompts use) on 2048² matrices, both
+// at the kernel level in use. loom-bench and generate report speeds as fractions of these; the
 // model-side numbers (weight bytes read per decoded token, parameters in matrix products) are here
 // too.
 #pragma once
-
-#include <Eigen/Core>
 
 #include <algorithm>
 #include <chrono>
@@ -17,14 +17,12 @@
 #include <span>
 #include <vector>
 
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
 #endif
 
 #include "loom/huge_pages.hpp"
+#include "loom/kernels/levels.hpp"
 #include "loom/kernels/thread_pool.hpp"
 #include "loom/model/model.hpp"
 
@@ -46,78 +44,16 @@ inline double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-/// Σ of the 64-bit words of [p, p + n) (wrapping), plus its trailing n % 8 bytes, read as S
-/// contiguous parts side by side, 256 bytes of each per step. The sum is exact so that tests can
-/// check the reads; the probes use it to keep the loads alive.
-template <int S>
-inline std::uint64_t sum_streams(const std::byte* p, std::size_t n) {
-  const std::size_t part = n / S / 256 * 256;  // bytes of each stream; the rest is read after them
-  std::uint64_t total = 0;
-#if defined(__AVX512F__)
-  __m512i acc[S];
-  for (int s = 0; s < S; ++s) acc[s] = _mm512_setzero_si512();
-  for (std::size_t i = 0; i < part; i += 256)
-    for (int s = 0; s < S; ++s) {
-      const std::byte* q = p + std::size_t(s) * part + i;
-      const __m512i a = _mm512_add_epi64(_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64));
-      const __m512i b = _mm512_add_epi64(_mm512_loadu_si512(q + 128), _mm512_loadu_si512(q + 192));
-      acc[s] = _mm512_add_epi64(acc[s], _mm512_add_epi64(a, b));
-    }
-  for (int s = 0; s < S; ++s) {
-    alignas(64) std::uint64_t lanes[8];
-    _mm512_store_si512(lanes, acc[s]);
-    for (std::uint64_t l : lanes) total += l;
-  }
-#elif defined(__AVX2__)
-  __m256i acc[S];
-  for (int s = 0; s < S; ++s) acc[s] = _mm256_setzero_si256();
-  for (std::size_t i = 0; i < part; i += 256)
-    for (int s = 0; s < S; ++s) {
-      const auto* q = reinterpret_cast<const __m256i*>(p + std::size_t(s) * part + i);
-      __m256i a = _mm256_add_epi64(_mm256_loadu_si256(q), _mm256_loadu_si256(q + 1));
-      a = _mm256_add_epi64(a, _mm256_add_epi64(_mm256_loadu_si256(q + 2), _mm256_loadu_si256(q + 3)));
-      a = _mm256_add_epi64(a, _mm256_add_epi64(_mm256_loadu_si256(q + 4), _mm256_loadu_si256(q + 5)));
-      acc[s] = _mm256_add_epi64(acc[s], _mm256_add_epi64(a, _mm256_add_epi64(_mm256_loadu_si256(q + 6), _mm256_loadu_si256(q + 7))));
-    }
-  for (int s = 0; s < S; ++s) {
-    alignas(32) std::uint64_t lanes[4];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[s]);
-    for (std::uint64_t l : lanes) total += l;
-  }
-#else
-  std::uint64_t acc[S][8] = {};
-  for (std::size_t i = 0; i < part; i += 64)
-    for (int s = 0; s < S; ++s) {
-      std::uint64_t w[8];
-      std::memcpy(w, p + std::size_t(s) * part + i, sizeof w);
-      for (int k = 0; k < 8; ++k) acc[s][k] += w[k];
-    }
-  for (auto& a : acc)
-    for (std::uint64_t l : a) total += l;
-#endif
-  std::size_t i = S * part;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, sizeof w);
-    total += w;
-  }
-  for (; i < n; ++i) total += std::uint64_t(p[i]);
-  return total;
-}
-
 /// Stream counts the probes try: a core reads one stream slower than several on some machines
 /// (an Intel Xeon core of this project's: 15.8 GB/s from one, 16.7 from eight), and the decode
 /// kernels read several rows side by side.
 inline constexpr int probe_streams[] = {1, 2, 4, 8};
 
-/// sum_streams with S chosen at run time (one of probe_streams).
+/// Σ of the 64-bit words of [p, p + n) (wrapping), plus its trailing n % 8 bytes, read as
+/// `streams` (one of probe_streams) parts side by side at the kernel level in use
+/// (kernels/level/probe.inl).
 inline std::uint64_t sum_words(const std::byte* p, std::size_t n, int streams) {
-  switch (streams) {
-    case 1: return sum_streams<1>(p, n);
-    case 2: return sum_streams<2>(p, n);
-    case 4: return sum_streams<4>(p, n);
-    default: return sum_streams<8>(p, n);
-  }
+  return kernels::level_kernels().sum_words(p, n, streams);
 }
 }  // namespace detail
 
@@ -189,16 +125,19 @@ inline double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes = defau
   return BandwidthProbe(pool, bytes).measure(pool, passes);
 }
 
-/// f32 GEMM rate (FLOP/s, best of `reps` after a warm-up): C[2048, 2048] = A · Bᵀ, columns of C
-/// split over the pool's threads in fixed blocks (the same way loom's matmul splits its work).
+/// f32 GEMM rate (FLOP/s, best of `reps` after a warm-up) of the prompt path's kernel:
+/// C[2048, 2048] = A · Bᵀ, columns of C split over the pool's threads in fixed blocks (the same way
+/// loom's matmul splits its work).
 inline double measure_gemm_rate(ThreadPool& pool, int size = 2048, int reps = 5) {
-  using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  M a = M::Random(size, size), b = M::Random(size, size), c(size, size);
+  const std::size_t elems = std::size_t(size) * std::size_t(size);
+  std::vector<float> a(elems), b(elems), c(elems);
+  for (std::size_t i = 0; i < elems; ++i) a[i] = float(i % 17) * 0.125f - 1.0f, b[i] = float(i % 13) * 0.25f - 1.5f;
+  const auto gemm = kernels::level_kernels().gemm_f32;  // the prompt path's own kernel
   double best = 0;
   for (int r = 0; r < reps + 1; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(size, [&](std::int64_t c0, std::int64_t c1, int) {
-      c.middleCols(c0, c1 - c0).noalias() = a * b.middleRows(c0, c1 - c0).transpose();
+      gemm(a.data(), size, size, size, b.data() + c0 * size, size, false, c1 - c0, c.data() + c0, size);
     }, 64);
     if (r > 0) best = std::max(best, 2.0 * double(size) * size * size / detail::seconds_since(t0));
   }

@@ -199,50 +199,16 @@ constexpr const char* ggml_type_name(std::uint32_t t) noexcept {
   return t < std::size(names) ? names[t] : nullptr;
 }
 
-/// The loom DType of a ggml type number, when loom reads it.
+/// The loom DType of a ggml type number, when loom reads it (every row of dtype_table but f64,
+/// which no kernel multiplies).
 constexpr std::optional<DType> dtype_of_ggml(std::uint32_t t) noexcept {
-  switch (t) {
-    case 0: return DType::f32;
-    case 1: return DType::f16;
-    case 2: return DType::q4_0;
-    case 3: return DType::q4_1;
-    case 6: return DType::q5_0;
-    case 7: return DType::q5_1;
-    case 8: return DType::q8_0;
-    case 10: return DType::q2_k;
-    case 11: return DType::q3_k;
-    case 12: return DType::q4_k;
-    case 13: return DType::q5_k;
-    case 14: return DType::q6_k;
-    case 20: return DType::iq4_nl;
-    case 23: return DType::iq4_xs;
-    case 30: return DType::bf16;
-    default: return std::nullopt;
-  }
+  for (const DTypeInfo& row : dtype_table)
+    if (row.ggml_type == t && row.type != DType::f64) return row.type;
+  return std::nullopt;
 }
 
 /// The ggml type number of a DType.
-constexpr std::uint32_t ggml_type_of(DType t) noexcept {
-  switch (t) {
-    case DType::f32: return 0;
-    case DType::f16: return 1;
-    case DType::q4_0: return 2;
-    case DType::q4_1: return 3;
-    case DType::q5_0: return 6;
-    case DType::q5_1: return 7;
-    case DType::q8_0: return 8;
-    case DType::q2_k: return 10;
-    case DType::q3_k: return 11;
-    case DType::q4_k: return 12;
-    case DType::q5_k: return 13;
-    case DType::q6_k: return 14;
-    case DType::iq4_nl: return 20;
-    case DType::iq4_xs: return 23;
-    case DType::bf16: return 30;
-    case DType::f64: return 28;
-  }
-  return 0;
-}
+constexpr std::uint32_t ggml_type_of(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->ggml_type : 0; }
 
 namespace gguf_detail {
 

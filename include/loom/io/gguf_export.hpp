@@ -63,22 +63,7 @@ inline std::vector<std::byte> permute_heads(const TensorRef& t, int heads, bool 
 inline std::uint32_t gguf_file_type(const WeightFormat& f) {
   if (f.mix == WeightFormat::Mix::small) return f.type == DType::q4_k ? 14 : 16;   // Q4_K_S, Q5_K_S
   if (f.mix == WeightFormat::Mix::medium) return f.type == DType::q4_k ? 15 : 17;  // Q4_K_M, Q5_K_M
-  switch (f.type) {
-    case DType::f32: return 0;
-    case DType::f16: return 1;
-    case DType::q4_0: return 2;
-    case DType::q4_1: return 3;
-    case DType::q8_0: return 7;
-    case DType::q5_0: return 8;
-    case DType::q5_1: return 9;
-    case DType::iq4_nl: return 25;
-    case DType::iq4_xs: return 30;
-    case DType::q4_k: return 14;  // (llama.cpp's Q4_K_S is mostly Q4_K)
-    case DType::q5_k: return 16;
-    case DType::q6_k: return 18;
-    case DType::bf16: return 32;
-    default: return 1;
-  }
+  return dtype_info(f.type) ? dtype_info(f.type)->ggml_ftype : 1;
 }
 
 inline std::int32_t gguf_token_type(TokenType t) {

@@ -28,40 +28,19 @@ namespace loom {
 
 namespace detail {
 
-/// Writes n f32 values as `type` at dst (n a multiple of the type's block size).
+/// Writes n f32 values as `type` at dst (n a multiple of the type's block size), with the type's
+/// reference conversion (kernels/type_traits.hpp).
 inline void store_row(DType type, const float* x, std::byte* dst, std::int64_t n) {
-  switch (type) {
-    case DType::f32:
-      std::memcpy(dst, x, std::size_t(n) * 4);
-      return;
-    case DType::f16:
-      for (std::int64_t i = 0; i < n; ++i) {
-        const f16 h = to_f16(x[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-      return;
-    case DType::bf16:
-      for (std::int64_t i = 0; i < n; ++i) {
-        const bf16 h = to_bf16(x[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-      return;
-    default:
-      kernels::quantize_row(type, x, dst, n);  // Error(unsupported) for a type without a quantizer
-      return;
-  }
+  const auto from_f32 = kernels::type_kernels(type).from_f32;
+  if (from_f32 == nullptr)
+    fail(ErrorKind::unsupported, "kernels", "conversion to ", to_string(type), " is not implemented");
+  from_f32(x, dst, n);
 }
 
-/// The types convert_weights can store matrices as: f32, f16, bf16 and the types with a
-/// quantizer (kernels::quantize_row).
-inline constexpr DType convertible_types[] = {DType::f32,  DType::f16,  DType::bf16,   DType::q8_0,   DType::q4_0,
-                                              DType::q4_1, DType::q5_0, DType::q5_1,   DType::iq4_nl, DType::iq4_xs,
-                                              DType::q4_k, DType::q5_k, DType::q6_k};
-
-constexpr bool convertible_to(DType type) {
-  for (DType t : convertible_types)
-    if (t == type) return true;
-  return false;
+/// Whether convert_weights can store matrices as `type`: f32, f16, bf16 and the types with a
+/// quantizer.
+inline bool convertible_to(DType type) {
+  return std::size_t(type) < dtype_count && kernels::type_kernels(type).from_f32 != nullptr;
 }
 
 /// The types llama.cpp's k-quant mixes (WeightFormat::Mix small / medium) are built on.
@@ -119,8 +98,8 @@ inline std::optional<WeightFormat> parse_weight_format(std::string_view name) {
   for (DType t : detail::mix_bases)
     for (auto [suffix, mix] : {std::pair{"_s", Mix::small}, std::pair{"_m", Mix::medium}})
       if (name == std::string(to_string(t)) + suffix) return WeightFormat{t, mix};
-  for (DType t : detail::convertible_types)
-    if (to_string(t) == name) return WeightFormat{t, Mix::pure};
+  for (const DTypeInfo& row : dtype_table)
+    if (row.name == name && detail::convertible_to(row.type)) return WeightFormat{row.type, Mix::pure};
   return std::nullopt;
 }
 

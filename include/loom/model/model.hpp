@@ -216,10 +216,10 @@ class Model {
 
   void activate(std::span<float> v) const {
     switch (config_.activation) {
-      case Activation::silu: kernels::apply(v, kernels::silu); break;
-      case Activation::gelu_tanh: kernels::apply(v, kernels::gelu_tanh); break;
-      case Activation::gelu_erf: kernels::apply(v, kernels::gelu_erf); break;
-      case Activation::relu: kernels::apply(v, kernels::relu); break;
+      case Activation::silu: kernels::apply_silu(v); break;
+      case Activation::gelu_tanh: kernels::apply_gelu_tanh(v); break;
+      case Activation::gelu_erf: kernels::apply_gelu_erf(v); break;
+      case Activation::relu: kernels::apply_relu(v); break;
     }
   }
 

@@ -1,0 +1,72 @@
+// The read-bandwidth probe's inner loop (machine.hpp), compiled once per kernel level so that it
+// reads with the widest loads the CPU has, as the kernels it measures for do. kernels/levels.hpp
+// includes this file in namespace loom::kernels::<level> (LOOM_LEVEL 0, 1 or 2). No include guard.
+
+/// Σ of the 64-bit words of [p, p + n) (wrapping), plus its trailing n % 8 bytes, read as S
+/// contiguous parts side by side, 256 bytes of each per step. The sum is exact so that tests can
+/// check the reads; the probes use it to keep the loads alive.
+template <int S>
+std::uint64_t sum_streams(const std::byte* p, std::size_t n) {
+  const std::size_t part = n / S / 256 * 256;  // bytes of each stream; the rest is read after them
+  std::uint64_t total = 0;
+#if LOOM_LEVEL == 2
+  __m512i acc[S];
+  for (int s = 0; s < S; ++s) acc[s] = _mm512_setzero_si512();
+  for (std::size_t i = 0; i < part; i += 256)
+    for (int s = 0; s < S; ++s) {
+      const std::byte* q = p + std::size_t(s) * part + i;
+      const __m512i a = _mm512_add_epi64(_mm512_loadu_si512(q), _mm512_loadu_si512(q + 64));
+      const __m512i b = _mm512_add_epi64(_mm512_loadu_si512(q + 128), _mm512_loadu_si512(q + 192));
+      acc[s] = _mm512_add_epi64(acc[s], _mm512_add_epi64(a, b));
+    }
+  for (int s = 0; s < S; ++s) {
+    alignas(64) std::uint64_t lanes[8];
+    _mm512_store_si512(lanes, acc[s]);
+    for (std::uint64_t l : lanes) total += l;
+  }
+#elif LOOM_LEVEL == 1
+  __m256i acc[S];
+  for (int s = 0; s < S; ++s) acc[s] = _mm256_setzero_si256();
+  for (std::size_t i = 0; i < part; i += 256)
+    for (int s = 0; s < S; ++s) {
+      const auto* q = reinterpret_cast<const __m256i*>(p + std::size_t(s) * part + i);
+      __m256i a = _mm256_add_epi64(_mm256_loadu_si256(q), _mm256_loadu_si256(q + 1));
+      a = _mm256_add_epi64(a, _mm256_add_epi64(_mm256_loadu_si256(q + 2), _mm256_loadu_si256(q + 3)));
+      a = _mm256_add_epi64(a, _mm256_add_epi64(_mm256_loadu_si256(q + 4), _mm256_loadu_si256(q + 5)));
+      acc[s] = _mm256_add_epi64(acc[s], _mm256_add_epi64(a, _mm256_add_epi64(_mm256_loadu_si256(q + 6), _mm256_loadu_si256(q + 7))));
+    }
+  for (int s = 0; s < S; ++s) {
+    alignas(32) std::uint64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[s]);
+    for (std::uint64_t l : lanes) total += l;
+  }
+#else
+  std::uint64_t acc[S][8] = {};
+  for (std::size_t i = 0; i < part; i += 64)
+    for (int s = 0; s < S; ++s) {
+      std::uint64_t w[8];
+      std::memcpy(w, p + std::size_t(s) * part + i, sizeof w);
+      for (int k = 0; k < 8; ++k) acc[s][k] += w[k];
+    }
+  for (auto& a : acc)
+    for (std::uint64_t l : a) total += l;
+#endif
+  std::size_t i = S * part;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, sizeof w);
+    total += w;
+  }
+  for (; i < n; ++i) total += std::uint64_t(p[i]);
+  return total;
+}
+
+/// sum_streams with S chosen at run time (1, 2, 4 or 8).
+inline std::uint64_t sum_words_level(const std::byte* p, std::size_t n, int streams) {
+  switch (streams) {
+    case 1: return sum_streams<1>(p, n);
+    case 2: return sum_streams<2>(p, n);
+    case 4: return sum_streams<4>(p, n);
+    default: return sum_streams<8>(p, n);
+  }
+}

@@ -1,0 +1,17 @@
+// The level-wide kernels of one kernel level (kernels/levels.hpp includes this file last in each
+// level's namespace). No include guard.
+
+inline constexpr LevelKernels level_table = {KernelLevel(LOOM_LEVEL),
+                                             &dot_tiles_level<float>,
+                                             &dot_tiles_level<f16>,
+                                             &weighted_rows_add_level<float>,
+                                             &weighted_rows_add_level<f16>,
+                                             &f32_to_f16,
+                                             &softmax_level,
+                                             &apply_level<silu>,
+                                             &apply_level<gelu_tanh>,
+                                             &apply_level<gelu_erf>,
+                                             &apply_level<relu>,
+                                             &add_level,
+                                             &gemm_f32,
+                                             &sum_words_level};

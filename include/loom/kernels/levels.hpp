@@ -1,0 +1,171 @@
+// The kernel levels: every kernel whose speed depends on the instruction set, compiled once per
+// level in its own namespace — loom::kernels::scalar (portable, the includer's flags), and on
+// x86-64 loom::kernels::avx2 and loom::kernels::avx512 (kernels/target.hpp regions) — and the
+// table of the level-wide kernels. The per-type kernels of each level are the rows of
+// kernels/type_traits.hpp. Which level runs is chosen once (kernels/cpu.hpp); `level_kernels()`
+// returns its table.
+//
+// The per-level bodies are the files under kernels/level/ and kernels/quant/activation.inl:
+// written once, with `#if LOOM_LEVEL >= 1` (AVX2) / `== 2` (AVX-512) around their SIMD parts,
+// and included here three times. The quantized dot products, whose SIMD versions are written
+// per instruction set, live in kernels/quant/dots_*.hpp and are named by the type traits rows.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include "loom/dtype.hpp"
+#include "loom/error.hpp"
+#include "loom/kernels/activations.hpp"
+#include "loom/kernels/cpu.hpp"
+#include "loom/kernels/quant/blocks.hpp"
+#include "loom/kernels/quant/dequantize.hpp"
+#include "loom/kernels/quant/dots_avx2.hpp"
+#include "loom/kernels/quant/dots_avx512.hpp"
+#include "loom/kernels/quant/dots_scalar.hpp"
+#include "loom/kernels/quant/kquants_avx512.hpp"
+#include "loom/kernels/target.hpp"
+#include "loom/tensor.hpp"
+
+#if LOOM_X86
+#include <immintrin.h>
+#endif
+
+// The SIMD kernels keep their accumulators in arrays of vectors. These stay in registers only if
+// every loop over them is unrolled before the compiler decides where arrays live, and if the
+// helpers that take them by reference are inlined; otherwise they go through the stack on every
+// iteration (2-3 times slower).
+#if defined(__GNUC__) && !defined(__clang__)
+#define LOOM_UNROLL _Pragma("GCC unroll 16")
+#elif defined(__clang__)
+#define LOOM_UNROLL _Pragma("unroll")
+#else
+#define LOOM_UNROLL
+#endif
+
+namespace loom::kernels {
+
+/// Keys per tile of dot_tiles (kernels/row_products.hpp): 16 positions, stored transposed.
+inline constexpr int key_tile = 16;
+
+/// Tiles that hold `positions` keys (the last one possibly partly used).
+constexpr std::int64_t key_tiles_for(std::int64_t positions) { return (positions + key_tile - 1) / key_tile; }
+
+/// Up to this many rows of x, f32/f16/bf16 weights are read once by fused (convert-and-) kernels:
+/// dot products for weights stored [out, in], row-by-row accumulation for [in, out]; above it,
+/// blocks are (converted to f32 and) multiplied by the GEMM.
+inline constexpr std::int64_t fused_dot_max_rows = 2;
+
+/// The input of the decode kernels: n rows of x (row stride ldx), and for quantized weights the
+/// same rows quantized for their dot product, act_bytes each.
+struct DecodeInput {
+  const float* x = nullptr;
+  std::int64_t ldx = 0;
+  std::int64_t n = 0;
+  const std::byte* act = nullptr;
+  std::size_t act_bytes = 0;
+};
+
+/// One weight type's kernels at one level (a cell of the type traits table); null where the type
+/// has no such kernel.
+struct LevelTypeKernels {
+  /// Outputs [r0, r1) of y[n, out] = x · Wᵀ, W stored [out, in]: one pass over the weights.
+  void (*decode_rows)(const DecodeInput& in, const TensorRef& w, float* y, std::int64_t ldy, std::int64_t r0,
+                      std::int64_t r1) = nullptr;
+  /// y[n, out] = Σ_{i0 <= i < i1} x[:, i] · W[i, :] for W stored [in, out] (f32 / f16 / bf16).
+  void (*in_out_rows)(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y,
+                      std::int64_t ldy, std::int64_t i0, std::int64_t i1) = nullptr;
+  /// Σ w·x of a quantized row of n values and activations made by quantize_activation.
+  float (*dot)(std::int64_t n, const std::byte* w, const std::byte* act) = nullptr;
+  /// An f32 activation row of n values → the 8-bit blocks `dot` reads.
+  void (*quantize_activation)(const float* x, std::byte* dst, std::int64_t n) = nullptr;
+  /// n stored values (a whole number of blocks) → f32.
+  void (*to_f32)(const std::byte* src, float* dst, std::int64_t n) = nullptr;
+  /// Up to this many rows of x the decode kernels run; above it, the GEMM path.
+  std::int64_t decode_max_rows = 0;
+};
+
+/// The kernels of one level that do not depend on a weight type.
+struct LevelKernels {
+  KernelLevel level = KernelLevel::scalar;
+  // attention's two products (kernels/row_products.hpp), keys and values f32 or f16
+  void (*dot_tiles_f32)(const float*, std::int64_t, int, const float*, int, int, float*, std::int64_t) = nullptr;
+  void (*dot_tiles_f16)(const float*, std::int64_t, int, const f16*, int, int, float*, std::int64_t) = nullptr;
+  void (*weighted_rows_add_f32)(const float*, std::int64_t, int, const float*, std::int64_t, int, int, float*,
+                                std::int64_t) = nullptr;
+  void (*weighted_rows_add_f16)(const float*, std::int64_t, int, const f16*, std::int64_t, int, int, float*,
+                                std::int64_t) = nullptr;
+  /// n f32 values → f16, rounding to nearest even.
+  void (*f32_to_f16)(const float* src, f16* dst, std::int64_t n) = nullptr;
+  // element-wise (kernels/ops.hpp): softmax of a row, the activations over a row, y += x
+  void (*softmax)(float* x, std::int64_t n) = nullptr;
+  void (*silu)(float* x, std::int64_t n) = nullptr;
+  void (*gelu_tanh)(float* x, std::int64_t n) = nullptr;
+  void (*gelu_erf)(float* x, std::int64_t n) = nullptr;
+  void (*relu)(float* x, std::int64_t n) = nullptr;
+  void (*add)(float* y, const float* x, std::int64_t n) = nullptr;
+  /// The prompt path's f32 product C[n, m] (row stride ldc) = A[n, k] (lda) · Bᵀ, B's row j at
+  /// b + j·ldb, or with `b_k_major` B's element (j, p) at b[p·ldb + j] (kernels/level/gemm.inl).
+  void (*gemm_f32)(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const float* b, std::int64_t ldb,
+                   bool b_k_major, std::int64_t m, float* c, std::int64_t ldc) = nullptr;
+  /// The read-bandwidth probe (machine.hpp): Σ of the 64-bit words of n bytes read as `streams`
+  /// parts side by side.
+  std::uint64_t (*sum_words)(const std::byte* p, std::size_t n, int streams) = nullptr;
+};
+
+}  // namespace loom::kernels
+
+// ---- the levels ----------------------------------------------------------------------------------
+
+#define LOOM_LEVEL 0
+namespace loom::kernels::scalar {
+using namespace loom::kernels::detail;
+#include "loom/kernels/level/all.inl"
+}  // namespace loom::kernels::scalar
+#undef LOOM_LEVEL
+
+#if LOOM_X86
+#define LOOM_LEVEL 1
+LOOM_TARGET_AVX2_BEGIN
+namespace loom::kernels::avx2 {
+using namespace loom::kernels::detail;
+#include "loom/kernels/level/all.inl"
+}  // namespace loom::kernels::avx2
+LOOM_TARGET_END
+#undef LOOM_LEVEL
+
+#define LOOM_LEVEL 2
+LOOM_TARGET_AVX512_BEGIN
+namespace loom::kernels::avx512 {
+using namespace loom::kernels::detail;
+#include "loom/kernels/level/all.inl"
+}  // namespace loom::kernels::avx512
+LOOM_TARGET_END
+#undef LOOM_LEVEL
+#endif  // LOOM_X86
+
+#undef LOOM_UNROLL
+
+namespace loom::kernels {
+
+/// The level-wide kernels of level l (the portable ones where loom has no such level here).
+inline const LevelKernels& level_kernels(KernelLevel l) noexcept {
+#if LOOM_X86
+  if (l == KernelLevel::avx512) return avx512::level_table;
+  if (l == KernelLevel::avx2) return avx2::level_table;
+#endif
+  (void)l;
+  return scalar::level_table;
+}
+
+/// The level-wide kernels of the level in use (cpu_features().level).
+inline const LevelKernels& level_kernels() { return level_kernels(cpu_features().level); }
+
+}  // namespace loom::kernels

@@ -1,0 +1,280 @@
+// Dot products of quantized weight rows with quantized activations, AVX2 versions (compiled for
+// AVX2 + FMA + F16C whatever the includer's flags; run only where the CPU has them).
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <type_traits>
+
+#include "loom/dtype.hpp"
+#include "loom/error.hpp"
+#include "loom/kernels/quant/blocks.hpp"
+#include "loom/kernels/quant/dequantize.hpp"
+#include "loom/kernels/target.hpp"
+
+#if LOOM_X86
+#include <immintrin.h>
+
+LOOM_TARGET_AVX2_BEGIN
+namespace loom::kernels::detail {
+
+inline float hsum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline std::int32_t hsum_epi32_avx2(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+/// 8 int32 lanes, each the sum of 4 products of signed bytes w·x.
+inline __m256i dot_s8s8_avx2(__m256i w, __m256i x) {
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));  // |w|·(±x)
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+/// 32 nibbles of 16 bytes: low nibbles in bytes 0-15, high nibbles in bytes 16-31.
+inline __m256i unpack_nibbles_avx2(const std::uint8_t* p) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0f);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+    if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(block_q8_0));
+    const block_q8_a& g = a[b / q8_a_group];
+    const std::int64_t k = b % q8_a_group;
+    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_a_offset(false, int(k), 0)));
+    const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
+  }
+  return hsum_avx2(acc);
+}
+
+inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(block_q4_0));
+    const block_q8_a& g = a[b / q8_a_group];
+    const std::int64_t k = b % q8_a_group;
+    const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[b].qs), _mm256_set1_epi8(8));
+    const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, int(k), 16))),
+                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, int(k), 0))));
+    const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
+  }
+  return hsum_avx2(acc);
+}
+
+/// The fifth bits of a Q5_0 / Q5_1 block as bytes in weight order: 0x10 where bit j of qh is set.
+inline __m256i high_bits_avx2(std::uint32_t qh) {
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),  // byte j = byte j / 8 of qh
+                                            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                              0x0101010101010101, 0));
+  const __m256i bit = _mm256_set1_epi64x(std::int64_t(0x8040201008040201));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/// Block k of an activation group in q8_a_offset's `halves` order: values 0-15 in the low lane,
+/// 16-31 in the high one (unpack_nibbles_avx2's order).
+inline __m256i q8_a_halves_avx2(const block_q8_a& g, int k) {
+  return _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 16))),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 0))));
+}
+/// 8 int32 lanes of Σ v·x: IQ4_NL's table values v of 32 unpacked nibbles times the activations.
+inline __m256i table_dot_avx2(__m256i nibbles, __m256i x) {
+  const __m256i values = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
+  return dot_s8s8_avx2(_mm256_shuffle_epi8(values, nibbles), x);
+}
+
+/// Q4_1 / Q5_0 / Q5_1: the unsigned quants times the activations (vpmaddubsw: 31·127·2 < 2^15),
+/// then per block the offset (m, or −zero·d) times the activations' sum. IQ4_NL: the table's
+/// signed values (one byte shuffle) times the activations, as Q8_0's.
+template <typename Block>
+inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  float off = 0.0f;
+  for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+    if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(Block));
+    const block_q8_a& g = a[b / q8_a_group];
+    const int k = int(b % q8_a_group);
+    __m256i q = unpack_nibbles_avx2(w[b].qs);
+    if constexpr (block_with_high_bits<Block>) q = _mm256_or_si256(q, high_bits_avx2(q5_high_bits(w[b])));
+    const __m256i xq = q8_a_halves_avx2(g, k);
+    const float d = f16f(w[b].d);
+    if constexpr (block_with_table<Block>) {
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(table_dot_avx2(q, xq)), _mm256_set1_ps(d * g.d[k]), acc);
+      continue;
+    }
+    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), _mm256_set1_epi16(1)));
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * g.d[k]), acc);
+    if constexpr (block_with_min<Block>)
+      off += f16f(w[b].m) * g.d[k] * float(g.sum[k]);
+    else
+      off -= float(q32_zero<Block>) * d * g.d[k] * float(g.sum[k]);
+  }
+  return hsum_avx2(acc) + off;
+}
+
+/// IQ4_XS: IQ4_NL's product per sub-block of 32, scaled by d·(ls − 32)·d_x.
+inline float dot_iq4_xs_avx2(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t s = 0; s < n / qk4_0; ++s) {
+    const block_iq4_xs& b = w[s / q32_per_block<block_iq4_xs>];
+    const int j = int(s % q32_per_block<block_iq4_xs>), k = int(s % q8_a_group);
+    if (j == 0) prefetch_ahead(&b, sizeof(block_iq4_xs));
+    const block_q8_a& g = a[s / q8_a_group];
+    const __m256 p = _mm256_cvtepi32_ps(table_dot_avx2(unpack_nibbles_avx2(b.qs + 16 * j), q8_a_halves_avx2(g, k)));
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(b.d) * float(iq4_xs_scale(b, j)) * g.d[k]), acc);
+  }
+  return hsum_avx2(acc);
+}
+
+/// Q4_K and Q5_K (whose fifth bits are ORed into the nibbles).
+template <typename Block>
+inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(Block));
+    std::uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) q4_k_scale_min(j, w[b].scales, sc[j], mn[j]);
+    __m256i isum = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
+      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (block_with_high_bits<Block>) {  // bits 2k, 2k+1 of qh[l] → bit 4 of lo / hi byte l
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh));
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 1), one), 4));
+      }
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k)));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k + 32)));
+      // maddubs: pairs of q·x in int16 (|31·127·2| fits); madd by the sub-block scale → int32.
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * k])));
+      isum = _mm256_add_epi32(isum,
+                              _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * k + 1])));
+    }
+    std::int32_t msum = 0;
+    for (int j = 0; j < 8; ++j) msum += mn[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+    sum += a[b].d * (f16f(w[b].d) * float(hsum_epi32_avx2(isum)) - f16f(w[b].dmin) * float(msum));
+  }
+  return sum;
+}
+inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx2(n, w, a); }
+
+/// The 16 sub-block scales of a Q2_K / Q3_K super-block as words (Q3_K's as sc − 32), and in 8
+/// int32 lanes the terms of the offset Σ_j o_j·Σ a over sub-block j's activations, o_j = Q2_K's
+/// min m_j or Q3_K's sc_j − 32.
+template <typename Block>
+inline __m256i k_2bit_scales(const Block& w, const block_q8_k& a, __m256i& off) {
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  __m256i sc16, off16;
+  if constexpr (std::is_same_v<Block, block_q3_k>) {  // as q3_k_scale: low nibbles from bytes 0-7, top bits 8-11
+    const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales));
+    const __m128i low = _mm_and_si128(_mm_unpacklo_epi64(b8, _mm_srli_epi16(b8, 4)), m4);
+    std::int32_t top;
+    std::memcpy(&top, w.scales + 8, 4);
+    const __m128i high = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(top), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    sc16 = off16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32)));
+  } else {  // scale in the low nibble, min in the high one
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales));
+    sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+    off16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+  }
+  off = _mm256_madd_epi16(off16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)));
+  return sc16;
+}
+
+/// A Q2_K / Q3_K super-block's sum is f·isum − g·off, isum = Σ_j sc_j·Σ u·a (Q3_K: u = q + 4).
+template <typename Block>
+inline void k_2bit_factors(const Block& w, const block_q8_k& a, float& f, float& g) {
+  f = f16f(w.d) * a.d;
+  if constexpr (std::is_same_v<Block, block_q3_k>)
+    g = 4.0f * f;
+  else
+    g = f16f(w.dmin) * a.d;
+}
+
+/// Q2_K / Q3_K: 32 bytes of quants give 32 weights per 2-bit shift (two sub-blocks of 16, whose
+/// scales multiply the pairs of products); Q3_K's quants are taken as q + 4 (0..7, the hmask bit
+/// as 4) and 4·Σ_j sc_j·Σ a is subtracted at the end.
+template <typename Block>
+inline float dot_k_2bit_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
+  constexpr bool q3 = std::is_same_v<Block, block_q3_k>;
+  float sum = 0.0f;
+  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(Block));
+    __m256i off;
+    const __m256i sc16 = k_2bit_scales(w[b], a[b], off);
+    alignas(32) std::int16_t sc[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sc), sc16);
+    __m256i hm = _mm256_setzero_si256();
+    if constexpr (q3) hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].hmask));
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * h));
+      for (int k = 0; k < 4; ++k) {
+        __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);  // weights 128h + 32k + 0..31
+        if constexpr (q3)
+          v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one), 2));
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * k));
+        const int j = 8 * h + 2 * k;  // sub-blocks j (bytes 0-15) and j+1 (16-31)
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), scv));
+      }
+    }
+    float f, g;
+    k_2bit_factors(w[b], a[b], f, g);
+    sum += f * float(hsum_epi32_avx2(isum)) - g * float(hsum_epi32_avx2(off));
+  }
+  return sum;
+}
+inline float dot_q2_k_avx2(std::int64_t n, const block_q2_k* w, const block_q8_k* a) { return dot_k_2bit_avx2(n, w, a); }
+inline float dot_q3_k_avx2(std::int64_t n, const block_q3_k* w, const block_q8_k* a) { return dot_k_2bit_avx2(n, w, a); }
+
+inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
+  float sum = 0.0f;
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+  for (std::int64_t b = 0; b < n / qk_k; ++b) {
+    prefetch_ahead(w + b, sizeof(block_q6_k));
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
+      for (int g = 0; g < 4; ++g) {
+        const __m256i l = (g & 1) ? ql1 : ql0;
+        const __m256i low = g < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m2);
+        const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));  // 0..63, unsigned
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * g));
+        const int s = 8 * h + 2 * g;  // sub-blocks s (bytes 0-15) and s+1 (bytes 16-31)
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(w[b].scales[s + 1]), _mm_set1_epi16(w[b].scales[s]));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+      }
+    }
+    std::int32_t corr = 0;  // Σ sc_j · 32 · Σ a over sub-block j
+    for (int j = 0; j < 16; ++j) corr += w[b].scales[j] * a[b].bsums[j];
+    sum += f16f(w[b].d) * a[b].d * float(hsum_epi32_avx2(isum) - 32 * corr);
+  }
+  return sum;
+}
+
+}  // namespace loom::kernels::detail
+
+LOOM_TARGET_END
+#endif  // LOOM_X86
