@@ -149,6 +149,12 @@ int run(const Options& o) {
       if (e == n) break;
     }
   }
+  std::size_t to_score = 0;
+  for (const Window& w : windows) to_score += w.end > w.first ? w.end - w.first : 0;
+  if (to_score == 0)
+    loom::fail(loom::ErrorKind::invalid_argument, "perplexity", "no token would be scored (", windows.size(),
+               " windows of ", n_ctx, " tokens; llama.cpp's method scores positions CTX/2+1 .. CTX-1): use a larger -c, "
+               "or --stride");
   std::fprintf(stderr, "perplexity: %zu windows of %d tokens, %s, %d thread%s\n", windows.size(), n_ctx,
                o.stride ? ("stride " + std::to_string(o.stride)).c_str() : "llama.cpp chunks (second half scored)",
                o.threads, o.threads == 1 ? "" : "s");
@@ -188,9 +194,6 @@ int run(const Options& o) {
   const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
   std::fprintf(stderr, "\n");
 
-  if (count == 0)
-    loom::fail(loom::ErrorKind::invalid_argument, "perplexity", "no token was scored (", windows.size(), " windows of ",
-               n_ctx, " tokens; llama.cpp's method scores positions CTX/2+1 .. CTX-1): use a larger -c, or --stride");
   if (!std::isfinite(nll) || !std::isfinite(nll2))
     loom::fail(loom::ErrorKind::format, "perplexity", "the model's predictions are not finite (NaN or infinite "
                "log-probabilities over ", count, " scored tokens): its weights hold NaN or infinite values");
