@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -20,6 +22,37 @@ namespace loom::cli {
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+/// `message` on one line (a line break inside would split the one-line report).
+inline std::string one_line(std::string message) {
+  for (char& c : message)
+    if (c == '\n' || c == '\r') c = ' ';
+  return message;
+}
+
+/// The one rule every tool's main follows: runs `body` (which returns the exit status) and turns
+/// every exception into one line `TOOL: MESSAGE` on stderr — exit status 2 for a UsageError (bad
+/// flag or value), 1 for anything else (a loom::Error from the model or its files, and any other
+/// exception, which would otherwise abort the process).
+template <typename F>
+int run_tool(const char* tool, F&& body) noexcept {
+  try {
+    try {
+      return body();
+    } catch (const UsageError& e) {
+      std::fprintf(stderr, "%s: %s\n", tool, one_line(e.what()).c_str());
+      return 2;
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "%s: out of memory\n", tool);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: %s\n", tool, one_line(e.what()).c_str());
+    } catch (...) {
+      std::fprintf(stderr, "%s: unknown error\n", tool);
+    }
+  } catch (...) {  // printing failed (out of memory while building the line): still exit cleanly
+  }
+  return 1;
+}
 
 inline std::int64_t parse_int(std::string_view flag, std::string_view v, std::int64_t lo, std::int64_t hi) {
   std::int64_t x = 0;

@@ -64,14 +64,8 @@ Options parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  try {
-    o = parse(argc, argv);
-  } catch (const loom::cli::UsageError& e) {
-    std::fprintf(stderr, "convert: %s\n", e.what());
-    return 2;
-  }
-  try {
+  return loom::cli::run_tool("convert", [&] {
+    const Options o = parse(argc, argv);
     const loom::Loaded m = loom::load(o.in, o.tokenizer);
     loom::ThreadPool pool(o.threads);
     loom::io::GgufExportOptions opt;
@@ -83,8 +77,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "convert: wrote '%s' (%s, %s)\n", o.out.c_str(), m.model->config().architecture.c_str(),
                  loom::to_string(o.format).c_str());
     return 0;
-  } catch (const loom::Error& e) {
-    std::fprintf(stderr, "convert: %s\n", e.what());
-    return 1;
-  }
+  });
 }

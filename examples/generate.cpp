@@ -38,19 +38,20 @@ extern "C" void on_sigint(int) {
 }
 
 /// Reads the model's files once with a progress bar when they are large (> 100 MB), so the
-/// mapping that follows finds them in the page cache and the user sees progress.
+/// mapping that follows finds them in the page cache and the user sees progress. Only regular
+/// files are read (a missing path, a FIFO or a device is left to loom::load to report).
 void prefetch_with_progress(const std::filesystem::path& model) {
   namespace fs = std::filesystem;
   std::vector<fs::path> files;
   std::error_code ec;
-  if (fs::is_directory(model, ec)) {
-    for (const auto& e : fs::directory_iterator(model, ec))
-      if (e.is_regular_file() && e.path().extension() == ".safetensors") files.push_back(e.path());
-  } else {
+  if (loom::io::is_directory(model)) {
+    for (fs::directory_iterator it(model, ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().extension() == ".safetensors" && loom::io::is_regular_file(it->path())) files.push_back(it->path());
+  } else if (loom::io::is_regular_file(model)) {
     files.push_back(model);
   }
   std::uintmax_t total = 0;
-  for (const auto& f : files) total += fs::file_size(f, ec);
+  for (const auto& f : files) total += loom::io::path_info(f).size;
   if (total <= 100'000'000) return;
   std::vector<char> buf(std::size_t(16) << 20);
   std::uintmax_t done = 0;
@@ -101,6 +102,9 @@ int run(const Options& o) {
   const loom::Model& model = *loaded.model;
   const loom::Tokenizer* tok = loaded.tokenizer ? &*loaded.tokenizer : nullptr;
   const double load_seconds = std::chrono::duration<double>(clock::now() - t_load).count();
+  const std::string context_warning =
+      loom::check_context_size(model.config(), o.n_ctx > 0 ? o.n_ctx : model.config().max_seq_len);
+  if (!context_warning.empty()) std::fprintf(stderr, "generate: warning: %s\n", context_warning.c_str());
 
   loom::Session session(model,
                         {.n_ctx = o.n_ctx, .n_threads = o.threads, .max_memory = o.max_memory, .kv_type = o.kv_type});
@@ -205,24 +209,12 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  try {
-    o = loom::cli::parse(argc, argv);
-  } catch (const loom::cli::UsageError& e) {
-    std::fprintf(stderr, "generate: %s\n", e.what());
-    return 2;
-  }
-  if (o.help) {
-    loom::cli::usage(stdout);
-    return 0;
-  }
-  try {
+  return loom::cli::run_tool("generate", [&] {
+    const Options o = loom::cli::parse(argc, argv);
+    if (o.help) {
+      loom::cli::usage(stdout);
+      return 0;
+    }
     return run(o);
-  } catch (const loom::cli::UsageError& e) {
-    std::fprintf(stderr, "generate: %s\n", e.what());
-    return 2;
-  } catch (const loom::Error& e) {
-    std::fprintf(stderr, "generate: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -91,6 +91,16 @@ inline loom::DType parse_cache_type(std::string_view flag, std::string_view v) {
   throw UsageError(std::string(flag) + ": expected f32 or f16, got '" + std::string(v) + "'");
 }
 
+/// The text of a prompt file (`-f`): a regular file of at most limits::text_file_bytes; anything
+/// else (missing, a directory, a FIFO, /dev/zero, too large) is a UsageError saying why.
+inline std::string read_text_file(std::string_view flag, std::string_view path) {
+  try {
+    return loom::io::read_input(std::string(path), "cli", loom::limits::text_file_bytes, "text file");
+  } catch (const loom::Error& e) {
+    throw UsageError(std::string(flag) + ": " + e.what());
+  }
+}
+
 /// Parses argv. Throws UsageError for a bad flag or value; never exits (`-h` sets `help`).
 inline Options parse(int argc, char** argv) {
   Options o;
@@ -112,12 +122,7 @@ inline Options parse(int argc, char** argv) {
       o.prompt = args.value(f);
       o.has_prompt = true;
     } else if (f == "-f" || f == "--file") {
-      const std::string path(args.value(f));
-      std::ifstream in(path, std::ios::binary);
-      if (!in) throw UsageError("-f: cannot read '" + path + "'");
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      o.prompt = ss.str();
+      o.prompt = read_text_file(f, args.value(f));
       o.has_prompt = true;
     } else if (f == "--prompt-ids") {
       o.prompt_ids = parse_int_list(f, args.value(f));

@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <fstream>
 #include <loom/generate.hpp>
+#include <loom/limits.hpp>
 #include <loom/load.hpp>
 #include <sstream>
 #include <string>
@@ -115,20 +116,18 @@ int run(const Options& o) {
   const std::int32_t max_ctx = model.config().max_seq_len;
 
   const std::int32_t n_ctx = o.n_ctx > 0 ? o.n_ctx : max_ctx;
-  if (n_ctx > max_ctx)
-    throw UsageError("-c: " + std::to_string(n_ctx) + " exceeds the model's context of " + std::to_string(max_ctx));
+  // Beyond the trained context: an error for learned positions, a warning for RoPE (as generate).
+  if (const std::string w = loom::check_context_size(model.config(), n_ctx); !w.empty())
+    std::fprintf(stderr, "perplexity: warning: %s\n", w.c_str());
   if (n_ctx < 2) throw UsageError("-c: a window needs at least 2 tokens");
   if (o.stride > n_ctx)
     throw UsageError("--stride: " + std::to_string(o.stride) + " exceeds the window of " + std::to_string(n_ctx));
 
-  std::ifstream in(o.file, std::ios::binary);
-  if (!in) throw UsageError("-f: cannot read '" + o.file + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  const std::string text = loom::io::read_input(o.file, "perplexity", loom::limits::text_file_bytes, "text file");
   const auto t_tok = clock::now();
-  std::vector<std::int32_t> tokens = tok.encode(ss.str(), /*add_special=*/true, /*parse_special=*/false);
+  std::vector<std::int32_t> tokens = tok.encode(text, /*add_special=*/true, /*parse_special=*/false);
   const std::size_t n = tokens.size();
-  std::fprintf(stderr, "perplexity: %zu bytes -> %zu tokens in %.2f s\n", std::size_t(ss.str().size()), n,
+  std::fprintf(stderr, "perplexity: %zu bytes -> %zu tokens in %.2f s\n", text.size(), n,
                std::chrono::duration<double>(clock::now() - t_tok).count());
 
   // The windows.
@@ -150,6 +149,12 @@ int run(const Options& o) {
       if (e == n) break;
     }
   }
+  std::size_t to_score = 0;
+  for (const Window& w : windows) to_score += w.end > w.first ? w.end - w.first : 0;
+  if (to_score == 0)
+    loom::fail(loom::ErrorKind::invalid_argument, "perplexity", "no token would be scored (", windows.size(),
+               " windows of ", n_ctx, " tokens; llama.cpp's method scores positions CTX/2+1 .. CTX-1): use a larger -c, "
+               "or --stride");
   std::fprintf(stderr, "perplexity: %zu windows of %d tokens, %s, %d thread%s\n", windows.size(), n_ctx,
                o.stride ? ("stride " + std::to_string(o.stride)).c_str() : "llama.cpp chunks (second half scored)",
                o.threads, o.threads == 1 ? "" : "s");
@@ -189,6 +194,9 @@ int run(const Options& o) {
   const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
   std::fprintf(stderr, "\n");
 
+  if (!std::isfinite(nll) || !std::isfinite(nll2))
+    loom::fail(loom::ErrorKind::format, "perplexity", "the model's predictions are not finite (NaN or infinite "
+               "log-probabilities over ", count, " scored tokens): its weights hold NaN or infinite values");
   const double mean = nll / double(count);
   const double ppl = std::exp(mean);
   const double var = nll2 / double(count) - mean * mean;
@@ -202,20 +210,5 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  try {
-    o = parse(argc, argv);
-  } catch (const loom::cli::UsageError& e) {
-    std::fprintf(stderr, "perplexity: %s\n", e.what());
-    return 2;
-  }
-  try {
-    return run(o);
-  } catch (const loom::cli::UsageError& e) {
-    std::fprintf(stderr, "perplexity: %s\n", e.what());
-    return 2;
-  } catch (const loom::Error& e) {
-    std::fprintf(stderr, "perplexity: %s\n", e.what());
-    return 1;
-  }
+  return loom::cli::run_tool("perplexity", [&] { return run(parse(argc, argv)); });
 }

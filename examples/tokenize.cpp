@@ -2,9 +2,10 @@
 //
 //   tokenize -m MODEL_OR_TOKENIZER -p TEXT [--ids] [--no-parse-special] [--no-bos]
 //
-// -m accepts a tokenizer.json, a folder holding tokenizer.json, or a llama2.c tokenizer.bin
-// (told apart by content: JSON starts with '{' after optional whitespace). --ids prints one JSON
-// array; otherwise one `id<TAB>piece` line per token. Exit codes: 0 ok, 1 loom::Error, 2 usage.
+// -m accepts a tokenizer.json, a folder holding tokenizer.json, a GGUF model or vocabulary, or a
+// llama2.c tokenizer.bin, told apart by content (loom::load_tokenizer); any other file is an
+// error saying what it is. --ids prints one JSON array; otherwise one `id<TAB>piece` line per
+// token. Exit codes: 0 ok, 1 any error from the tokenizer or its file, 2 usage.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -16,10 +17,9 @@
 #include <string_view>
 #include <vector>
 
+#include "cli.hpp"
 #include "loom/error.hpp"
-#include "loom/io/llama2c_tokenizer.hpp"
-#include "loom/io/mapped_file.hpp"
-#include "loom/io/tokenizer_json.hpp"
+#include "loom/load.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 #include "loom/tokenizer/unicode.hpp"
 
@@ -31,40 +31,6 @@ constexpr const char* kUsage =
 [[noreturn]] void usage_error(const std::string& reason) {
   std::cerr << "tokenize: " << reason << " (" << kUsage << ")\n";
   std::exit(2);
-}
-
-/// Whether the file's first non-whitespace byte is '{'.
-bool looks_like_json(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) loom::fail(loom::ErrorKind::io, "tokenizer", "cannot open '", path.string(), "'");
-  for (char c; f.get(c);) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
-    return c == '{';
-  }
-  return false;
-}
-
-/// llama2.c's tokenizer.bin does not record its vocabulary size; count the entries instead.
-std::int32_t count_llama2c_entries(const std::filesystem::path& path) {
-  const loom::io::MappedFile file(path);
-  const auto bytes = file.bytes();
-  std::size_t off = 4;
-  std::int32_t n = 0;
-  while (bytes.size() >= off + 8) {
-    std::int32_t len;
-    std::memcpy(&len, bytes.data() + off + 4, 4);
-    if (len < 0 || bytes.size() - off - 8 < std::size_t(len)) break;
-    off += 8 + std::size_t(len);
-    ++n;
-  }
-  if (n == 0) loom::fail(loom::ErrorKind::format, "llama2c", "'", path.string(), "': no token entries");
-  return n;
-}
-
-loom::Tokenizer load(const std::filesystem::path& path) {
-  if (std::filesystem::is_directory(path)) return loom::io::load_tokenizer_json(path);
-  if (looks_like_json(path)) return loom::io::load_tokenizer_json(path);
-  return loom::io::load_llama2c_tokenizer(path, count_llama2c_entries(path));
 }
 
 /// `s` with control characters and bytes that are not valid UTF-8 escaped, so each token stays
@@ -132,8 +98,8 @@ int main(int argc, char** argv) {
   if (!have_model) usage_error("-m is required");
   if (!have_prompt) usage_error("-p is required");
 
-  try {
-    const loom::Tokenizer tok = load(model);
+  return loom::cli::run_tool("tokenize", [&] {
+    const loom::Tokenizer tok = loom::load_tokenizer(model);
     std::vector<std::int32_t> ids = tok.encode(prompt, /*add_special=*/true, parse_special);
     // --no-bos drops the BOS the tokenizer would add; EOS (if any) is kept.
     if (!bos && tok.add_bos() && !ids.empty() && ids.front() == tok.bos_id()) ids.erase(ids.begin());
@@ -144,9 +110,7 @@ int main(int argc, char** argv) {
     } else {
       for (const auto id : ids) std::cout << id << '\t' << printable(tok.token_to_piece(id, true)) << '\n';
     }
-  } catch (const loom::Error& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+    std::cout << std::flush;
+    return std::cout ? 0 : 1;
+  });
 }

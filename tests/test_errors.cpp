@@ -6,6 +6,7 @@
 // prints the rows in the document's format.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -97,6 +98,26 @@ std::string tokenizer_bin(std::int32_t max_len, const std::vector<std::pair<std:
 
 std::string small_tokenizer_json(const std::string& model) {
   return R"({"model":)" + model + "}";
+}
+
+std::string gguf_str(const std::string& v) { return le64(v.size()) + v; }
+std::string u32(std::uint32_t v) { return raw(std::vector<std::uint32_t>{v}); }
+
+/// `n` opening brackets: JSON nested n levels deep (and never closed).
+std::string deep(std::size_t n) { return std::string(n, '['); }
+
+/// A tokenizer.json whose normalizer is `normalizer` (JSON), over a three-piece vocabulary.
+std::string tokenizer_with_normalizer(const std::string& normalizer) {
+  return R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]},"normalizer":)" + normalizer + "}";
+}
+
+/// A GGUF v3 file with two F32 [8] tensors whose data are at the given offsets.
+std::string gguf_two_tensors(std::uint64_t a, std::uint64_t b) {
+  std::string s = "GGUF" + u32(3) + le64(2) + le64(1) + gguf_str("general.architecture") + u32(8) + gguf_str("llama");
+  for (const auto& [name, off] : {std::pair{"a", a}, std::pair{"b", b}})
+    s += gguf_str(name) + u32(1) + le64(8) + u32(0) + le64(off);
+  s += std::string((32 - s.size() % 32) % 32, '\0');
+  return s + std::string(64, '\0');
 }
 
 /// A minimal GGUF v3 header with no tensors and no keys, then `tail`.
@@ -313,6 +334,102 @@ std::vector<Case> cases() {
       {"U10", "generate CLI", "not a number", [] { cli({"-m", "m.bin", "--temp", "warm"}); }},
       {"U11", "generate CLI", "KV cache type other than f32 or f16", [] { cli({"-m", "m.bin", "--cache-type", "q8_0"}); }},
       {"U12", "generate CLI", "-ctk and -ctv differ", [] { cli({"-m", "m.bin", "-ctk", "f16"}); }},
+      // JSON nesting (limits::json_depth), checked before parsing
+      {"J1", "JSON", "tokenizer.json nested 10^5 levels",
+       [] { io::load_tokenizer_json_string(R"({"model":)" + deep(100'000), "tokenizer.json"); }},
+      {"J2", "JSON", "config.json nested 10^6 levels",
+       [] { io::read_hf_config(write("deep/config.json", R"({"architectures":)" + deep(1'000'000))); }},
+      {"J3", "JSON", "safetensors header nested 10^5 levels",
+       [] { io::SafetensorsFile(write("deep.safetensors", safetensors(R"({"a":)" + deep(100'000), 0))); }},
+      {"J4", "JSON", "tokenizer_config.json nested 10^5 levels",
+       [] { detail::parse_chat_template(R"({"chat_template":)" + deep(100'000), "tokenizer_config.json"); }},
+      {"J5", "JSON", "tokenizer_config.json: a template name that is a number",
+       [] { detail::parse_chat_template(R"({"chat_template":[{"name":5,"template":"x"}]})", "tokenizer_config.json"); }},
+      {"J6", "JSON", "tokenizer_config.json: chat_template of the wrong type",
+       [] { detail::parse_chat_template(R"({"chat_template":3})", "tokenizer_config.json"); }},
+      // tokenizer.json components (limits::tokenizer_*, limits::normalizer_growth)
+      {"N1", "tokenizer.json", "Sequence normalizers nested 20 levels",
+       [] {
+         std::string n = R"({"type":"NFC"})";
+         for (int i = 0; i < 20; ++i) n = R"({"type":"Sequence","normalizers":[)" + n + "]}";
+         io::load_tokenizer_json_string(tokenizer_with_normalizer(n), "tokenizer.json");
+       }},
+      {"N2", "tokenizer.json", "40 chained Replace normalizers that each double the text",
+       [] {
+         std::string list;
+         for (int i = 0; i < 40; ++i) list += std::string(i ? "," : "") + R"({"type":"Replace","pattern":{"String":"a"},"content":"aa"})";
+         io::load_tokenizer_json_string(tokenizer_with_normalizer(R"({"type":"Sequence","normalizers":[)" + list + "]}"),
+                                        "tokenizer.json");
+       }},
+      {"N3", "tokenizer.json", "more than 64 pre-tokenizer steps",
+       [] {
+         std::string list;
+         for (int i = 0; i < 65; ++i) list += std::string(i ? "," : "") + R"({"type":"Digits"})";
+         io::load_tokenizer_json_string(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"pre_tokenizer":)"
+                                        R"({"type":"Sequence","pretokenizers":[)" + list + "]}}",
+                                        "tokenizer.json");
+       }},
+      // the paths a user passes
+      {"R1", "paths", "a character device as the model", [] { load("/dev/zero"); }},
+      {"R2", "paths", "a FIFO as the model",
+       [] {
+         const fs::path fifo = dir() / "fifo";
+         ::mkfifo(fifo.c_str(), 0600);
+         load(fifo);
+       }},
+      {"R3", "paths", "a directory as a text file",
+       [] { io::read_input(dir(), "cli", limits::text_file_bytes, "text file"); }},
+      {"R4", "paths", "a text file over the size limit",
+       [] {
+         const fs::path big = write("big.txt", "");
+         fs::resize_file(big, limits::text_file_bytes + 1);  // sparse: no disk space used
+         io::read_input(big, "cli", limits::text_file_bytes, "text file");
+       }},
+      {"R5", "paths", "a symlink loop",
+       [] {
+         std::error_code ec;
+         fs::create_symlink(dir() / "loop", dir() / "loop", ec);
+         load(dir() / "loop");
+       }},
+      {"R6", "paths", "a file name over the length limit", [] { load(dir() / std::string(300, 'x')); }},
+      {"R7", "paths", "a character device as the tokenizer", [] { load_tokenizer("/dev/null"); }},
+      // GGUF checks
+      {"F4", "GGUF", "two tensors share bytes", [] { io::GgufFile(write("overlap.gguf", gguf_two_tensors(0, 0))); }},
+      {"F5", "GGUF", "gpt2 vocabulary without tokenizer.ggml.merges",
+       [] {
+         write("nomerges.gguf", "GGUF" + u32(3) + le64(0) + le64(2) + gguf_str("tokenizer.ggml.model") + u32(8) +
+                                    gguf_str("gpt2") + gguf_str("tokenizer.ggml.tokens") + u32(9) + u32(8) + le64(1) +
+                                    gguf_str("a"));
+         load_tokenizer(dir() / "nomerges.gguf");
+       }},
+      {"F6", "GGUF", "a vocabulary (no tensors) as the model",
+       [] { load(write("vocab.gguf", gguf(3, 0, 1, gguf_str("tokenizer.ggml.model") + u32(8) + gguf_str("gpt2")))); }},
+      {"F7", "GGUF", "metadata array over the element limit",
+       [] {
+         const fs::path p = write("array.gguf", "GGUF" + u32(3) + le64(0) + le64(1) + gguf_str("x") + u32(9) + u32(0) +
+                                                      le64(limits::gguf_array_elements + 1));
+         fs::resize_file(p, fs::file_size(p) + limits::gguf_array_elements + 1);  // sparse zeros
+         io::GgufFile g(p);
+       }},
+      // format detection (tokenizers and models)
+      {"D3", "any tokenizer", "SentencePiece tokenizer.model",
+       [] {
+         load_tokenizer(write("tokenizer.model", std::string("\x0a\x0e\x0a\x05<unk>\x15\0\0\0\0\x18\x02", 16)));
+       }},
+      {"D4", "any tokenizer", "a llama2.c checkpoint as the tokenizer",
+       [] { load_tokenizer(write("model.bin", llama2c())); }},
+      {"D5", "any tokenizer", "a file that is no tokenizer",
+       [] { load_tokenizer(write("words.txt", "these are not tokens, just a few words of text")); }},
+      {"D6", "any model", "a llama2.c tokenizer.bin as the model",
+       [] { load(write("tok4.bin", tokenizer_bin(4, {{"a", 1}, {"b", 1}}))); }},
+      {"D7", "any model", "tokenizer_config.json with a wrong type beside a model",
+       [] { detail::read_chat_template(fs::path(write("tc/tokenizer_config.json", R"({"chat_template":{"a":1}})")).parent_path()); }},
+      // context
+      {"X9", "context", "context beyond the learned positions (GPT-2)",
+       [] {
+         static const Model gpt2 = test::random_model(test::gpt2_config(), 3);
+         Session s(gpt2, {.n_ctx = gpt2.config().max_seq_len + 1});
+       }},
   };
 }
 

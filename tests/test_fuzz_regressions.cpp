@@ -16,13 +16,29 @@ namespace fs = std::filesystem;
 fs::path regressions_root() { return fs::path(LOOM_SOURCE_DIR) / "tests" / "fuzz" / "regressions"; }
 
 TEST(FuzzRegressions, EveryFolderNamesATarget) {
-  if (!fs::exists(regressions_root())) GTEST_SKIP() << "no regressions folder";
+  ASSERT_TRUE(fs::is_directory(regressions_root())) << regressions_root() << " is missing";
   for (const auto& dir : fs::directory_iterator(regressions_root())) {
     if (!dir.is_directory()) continue;
     bool known = false;
     for (const auto& t : loom::fuzz::targets) known |= dir.path().filename() == t.name;
     EXPECT_TRUE(known) << dir.path() << " does not name a fuzz target";
   }
+}
+
+// The replay must replay something: an empty folder (or one whose files were lost) would make
+// every case below pass without running a single input.
+TEST(FuzzRegressions, TheFolderHoldsInputs) {
+  int inputs = 0, folders = 0;
+  for (const auto& dir : fs::directory_iterator(regressions_root())) {
+    if (!dir.is_directory()) continue;
+    ++folders;
+    int here = 0;
+    for (const auto& e : fs::directory_iterator(dir.path())) here += e.is_regular_file();
+    EXPECT_GT(here, 0) << dir.path() << " holds no inputs";
+    inputs += here;
+  }
+  EXPECT_GE(folders, 5) << "regression inputs for at least five targets";
+  EXPECT_GE(inputs, 10);
 }
 
 class FuzzRegression : public ::testing::TestWithParam<loom::fuzz::Target> {};
@@ -43,6 +59,7 @@ TEST_P(FuzzRegression, ReplaysWithoutCrashing) {
     ++replayed;
   }
   RecordProperty("replayed", replayed);
+  EXPECT_GT(replayed, 0) << dir << " holds no inputs";
 }
 
 // Empty and tiny inputs must be harmless for every target.

@@ -333,6 +333,7 @@ TEST_F(SessionTest, MemoryBudgetIsCheckedBeforeAllocating) {
   // Default: the available memory; a context of 2^30 tokens does not fit any machine this runs on.
   EXPECT_THROW(loom::Session(model, {.n_ctx = 1 << 30}), loom::Error);
   EXPECT_GT(loom::detail::available_memory(), 0u);
+  EXPECT_GT(loom::memory_limit().bytes, 0u);
 }
 
 TEST_F(SessionTest, F16CacheHalvesTheKVBytesTheBudgetCounts) {

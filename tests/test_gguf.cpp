@@ -735,8 +735,8 @@ void write_quantized_copy(const GgufFile& src, const fs::path& out, DType type) 
       case GgufType::i64: b.put(v.as_i64()); break;
       case GgufType::f64: b.put(v.as_f64()); break;
       case GgufType::array:
-        b.u32(std::uint32_t(v.as_array().element)).u64(v.as_array().items.size());
-        for (const auto& item : v.as_array().items) value(item);
+        b.u32(std::uint32_t(v.as_array().element)).u64(v.as_array().size());
+        for (std::size_t i = 0; i < v.as_array().size(); ++i) value(v.as_array().at(i));
         break;
     }
   };

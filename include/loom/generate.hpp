@@ -19,6 +19,7 @@
 
 #include "loom/error.hpp"
 #include "loom/kernels/thread_pool.hpp"
+#include "loom/memory_budget.hpp"
 #include "loom/model/model.hpp"
 #include "loom/nn/kv_cache.hpp"
 #include "loom/sampling/sampler.hpp"
@@ -29,31 +30,28 @@ namespace loom {
 struct SessionOptions {
   std::int32_t n_ctx = 0;     ///< context size in tokens (0 ⇒ the model's trained maximum)
   std::int32_t n_threads = 1; ///< threads for matrix products and attention
-  /// Memory budget in bytes for the KV cache plus scratch (0 ⇒ the available memory, MemAvailable
-  /// in /proc/meminfo; no limit where that cannot be read). Checked before anything is allocated:
-  /// the session refuses with Error(capacity) instead of being killed by the OS.
+  /// Memory budget in bytes for the KV cache plus scratch (0 ⇒ what the process may still
+  /// allocate: the smallest of MemAvailable, RLIMIT_AS, RLIMIT_DATA and the cgroup's memory.max,
+  /// see memory_budget.hpp; a larger value is capped to that). Checked before anything is
+  /// allocated: the session refuses with Error(capacity) instead of being killed by the OS.
   std::uint64_t max_memory = 0;
   /// Element type of the KV cache: f32, or f16 for half the memory (keys and values rounded to
   /// f16; Error(unsupported) for any other type).
   DType kv_type = DType::f32;
 };
 
-namespace detail {
-
-/// MemAvailable from /proc/meminfo in bytes, or 0 when it cannot be read.
-inline std::uint64_t available_memory() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  std::uint64_t kib = 0;
-  std::string unit;
-  while (f >> key >> kib) {
-    std::getline(f, unit);
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
+/// Checks a context size against the model's trained one. Beyond the learned position table of a
+/// model with learned positions (GPT-2) it is Error(invalid_argument, "session"); beyond the
+/// trained context of a RoPE model it works but quality degrades, so the result is a warning to
+/// show the user (empty: none). Every tool calls this, so they all answer the same way.
+inline std::string check_context_size(const Config& c, std::int32_t n_ctx) {
+  if (n_ctx <= c.max_seq_len) return {};
+  if (c.position == PositionKind::learned)
+    fail(ErrorKind::invalid_argument, "session", "a context of ", n_ctx, " tokens exceeds the ", c.max_seq_len,
+         " learned positions of this model");
+  return detail::cat("a context of ", n_ctx, " tokens exceeds the model's trained context of ", c.max_seq_len,
+                     "; output quality may degrade");
 }
-
-}  // namespace detail
 
 /// Why generate() returned.
 enum class StopReason {
@@ -113,8 +111,11 @@ class Session {
   explicit Session(const Model& model, SessionOptions options = {})
       : model_(&model),
         pool_(checked_threads(options.n_threads)),
-        budget_(options.max_memory ? options.max_memory : detail::available_memory()),
-        kv_(checked_cache(model.config(), options, budget_)) {
+        limit_(memory_limit()),
+        budget_(options.max_memory && (limit_.bytes == 0 || options.max_memory <= limit_.bytes) ? options.max_memory
+                                                                                              : limit_.bytes),
+        kv_(checked_cache(model.config(), options, budget_,
+                          budget_ == options.max_memory ? std::string("max_memory") : "available memory, " + limit_.source)) {
     history_.reserve(std::size_t(kv_.capacity()));
   }
 
@@ -278,17 +279,23 @@ class Session {
   }
 
   /// The KV cache for `o`, once its size and the scratch for one token are known to fit the budget.
-  static KVCache checked_cache(const Config& c, const SessionOptions& o, std::uint64_t budget) {
+  static KVCache checked_cache(const Config& c, const SessionOptions& o, std::uint64_t budget, const std::string& source) {
     if (o.n_ctx < 0)
       fail(ErrorKind::invalid_argument, "session", "n_ctx must be >= 0 (0 = model maximum), got ", o.n_ctx);
     const std::int32_t n_ctx = o.n_ctx > 0 ? o.n_ctx : c.max_seq_len;
+    (void)check_context_size(c, n_ctx);  // learned positions: an error; RoPE: the caller may warn
     const std::uint64_t kv = KVCache::bytes_needed(c, n_ctx, o.kv_type);
     const std::uint64_t scratch = Activations::bytes_needed(c, 1, n_ctx, o.n_threads);
     if (budget > 0 && (kv > budget || scratch > budget - kv))
       fail(ErrorKind::capacity, "session", "a context of ", n_ctx, " tokens needs ", kv, " bytes of KV cache + ",
            scratch, " bytes of scratch = ", kv + scratch, " bytes, more than the memory budget of ", budget,
-           " bytes (", o.max_memory ? "max_memory" : "available memory", "); use a smaller context");
-    return KVCache(c, n_ctx, o.kv_type);
+           " bytes (", source, "); use a smaller context");
+    try {
+      return KVCache(c, n_ctx, o.kv_type);
+    } catch (const std::bad_alloc&) {
+      fail(ErrorKind::capacity, "session", "out of memory allocating ", kv, " bytes of KV cache for a context of ", n_ctx,
+           " tokens; use a smaller context");
+    }
   }
 
   /// Throws Error(capacity) when evaluating a batch of `n` tokens would grow the scratch past the budget.
@@ -351,6 +358,7 @@ class Session {
 
   const Model* model_;
   ThreadPool pool_;
+  MemoryLimit limit_;                // what the process may still allocate, when the session was made
   std::uint64_t budget_;             // bytes for KV cache + scratch (0: no limit)
   KVCache kv_;
   Activations act_;

@@ -2,6 +2,14 @@
 // The format is detected from the content (magic bytes, JSON), never from the file extension:
 //   a folder with config.json (Hugging Face), a .safetensors file beside its config.json,
 //   a GGUF file (with its embedded vocabulary), a llama2.c checkpoint.
+// Tokenizers (load_tokenizer) are detected the same way: tokenizer.json (or a folder holding it),
+// a GGUF model or vocabulary, a llama2.c tokenizer.bin. A file that is something else — a
+// SentencePiece tokenizer.model, a checkpoint without a vocabulary, a FIFO — is an Error saying
+// what it is, never an empty tokenizer.
+//
+// One rule for failures: load() and load_tokenizer() throw only loom::Error. Exceptions of the
+// libraries underneath (nlohmann::json, std::filesystem, std::bad_alloc from allocations sized by
+// the input) are converted to an Error naming the file.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +24,8 @@
 
 #include "loom/error.hpp"
 #include "loom/io/gguf_model.hpp"
+#include "loom/io/input_file.hpp"
+#include "loom/io/json_text.hpp"
 #include "loom/io/gguf_tokenizer.hpp"
 #include "loom/io/hf_model.hpp"
 #include "loom/io/llama2c.hpp"
@@ -27,7 +37,16 @@
 
 namespace loom {
 
-enum class FileFormat { hf_folder, safetensors, llama2c, gguf, json, unknown };
+enum class FileFormat {
+  hf_folder,
+  safetensors,
+  llama2c,
+  gguf,
+  json,
+  unknown,
+  llama2c_tokenizer,  ///< llama2.c tokenizer.bin
+  sentencepiece,      ///< SentencePiece tokenizer.model (protobuf), which loom does not read
+};
 
 /// Everything needed to run a model.
 struct Loaded {
@@ -42,31 +61,55 @@ struct Loaded {
 
 namespace detail {
 
-inline std::string read_head(const std::filesystem::path& p, std::size_t n) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail(ErrorKind::io, "load", "cannot open '", p.string(), "'");
-  std::string s(n, '\0');
-  f.read(s.data(), std::streamsize(n));
-  s.resize(std::size_t(f.gcount()));
-  return s;
+/// `chat_template` from the text of a tokenizer_config.json: a string, or a list of
+/// {name, template} entries (the "default" one is used). Absent ⇒ empty. Malformed JSON, nesting
+/// beyond limits::json_depth or a value of the wrong type is Error(format, "load") naming `source`
+/// and the field.
+inline std::string parse_chat_template(std::string_view text, const std::string& source) {
+  auto bad = [&](const auto&... parts) { fail(ErrorKind::format, "load", "'", source, "': ", parts...); };
+  io::detail::check_json_depth(text, "load", source, "tokenizer_config.json");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception& e) {
+    bad("invalid JSON: ", e.what());
+  }
+  if (!j.is_object()) bad("expected a JSON object, got ", j.type_name());
+  const auto it = j.find("chat_template");
+  if (it == j.end() || it->is_null()) return {};
+  if (it->is_string()) return it->get<std::string>();
+  if (!it->is_array()) bad("chat_template: expected a string or a list of {name, template}, got ", it->type_name());
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const nlohmann::json& e = (*it)[i];
+    if (!e.is_object()) bad("chat_template[", i, "]: expected an object, got ", e.type_name());
+    const auto name = e.find("name"), tmpl = e.find("template");
+    if (name == e.end() || !name->is_string()) bad("chat_template[", i, "].name: expected a string");
+    if (tmpl == e.end() || !tmpl->is_string()) bad("chat_template[", i, "].template: expected a string");
+    if (name->get<std::string>() == "default") return tmpl->get<std::string>();
+  }
+  return {};
 }
 
-/// `chat_template` from a tokenizer_config.json: a string, or a list of {name, template} entries
-/// (the "default" one is used). Absent or unreadable ⇒ empty.
+/// The chat template of the tokenizer_config.json in `folder` (empty when there is none).
 inline std::string read_chat_template(const std::filesystem::path& folder) {
   const auto path = folder / "tokenizer_config.json";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return {};
-  std::ifstream f(path, std::ios::binary);
-  const auto j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("chat_template")) return {};
-  const auto& t = j["chat_template"];
-  if (t.is_string()) return t.get<std::string>();
-  if (t.is_array())
-    for (const auto& e : t)
-      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-        return e["template"].get<std::string>();
-  return {};
+  if (io::path_info(path).kind == io::PathKind::missing) return {};
+  return parse_chat_template(io::read_input(path, "load", limits::json_file_bytes, "tokenizer_config.json"),
+                             path.string());
+}
+
+/// Whether `head` starts like a SentencePiece ModelProto: field 1 (a repeated SentencePiece
+/// message, wire type 2) whose first field is again field 1 (the piece string).
+inline bool looks_like_sentencepiece(std::string_view head) {
+  if (head.size() < 4 || head[0] != '\x0a') return false;
+  std::size_t i = 1;
+  std::uint64_t len = 0;
+  for (int shift = 0; i < head.size() && shift < 35; shift += 7) {
+    const auto b = std::uint8_t(head[i++]);
+    len |= std::uint64_t(b & 0x7f) << shift;
+    if (!(b & 0x80)) return len >= 2 && i < head.size() && head[i] == '\x0a';
+  }
+  return false;
 }
 
 inline void add_unique(std::vector<std::int32_t>& v, std::int64_t id) {
@@ -78,12 +121,18 @@ inline void add_unique(std::vector<std::int32_t>& v, std::int64_t id) {
 
 }  // namespace detail
 
-/// Detects a file's or folder's format from its content.
+/// Detects a file's or folder's format from its content. Throws Error(io, "load") when the path
+/// does not exist, cannot be read, or is not a regular file or folder (FIFO, device, socket).
 inline FileFormat detect_format(const std::filesystem::path& p) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(p, ec)) return FileFormat::hf_folder;
-  if (!std::filesystem::exists(p, ec)) fail(ErrorKind::io, "load", "'", p.string(), "' does not exist");
-  const std::string head = detail::read_head(p, 64);
+  const io::PathInfo info = io::path_info(p);
+  switch (info.kind) {
+    case io::PathKind::missing: fail(ErrorKind::io, "load", "'", p.string(), "' does not exist");
+    case io::PathKind::error: fail(ErrorKind::io, "load", "cannot open '", p.string(), "': ", info.what);
+    case io::PathKind::other: fail(ErrorKind::io, "load", "'", p.string(), "' is ", info.what, ", not a regular file");
+    case io::PathKind::directory: return FileFormat::hf_folder;
+    case io::PathKind::regular: break;
+  }
+  const std::string head = io::read_input_head(p, "load", 64);
   if (head.size() >= 4 && std::memcmp(head.data(), "GGUF", 4) == 0) return FileFormat::gguf;
   const std::size_t first = head.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && head[first] == '{') return FileFormat::json;
@@ -92,18 +141,85 @@ inline FileFormat detect_format(const std::filesystem::path& p) {
     std::memcpy(&n, head.data(), 8);
     if (head[8] == '{' && n >= 2 && n < (std::uint64_t(1) << 32)) return FileFormat::safetensors;
   }
+  if (detail::looks_like_sentencepiece(head)) return FileFormat::sentencepiece;
+  if (head.size() >= 12) {  // a llama2.c tokenizer.bin: entries that end exactly at the end of the file
+    const io::MappedFile f(p);
+    if (io::llama2c_tokenizer_entries(f.bytes()) > 0) return FileFormat::llama2c_tokenizer;
+  }
   if (io::looks_like_llama2c(std::as_bytes(std::span(head.data(), head.size())))) return FileFormat::llama2c;
   return FileFormat::unknown;
+}
+
+namespace detail {
+
+/// Runs `f`; any exception other than loom::Error becomes one naming `path`.
+template <typename F>
+auto converting_exceptions(const std::filesystem::path& path, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    fail(ErrorKind::capacity, "load", "'", path.string(), "': out of memory while reading it");
+  } catch (const std::length_error& e) {
+    fail(ErrorKind::capacity, "load", "'", path.string(), "': a size read from it is too large (", e.what(), ")");
+  } catch (const std::filesystem::filesystem_error& e) {
+    fail(ErrorKind::io, "load", "'", path.string(), "': ", e.code().message());
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorKind::format, "load", "'", path.string(), "': ", e.what());
+  } catch (const std::exception& e) {
+    fail(ErrorKind::format, "load", "'", path.string(), "': ", e.what());
+  }
+}
+
+/// A tokenizer from `p`, its format detected; `vocab_size` (> 0) is the model's, which a
+/// llama2.c tokenizer.bin needs (0: read every entry).
+inline Tokenizer load_tokenizer_detected(const std::filesystem::path& p, std::int32_t vocab_size) {
+  const std::string name = p.string();
+  switch (detect_format(p)) {
+    case FileFormat::hf_folder:
+      if (io::path_info(p / "tokenizer.json").kind != io::PathKind::regular)
+        fail(ErrorKind::io, "load", "'", name, "' is a folder without a tokenizer.json");
+      return io::load_tokenizer_json(p / "tokenizer.json");
+    case FileFormat::json: return io::load_tokenizer_json(p);
+    case FileFormat::gguf: {
+      const io::GgufFile f(p);
+      if (auto t = io::load_gguf_tokenizer(f)) return std::move(*t);
+      fail(ErrorKind::format, "load", "'", name, "' is a GGUF file without a vocabulary (no tokenizer.ggml.tokens)");
+    }
+    case FileFormat::llama2c_tokenizer: {
+      const io::MappedFile f(p);
+      return io::load_llama2c_tokenizer_bytes(f.bytes(), vocab_size > 0 ? vocab_size : io::llama2c_tokenizer_entries(f.bytes()),
+                                              f.path());
+    }
+    case FileFormat::sentencepiece:
+      fail(ErrorKind::unsupported, "load", "'", name,
+           "' is a SentencePiece tokenizer.model, which loom does not read; pass the model's tokenizer.json "
+           "(or a GGUF file) instead");
+    case FileFormat::llama2c:
+      fail(ErrorKind::format, "load", "'", name, "' is a llama2.c checkpoint, which holds no tokenizer; pass its tokenizer.bin");
+    case FileFormat::safetensors:
+      fail(ErrorKind::format, "load", "'", name, "' is a safetensors file, which holds no tokenizer; pass tokenizer.json");
+    case FileFormat::unknown: break;
+  }
+  fail(ErrorKind::format, "load", "'", name,
+       "' is not a recognized tokenizer: expected tokenizer.json (or a folder holding it), a GGUF file or a llama2.c "
+       "tokenizer.bin");
+}
+
+}  // namespace detail
+
+/// Loads a tokenizer by itself: tokenizer.json (or a folder holding one), a GGUF model or
+/// vocabulary, or a llama2.c tokenizer.bin (every entry). Throws only loom::Error.
+inline Tokenizer load_tokenizer(const std::filesystem::path& p) {
+  return detail::converting_exceptions(p, [&] { return detail::load_tokenizer_detected(p, 0); });
 }
 
 /// Loads a tokenizer file for a model with `vocab_size` embeddings: a tokenizer.json (or a folder
 /// holding one) or a llama2.c tokenizer.bin. Its ids must fit the model's vocabulary.
 inline Tokenizer load_tokenizer(const std::filesystem::path& p, std::int32_t vocab_size) {
-  std::error_code ec;
-  const bool dir = std::filesystem::is_directory(p, ec);
-  const auto file = dir ? p / "tokenizer.json" : p;
-  Tokenizer tok = (dir || detect_format(file) == FileFormat::json) ? io::load_tokenizer_json(file)
-                                                                    : io::load_llama2c_tokenizer(file, vocab_size);
+  const auto file = io::is_directory(p) ? p / "tokenizer.json" : p;
+  Tokenizer tok = detail::converting_exceptions(p, [&] { return detail::load_tokenizer_detected(p, vocab_size); });
   if (tok.vocab_size() > vocab_size)
     fail(ErrorKind::format, "load", "tokenizer '", file.string(), "' has ", tok.vocab_size(),
          " tokens but the model's embedding has only ", vocab_size, " rows");
@@ -112,7 +228,11 @@ inline Tokenizer load_tokenizer(const std::filesystem::path& p, std::int32_t voc
 
 /// Loads a model (format detected from the content) and its tokenizer: `tokenizer_path` when
 /// given, else the tokenizer.json beside a Hugging Face checkpoint.
-inline Loaded load(const std::filesystem::path& model_path, const std::filesystem::path& tokenizer_path = {}) {
+inline Loaded load(const std::filesystem::path& model_path, const std::filesystem::path& tokenizer_path = {});
+
+namespace detail {
+
+inline Loaded load_detected(const std::filesystem::path& model_path, const std::filesystem::path& tokenizer_path) {
   Loaded out;
   out.format = detect_format(model_path);
   switch (out.format) {
@@ -121,7 +241,7 @@ inline Loaded load(const std::filesystem::path& model_path, const std::filesyste
       io::HfModel hf = io::load_hf_model(model_path);
       const std::int32_t vocab = hf.config.vocab_size;
       const auto folder = out.format == FileFormat::hf_folder ? model_path : model_path.parent_path();
-      if (tokenizer_path.empty() && std::filesystem::exists(folder / "tokenizer.json"))
+      if (tokenizer_path.empty() && io::path_info(folder / "tokenizer.json").kind != io::PathKind::missing)
         out.tokenizer = load_tokenizer(folder / "tokenizer.json", vocab);
       for (std::int32_t id : hf.special_tokens.eos) detail::add_unique(out.end_of_generation, id);
       for (std::int64_t id : hf.generation.eos_token_id) detail::add_unique(out.end_of_generation, id);
@@ -159,6 +279,10 @@ inline Loaded load(const std::filesystem::path& model_path, const std::filesyste
       out.model = std::make_shared<const Model>(std::move(g.config), std::move(g.weights));
       break;
     }
+    case FileFormat::llama2c_tokenizer:
+      fail(ErrorKind::format, "load", "'", model_path.string(), "' is a llama2.c tokenizer.bin, not a model (pass it as the tokenizer)");
+    case FileFormat::sentencepiece:
+      fail(ErrorKind::format, "load", "'", model_path.string(), "' is a SentencePiece tokenizer.model, not a model");
     case FileFormat::json:
       fail(ErrorKind::format, "load", "'", model_path.string(),
            "' is a JSON file, not a model (pass the folder that holds config.json)");
@@ -181,6 +305,12 @@ inline Loaded load(const std::filesystem::path& model_path, const std::filesyste
       fail(ErrorKind::format, "load", "end-of-generation id ", id, " is outside the model's vocabulary of ", vocab);
   if (out.bos_id >= vocab) fail(ErrorKind::format, "load", "BOS id ", out.bos_id, " is outside the vocabulary of ", vocab);
   return out;
+}
+
+}  // namespace detail
+
+inline Loaded load(const std::filesystem::path& model_path, const std::filesystem::path& tokenizer_path) {
+  return detail::converting_exceptions(model_path, [&] { return detail::load_detected(model_path, tokenizer_path); });
 }
 
 }  // namespace loom

@@ -31,7 +31,9 @@
 #include <loom/io/llama2c.hpp>
 #include <loom/io/llama2c_tokenizer.hpp>
 #include <loom/io/safetensors.hpp>
+#include <loom/chat.hpp>
 #include <loom/io/tokenizer_json.hpp>
+#include <loom/load.hpp>
 #include <loom/tokenizer/tokenizer.hpp>
 #include <loom/tokenizer/unicode.hpp>
 
@@ -226,10 +228,10 @@ inline void cli(Bytes data) {
   }
 }
 
-/// A GGUF file (header, metadata, tensor infos) and the model loader on top of it. GgufFile reads
-/// a path, so the bytes go to an in-memory file (memfd) opened through /proc/self/fd.
-inline void gguf(Bytes data) {
-  static const int fd = ::memfd_create("loom-fuzz.gguf", MFD_CLOEXEC);
+/// The path of an in-memory file (memfd, opened through /proc/self/fd) holding `data`, for the
+/// readers that take a path. One file per process, rewritten by every call.
+inline std::string memory_file(Bytes data) {
+  static const int fd = ::memfd_create("loom-fuzz", MFD_CLOEXEC);
   if (fd < 0) throw std::runtime_error("memfd_create failed");
   if (::ftruncate(fd, 0) != 0) throw std::runtime_error("ftruncate failed");
   for (std::size_t off = 0; off < data.size();) {
@@ -237,7 +239,12 @@ inline void gguf(Bytes data) {
     if (w <= 0) throw std::runtime_error("pwrite failed");
     off += std::size_t(w);
   }
-  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  return "/proc/self/fd/" + std::to_string(fd);
+}
+
+/// A GGUF file (header, metadata, tensor infos) and the model loader on top of it.
+inline void gguf(Bytes data) {
+  const std::string path = memory_file(data);
   try {
     const io::GgufFile f(path);
     for (const auto& t : f.tensors()) {
@@ -246,6 +253,73 @@ inline void gguf(Bytes data) {
                       "tensor data inside the file");
     }
     (void)io::load_gguf_model(path);
+  } catch (const Error&) {
+  }
+}
+
+/// tokenizer_config.json text → its chat template → the template family → a formatted chat.
+inline void tokenizer_config(Bytes data) {
+  try {
+    const std::string jinja = detail::parse_chat_template(as_text(data), "fuzz/tokenizer_config.json");
+    const ChatFormat f = detect_chat_format(jinja);
+    (void)format_chat(f, {{"system", "s"}, {"user", jinja.substr(0, 64)}}, true);
+  } catch (const Error&) {
+  }
+}
+
+/// Chat templates: byte 0 picks a family; the rest is split at NUL into alternating messages
+/// (the first may be a system message). Detecting a family from the same text must not crash;
+/// formatting must keep every message's text and reuse earlier turns (format_chat_delta).
+inline void chat_template(Bytes data) {
+  if (data.empty()) return;
+  const ChatFormat formats[] = {ChatFormat::chatml, ChatFormat::llama2, ChatFormat::llama3,
+                                ChatFormat::mistral, ChatFormat::zephyr, ChatFormat::phi3};
+  const ChatFormat f = formats[data[0] % 6];
+  const std::string_view text = as_text(data.subspan(1));
+  try {
+    (void)detect_chat_format(text);
+  } catch (const Error&) {
+  }
+  std::vector<ChatMessage> messages;
+  const bool system = data[0] & 8;
+  std::size_t start = 0, turn = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i == text.size() || text[i] == '\0') {
+      const char* role = system && messages.empty() ? "system" : turn++ % 2 == 0 ? "user" : "assistant";
+      messages.push_back({role, std::string(text.substr(start, i - start))});
+      start = i + 1;
+    }
+  }
+  const std::string all = format_chat(f, messages, true);
+  for (const ChatMessage& m : messages)
+    if (m.role != "system") LOOM_FUZZ_CHECK(all.find(m.content) != std::string::npos, "every turn is in the chat");
+  try {
+    const std::vector<ChatMessage> history(messages.begin(), messages.end() - 1);
+    (void)format_chat_delta(f, history, messages, true);
+  } catch (const Error&) {
+  }
+  try {
+    (void)format_chat(f, {{std::string(text.substr(0, 16)), "x"}}, false);  // roles other than the three are errors
+  } catch (const Error&) {
+  }
+}
+
+/// Format detection of the tokenize tool and loom::load: any file must be recognized as what it
+/// is, or refused with an Error — never an empty tokenizer.
+inline void detect(Bytes data) {
+  const std::string path = memory_file(data);
+  try {
+    (void)detect_format(path);
+  } catch (const Error&) {
+  }
+  try {
+    const Tokenizer t = load_tokenizer(path);
+    LOOM_FUZZ_CHECK(t.vocab_size() > 0, "a tokenizer that loads has a vocabulary");
+    (void)t.encode("Hello world", true, false);
+  } catch (const Error&) {
+  }
+  try {
+    (void)load(path);
   } catch (const Error&) {
   }
 }
@@ -262,6 +336,8 @@ inline constexpr Target targets[] = {
     {"tokenizer_json", tokenizer_json}, {"llama2c", llama2c},
     {"llama2c_tokenizer", llama2c_tokenizer}, {"tokenizer_roundtrip", tokenizer_roundtrip},
     {"cli", cli}, {"gguf", gguf},
+    {"tokenizer_config", tokenizer_config}, {"chat_template", chat_template},
+    {"detect", detect},
 };
 
 }  // namespace loom::fuzz

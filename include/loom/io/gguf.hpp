@@ -17,6 +17,7 @@
 // the key or tensor instead of allocating or reading out of bounds.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <span>
 #include <memory>
 #include <optional>
 #include <string>
@@ -36,6 +38,7 @@
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
 #include "loom/io/mapped_file.hpp"
+#include "loom/limits.hpp"
 #include "loom/tensor.hpp"
 
 namespace loom::io {
@@ -65,12 +68,34 @@ constexpr std::string_view to_string(GgufType t) noexcept {
   return "unknown";
 }
 
+/// Bytes of one value of a fixed-size type (numbers and bool); 0 for string and array.
+constexpr std::size_t gguf_fixed_size(GgufType t) noexcept {
+  switch (t) {
+    case GgufType::u8: case GgufType::i8: case GgufType::boolean: return 1;
+    case GgufType::u16: case GgufType::i16: return 2;
+    case GgufType::u32: case GgufType::i32: case GgufType::f32: return 4;
+    case GgufType::u64: case GgufType::i64: case GgufType::f64: return 8;
+    case GgufType::string: case GgufType::array: return 0;
+  }
+  return 0;
+}
+
 class GgufValue;
 
-/// An array value: its element type and elements (possibly arrays themselves).
+/// An array value: its element type and elements (possibly arrays themselves). Arrays of numbers
+/// and bools keep their elements as stored in the file (`raw`, little-endian, one copy) instead of
+/// one GgufValue each, so their memory is their size in the file; `at(i)` reads one.
 struct GgufArray {
   GgufType element = GgufType::u8;
-  std::vector<GgufValue> items;
+  std::vector<GgufValue> items;  ///< elements of string and array arrays
+  std::vector<std::byte> raw;    ///< elements of fixed-size arrays (gguf_fixed_size(element) bytes each)
+
+  std::size_t size() const {
+    const std::size_t w = gguf_fixed_size(element);
+    return w ? raw.size() / w : items.size();
+  }
+  /// Element i (i < size()).
+  GgufValue at(std::size_t i) const;
 };
 
 /// One metadata value. Typed getters convert between integer types when the value fits and
@@ -118,7 +143,7 @@ class GgufValue {
     return array_data();
   }
   /// Number of elements of an array value.
-  std::size_t size(std::string_view name = "value") const { return as_array(name).items.size(); }
+  std::size_t size(std::string_view name = "value") const { return as_array(name).size(); }
 
   /// An array of strings as a vector (every element must be a string).
   std::vector<std::string> as_strings(std::string_view name = "value") const {
@@ -134,16 +159,17 @@ class GgufValue {
     const GgufArray& a = as_array(name);
     if (a.element != GgufType::f32 && a.element != GgufType::f64) mismatch(name, "array of f32");
     std::vector<float> out;
-    out.reserve(a.items.size());
-    for (const GgufValue& v : a.items) out.push_back(v.as_f32(name));
+    out.reserve(a.size());
+    for (std::size_t i = 0; i < a.size(); ++i) out.push_back(a.at(i).as_f32(name));
     return out;
   }
   /// An array of integers that fit int32.
   std::vector<std::int32_t> as_i32s(std::string_view name = "value") const {
     const GgufArray& a = as_array(name);
     std::vector<std::int32_t> out;
-    out.reserve(a.items.size());
-    for (const GgufValue& v : a.items) {
+    out.reserve(a.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const GgufValue v = a.at(i);
       if (!v.is_integer()) mismatch(name, "array of integers");
       out.push_back(v.as_i32(name));
     }
@@ -178,6 +204,30 @@ class GgufValue {
                std::shared_ptr<const GgufArray>>
       v_;
 };
+
+inline GgufValue GgufArray::at(std::size_t i) const {
+  const std::byte* p = raw.data() + i * gguf_fixed_size(element);
+  auto get = [p](auto v) {
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  switch (element) {
+    case GgufType::u8: return {element, std::uint64_t(get(std::uint8_t()))};
+    case GgufType::i8: return {element, std::int64_t(get(std::int8_t()))};
+    case GgufType::u16: return {element, std::uint64_t(get(std::uint16_t()))};
+    case GgufType::i16: return {element, std::int64_t(get(std::int16_t()))};
+    case GgufType::u32: return {element, std::uint64_t(get(std::uint32_t()))};
+    case GgufType::i32: return {element, std::int64_t(get(std::int32_t()))};
+    case GgufType::u64: return {element, get(std::uint64_t())};
+    case GgufType::i64: return {element, get(std::int64_t())};
+    case GgufType::f32: return {element, double(get(float()))};
+    case GgufType::f64: return {element, get(double())};
+    case GgufType::boolean: return GgufValue(get(std::uint8_t()) != 0);
+    case GgufType::string:
+    case GgufType::array: break;
+  }
+  return items[i];
+}
 
 /// One tensor of a GGUF file.
 struct GgufTensorInfo {
@@ -233,6 +283,12 @@ class Cursor {
     std::memcpy(&v, data_ + pos_, sizeof(T));
     pos_ += sizeof(T);
     return v;
+  }
+  std::span<const std::byte> read_bytes(std::uint64_t n, const std::string& what) {
+    need(n, what);
+    const std::span<const std::byte> b(data_ + pos_, std::size_t(n));
+    pos_ += n;
+    return b;
   }
   std::string read_string(const std::string& what) {
     const auto len = read<std::uint64_t>(what + " (string length)");
@@ -304,10 +360,23 @@ inline GgufValue read_value(Cursor& c, GgufType type, const std::string& key, co
       if (count > c.remaining() / min_value_bytes(elem))
         fail(ErrorKind::format, "gguf", "'", path, "': key '", key, "': array of ", count, " ", to_string(elem),
              " elements cannot fit in the ", c.remaining(), " bytes left in the file");
+      if (count > limits::gguf_array_elements)
+        fail(ErrorKind::capacity, "gguf", "'", path, "': key '", key, "': array of ", count,
+             " elements exceeds the limit of ", limits::gguf_array_elements);
       GgufArray a;
       a.element = elem;
-      a.items.reserve(std::size_t(count));
-      for (std::uint64_t i = 0; i < count; ++i) a.items.push_back(read_value(c, elem, key, path, depth + 1));
+      if (const std::size_t w = gguf_fixed_size(elem)) {  // numbers and bools: one copy of the bytes
+        const std::span<const std::byte> b = c.read_bytes(count * w, "key '" + key + "'");
+        if (elem == GgufType::boolean)
+          for (std::size_t i = 0; i < b.size(); ++i)
+            if (std::to_integer<int>(b[i]) > 1)
+              fail(ErrorKind::format, "gguf", "'", path, "': key '", key, "'[", i, "]: bool value ",
+                   std::to_integer<int>(b[i]), " is not 0 or 1");
+        a.raw.assign(b.begin(), b.end());
+      } else {
+        a.items.reserve(std::size_t(count));
+        for (std::uint64_t i = 0; i < count; ++i) a.items.push_back(read_value(c, elem, key, path, depth + 1));
+      }
       return GgufValue(std::move(a));
     }
   }
@@ -514,6 +583,20 @@ class GgufFile {
                               wraps ? std::string("overflow") : loom::detail::hex(begin + t.ref.nbytes),
                               ") extends past the end of the file (", loom::detail::hex(size), " bytes)"));
       t.ref.data = file_.data() + begin;
+    }
+    // No two tensors may share bytes (as for safetensors): sort the extents and compare neighbours.
+    std::vector<const GgufTensorInfo*> by_offset;
+    by_offset.reserve(tensors_.size());
+    for (const GgufTensorInfo& t : tensors_)
+      if (t.ref.nbytes > 0) by_offset.push_back(&t);
+    std::sort(by_offset.begin(), by_offset.end(), [](const auto* a, const auto* b) { return a->offset < b->offset; });
+    for (std::size_t i = 1; i < by_offset.size(); ++i) {
+      const GgufTensorInfo& a = *by_offset[i - 1];
+      const GgufTensorInfo& b = *by_offset[i];
+      if (b.offset < a.offset + a.ref.nbytes)
+        bad(loom::detail::cat("tensor '", b.name, "': data [", loom::detail::hex(b.offset), ", ",
+                              loom::detail::hex(b.offset + b.ref.nbytes), ") overlaps tensor '", a.name, "' [",
+                              loom::detail::hex(a.offset), ", ", loom::detail::hex(a.offset + a.ref.nbytes), ")"));
     }
   }
 

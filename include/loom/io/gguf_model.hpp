@@ -269,6 +269,12 @@ inline Weights gguf_weights(const Config& c, const GgufFile& f) {
 /// architectures, tensor types or options loom does not implement.
 inline GgufModel load_gguf_model(const std::filesystem::path& path) {
   auto file = std::make_shared<const GgufFile>(path);
+  // No tensors: a vocabulary file (llama.cpp's ggml-vocab-*.gguf), unless the architecture itself
+  // is one loom does not read, which gguf_config reports.
+  const std::string arch = file->get_optional<std::string>("general.architecture").value_or("llama");
+  if (file->tensor_count() == 0 && (arch == "llama" || arch == "qwen2" || arch == "gpt2"))
+    fail(ErrorKind::format, "gguf", "'", file->path(),
+         "' holds no tensors: it is a GGUF vocabulary, not a model (pass it as the tokenizer)");
   GgufModel m;
   m.config = gguf_config(*file);
   m.weights = gguf_weights(m.config, *file);

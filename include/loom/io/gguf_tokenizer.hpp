@@ -15,6 +15,11 @@ namespace loom::io {
 inline GgufVocab read_gguf_vocab(const GgufFile& f) {
   GgufVocab v;
   v.model = f.get<std::string>("tokenizer.ggml.model");
+  // The keys each tokenizer model needs (llama.cpp refuses a vocabulary without them too).
+  const char* required = v.model == "gpt2" ? "tokenizer.ggml.merges" : v.model == "llama" ? "tokenizer.ggml.scores" : nullptr;
+  if (required && !f.contains(required))
+    fail(ErrorKind::format, "gguf", "'", f.path(), "': tokenizer.ggml.model '", v.model, "' needs the key '", required,
+         "', which is missing");
   v.pre = f.get_optional<std::string>("tokenizer.ggml.pre").value_or("default");
   v.tokens = f.at("tokenizer.ggml.tokens").as_strings("tokenizer.ggml.tokens");
   if (const GgufValue* s = f.find("tokenizer.ggml.scores")) v.scores = s->as_f32s("tokenizer.ggml.scores");

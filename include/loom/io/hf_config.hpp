@@ -24,6 +24,7 @@
 
 #include "loom/error.hpp"
 #include "loom/io/mapped_file.hpp"
+#include "loom/limits.hpp"
 #include "loom/io/safetensors.hpp"  // detail::parse_json_unique_keys, detail::json_type
 #include "loom/model/config.hpp"
 
@@ -202,6 +203,9 @@ class HfReader {
 
 inline nlohmann::json read_json_file(const std::filesystem::path& path, std::string_view what) {
   const MappedFile file(path);
+  if (file.size() > limits::json_file_bytes)
+    fail(ErrorKind::capacity, "hf_config", "'", file.path(), "': ", what, " of ", file.size(),
+         " bytes exceeds the limit of ", limits::json_file_bytes, " bytes");
   const std::string_view text(reinterpret_cast<const char*>(file.data()), file.size());
   nlohmann::json j = parse_json_unique_keys(text, "hf_config", file.path(), what);
   if (!j.is_object())

@@ -90,6 +90,29 @@ inline Tokenizer load_llama2c_tokenizer_bytes(std::span<const std::byte> data, s
   return Tokenizer(std::move(spec));
 }
 
+/// The number of entries when `data` is a whole llama2.c tokenizer.bin — a plausible
+/// max_token_length, then entries with a finite score and a length in [0, max_token_length] that
+/// end exactly at the end of the data — else 0. Used to recognize the format by content.
+inline std::int32_t llama2c_tokenizer_entries(std::span<const std::byte> data) {
+  if (data.size() < 12) return 0;
+  std::int32_t max_len;
+  std::memcpy(&max_len, data.data(), 4);
+  if (max_len <= 0 || max_len > (1 << 16)) return 0;
+  std::size_t off = 4;
+  std::int32_t n = 0;
+  while (off < data.size()) {
+    if (data.size() - off < 8 || n == INT32_MAX) return 0;
+    float score;
+    std::int32_t len;
+    std::memcpy(&score, data.data() + off, 4);
+    std::memcpy(&len, data.data() + off + 4, 4);
+    if (!std::isfinite(score) || len < 0 || len > max_len || data.size() - off - 8 < std::size_t(len)) return 0;
+    off += 8 + std::size_t(len);
+    ++n;
+  }
+  return n;
+}
+
 /// Loads a llama2.c tokenizer.bin holding `vocab_size` entries (the model header's vocab size).
 inline Tokenizer load_llama2c_tokenizer(const std::filesystem::path& path, std::int32_t vocab_size) {
   const MappedFile file(path);

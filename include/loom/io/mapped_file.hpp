@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "loom/error.hpp"
+#include "loom/io/input_file.hpp"
 
 namespace loom::io {
 
@@ -26,25 +27,15 @@ class MappedFile {
   MappedFile() = default;
   /// Maps `path` read-only. Throws Error(io) naming the file when it cannot be opened or mapped.
   explicit MappedFile(const std::filesystem::path& path) : path_(path.string()) {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(ErrorKind::io, "file", "cannot open '", path_, "': ", std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int e = errno;
-      ::close(fd);
-      fail(ErrorKind::io, "file", "cannot stat '", path_, "': ", std::strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      fail(ErrorKind::io, "file", "'", path_, "' is not a regular file");
-    }
-    size_ = std::size_t(st.st_size);
+    const InputFile in(path, "file");  // regular files only; never blocks (input_file.hpp)
+    const int fd = in.fd();
+    if (in.size() > std::uint64_t(SIZE_MAX)) fail(ErrorKind::io, "file", "'", path_, "' is too large to map");
+    size_ = std::size_t(in.size());
     if (size_ > 0) {
       void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p == MAP_FAILED) {
-        const int e = errno;
-        ::close(fd);
-        fail(ErrorKind::io, "file", "cannot map '", path_, "': ", std::strerror(e));
+        size_ = 0;
+        fail(ErrorKind::io, "file", "cannot map '", path_, "': ", std::strerror(errno));
       }
       data_ = static_cast<const std::byte*>(p);
 #if defined(MADV_HUGEPAGE)
@@ -53,7 +44,6 @@ class MappedFile {
       ::madvise(p, size_, MADV_HUGEPAGE);
 #endif
     }
-    ::close(fd);
   }
   ~MappedFile() { reset(); }
 

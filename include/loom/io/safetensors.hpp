@@ -32,6 +32,7 @@
 
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
+#include "loom/io/json_text.hpp"
 #include "loom/io/mapped_file.hpp"
 #include "loom/tensor.hpp"
 
@@ -45,6 +46,7 @@ namespace detail {
 inline nlohmann::json parse_json_unique_keys(std::string_view text, std::string_view area, std::string_view source,
                                              std::string_view what) {
   using json = nlohmann::json;
+  check_json_depth(text, area, source, what);
   struct Level {
     std::set<std::string, std::less<>> keys;
     std::string last_key;

@@ -26,6 +26,9 @@
 #include <nlohmann/json.hpp>
 
 #include "loom/error.hpp"
+#include "loom/io/input_file.hpp"
+#include "loom/io/json_text.hpp"
+#include "loom/limits.hpp"
 #include "loom/tokenizer/pretokenizer.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 
@@ -89,10 +92,11 @@ class TokenizerJsonReader {
     spec_.source = source_;
     read_model(member(root, "model", "root"));
     if (const json* a = optional_member(root, "added_tokens")) read_added(*a);
-    if (const json* n = optional_member(root, "normalizer")) read_normalizer(*n, "normalizer");
-    if (const json* p = optional_member(root, "pre_tokenizer")) read_pre_tokenizer(*p, "pre_tokenizer");
+    if (const json* n = optional_member(root, "normalizer")) read_normalizer(*n, "normalizer", 0);
+    check_normalizer_growth();
+    if (const json* p = optional_member(root, "pre_tokenizer")) read_pre_tokenizer(*p, "pre_tokenizer", 0);
     if (const json* d = optional_member(root, "decoder")) read_decoder(*d);
-    if (const json* p = optional_member(root, "post_processor")) read_post_processor(*p, "post_processor");
+    if (const json* p = optional_member(root, "post_processor")) read_post_processor(*p, "post_processor", 0);
     finish(config);
     return std::move(spec_);
   }
@@ -194,13 +198,36 @@ class TokenizerJsonReader {
     }
   }
 
+  // ---- limits (limits.hpp) ---------------------------------------------------------------------
+  /// Refuses a `Sequence` nested deeper than limits::tokenizer_nesting or a component list
+  /// longer than limits::tokenizer_steps, before reading it.
+  void check_sequence(const json& list, const std::string& where, int depth, std::size_t steps_so_far) const {
+    if (depth >= limits::tokenizer_nesting)
+      bad(where, loom::detail::cat("Sequence nested more than ", limits::tokenizer_nesting, " levels deep"));
+    if (steps_so_far + list.size() > std::size_t(limits::tokenizer_steps))
+      bad(where, loom::detail::cat("more than ", limits::tokenizer_steps, " steps"));
+  }
+
+  /// Normalization must keep the text within limits::normalizer_growth times its length (plus the
+  /// Prepend steps): chained Replace steps that each lengthen it could grow a prompt exponentially.
+  void check_normalizer_growth() const {
+    double growth = 1;
+    for (const NormalizerStep& n : spec_.normalizers)
+      if (n.kind == NormalizerStep::Kind::replace && n.with.size() > n.text.size())
+        growth *= double(n.with.size()) / double(n.text.size());
+    if (growth > limits::normalizer_growth)
+      bad("normalizer", loom::detail::cat("the Replace steps can make a text ", growth,
+                                          " times longer, more than the limit of ", limits::normalizer_growth));
+  }
+
   // ---- normalizer ----------------------------------------------------------------------------
-  void read_normalizer(const json& n, const std::string& where) {
+  void read_normalizer(const json& n, const std::string& where, int depth) {
     const std::string type = type_of(n, where);
     if (type == "Sequence") {
       const json& list = array(member(n, "normalizers", where), where + ".normalizers");
+      check_sequence(list, where, depth, spec_.normalizers.size());
       for (std::size_t i = 0; i < list.size(); ++i)
-        read_normalizer(list[i], loom::detail::cat(where, ".normalizers[", i, "]"));
+        read_normalizer(list[i], loom::detail::cat(where, ".normalizers[", i, "]"), depth + 1);
     } else if (type == "Prepend") {
       spec_.normalizers.push_back({NormalizerStep::Kind::prepend, str(member(n, "prepend", where), where + ".prepend"), {}});
     } else if (type == "Replace") {
@@ -218,13 +245,14 @@ class TokenizerJsonReader {
   }
 
   // ---- pre-tokenizer -------------------------------------------------------------------------
-  void read_pre_tokenizer(const json& p, const std::string& where) {
+  void read_pre_tokenizer(const json& p, const std::string& where, int depth) {
     const std::string type = type_of(p, where);
     PreTokenizerStep step;
     if (type == "Sequence") {
       const json& list = array(member(p, "pretokenizers", where), where + ".pretokenizers");
+      check_sequence(list, where, depth, spec_.pre_tokenizers.size());
       for (std::size_t i = 0; i < list.size(); ++i)
-        read_pre_tokenizer(list[i], loom::detail::cat(where, ".pretokenizers[", i, "]"));
+        read_pre_tokenizer(list[i], loom::detail::cat(where, ".pretokenizers[", i, "]"), depth + 1);
       return;
     } else if (type == "ByteLevel") {
       step.kind = PreTokenizerStep::Kind::byte_level;
@@ -316,12 +344,13 @@ class TokenizerJsonReader {
     return it->second;
   }
 
-  void read_post_processor(const json& p, const std::string& where) {
+  void read_post_processor(const json& p, const std::string& where, int depth) {
     const std::string type = type_of(p, where);
     if (type == "Sequence") {
       const json& list = array(member(p, "processors", where), where + ".processors");
+      check_sequence(list, where, depth, 0);
       for (std::size_t i = 0; i < list.size(); ++i)
-        read_post_processor(list[i], loom::detail::cat(where, ".processors[", i, "]"));
+        read_post_processor(list[i], loom::detail::cat(where, ".processors[", i, "]"), depth + 1);
     } else if (type == "ByteLevel") {
       // Only adjusts offsets.
     } else if (type == "TemplateProcessing") {
@@ -445,6 +474,7 @@ class TokenizerJsonReader {
 };
 
 inline nlohmann::json tokenizer_json_parse(std::string_view text, const std::string& source, std::string_view area) {
+  loom::io::detail::check_json_depth(text, area, source, "JSON");
   try {
     return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::exception& e) {
@@ -453,11 +483,7 @@ inline nlohmann::json tokenizer_json_parse(std::string_view text, const std::str
 }
 
 inline std::string tokenizer_json_read_file(const std::filesystem::path& path, std::string_view area) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(ErrorKind::io, area, "cannot open '", path.string(), "'");
-  std::string s{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-  if (f.bad()) fail(ErrorKind::io, area, "cannot read '", path.string(), "'");
-  return s;
+  return io::read_input(path, area, limits::json_file_bytes, "JSON file");
 }
 
 }  // namespace loom::detail
@@ -488,11 +514,11 @@ inline Tokenizer load_tokenizer_json_string(std::string_view json_text, std::str
 /// tokenizer_config.json when present.
 inline Tokenizer load_tokenizer_json(const std::filesystem::path& path) {
   std::filesystem::path file = path;
-  if (std::filesystem::is_directory(file)) file /= "tokenizer.json";
+  if (io::is_directory(file)) file /= "tokenizer.json";
   const std::string text = loom::detail::tokenizer_json_read_file(file, "tokenizer.json");
   std::string config;
   const auto config_path = file.parent_path() / "tokenizer_config.json";
-  if (std::filesystem::is_regular_file(config_path)) config = loom::detail::tokenizer_json_read_file(config_path, "tokenizer.json");
+  if (io::is_regular_file(config_path)) config = loom::detail::tokenizer_json_read_file(config_path, "tokenizer.json");
   return load_tokenizer_json_string(text, file.string(), config);
 }
 

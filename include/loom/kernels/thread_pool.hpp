@@ -58,16 +58,15 @@ class ThreadPool {
     if (n_threads < 1 || n_threads > 1024)
       fail(ErrorKind::invalid_argument, "threads", "thread count must be in [1, 1024], got ", n_threads);
     ranges_ = std::vector<Range>(std::size_t(n_threads));
-    for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
-  }
-  ~ThreadPool() {
-    {
-      std::lock_guard lock(mutex_);
-      stop_.store(true, std::memory_order_release);
+    try {
+      for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    } catch (const std::exception& e) {  // e.g. no memory for more thread stacks (ulimit -v)
+      stop_workers();
+      fail(ErrorKind::capacity, "threads", "cannot start ", n_threads, " threads (", workers_.size() + 1,
+           " started): ", e.what());
     }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
   }
+  ~ThreadPool() { stop_workers(); }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
@@ -128,6 +127,16 @@ class ThreadPool {
   }
 
  private:
+  /// Stops and joins the started workers.
+  void stop_workers() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_.store(true, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
   static constexpr std::uint32_t max_blocks = 0x7fffffff;
 
   /// The blocks [first, end) a thread has not started yet, packed first | end << 32 so that the
