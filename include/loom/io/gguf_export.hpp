@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -93,15 +94,30 @@ inline std::int32_t gguf_token_type(TokenType t) {
   return 1;
 }
 
+/// The tokenizer.ggml.pre name of a byte-level tokenizer: the pre-tokenizer type (bpe_pre_types.hpp)
+/// whose regex list is the tokenizer's chain of isolating splits. Throws Error(unsupported) when
+/// no type has that split rule (a reader would tokenize differently).
+inline std::string gguf_pre_name(const TokenizerSpec& s) {
+  std::vector<std::string> regexes;
+  bool plain = true;
+  for (const PreTokenizerStep& p : s.pre_tokenizers) {
+    const bool split = p.kind == PreTokenizerStep::Kind::split && p.behavior == SplitBehavior::isolated && !p.invert;
+    const bool bytes = p.kind == PreTokenizerStep::Kind::byte_level && !p.add_prefix_space;
+    if (split || (bytes && p.use_regex)) regexes.push_back(p.regex);
+    else if (!bytes) plain = false;
+  }
+  const BpePreType* row = plain ? find_bpe_pre_type(std::span<const std::string>(regexes)) : nullptr;
+  if (!row)
+    fail(ErrorKind::unsupported, "gguf", "'", s.source, "': its pre-tokenizer matches none of the ",
+         "tokenizer.ggml.pre types (", bpe_pre_type_names(), "), so a GGUF reader would split text differently");
+  return std::string(row->names.front());
+}
+
 inline void write_tokenizer(GgufWriter& g, const Tokenizer& tok) {
   const TokenizerSpec& s = tok.spec();
   const bool spm = s.merge_mode == MergeMode::scores || s.decoder.space_marker == "\xE2\x96\x81";
   g.add_string("tokenizer.ggml.model", spm ? "llama" : "gpt2");
-  std::string pre = spm ? "default" : "gpt-2";
-  for (const PreTokenizerStep& p : s.pre_tokenizers)
-    if (p.kind == PreTokenizerStep::Kind::split)
-      pre = p.pattern == SplitPattern::llama3 ? "llama-bpe" : p.pattern == SplitPattern::qwen2 ? "qwen2" : "gpt-2";
-  g.add_string("tokenizer.ggml.pre", pre);
+  g.add_string("tokenizer.ggml.pre", spm ? std::string("default") : gguf_pre_name(s));
   g.add_strings("tokenizer.ggml.tokens", s.pieces);
   const std::size_t n = s.pieces.size();
   std::vector<float> scores(n, 0.0f);
