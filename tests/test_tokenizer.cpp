@@ -341,6 +341,14 @@ TEST(Regex, PathologicalBacktrackingIsStopped) {
   const auto chars = loom::detail::classify(std::string(40, 'a'));
   const std::string e = error_of([&] { r.find_all(chars); });
   EXPECT_NE(e.find("[loom.unsupported.regex]"), std::string::npos) << e;
+  // Deep nesting and long repeats of multi-character groups are refused, not a stack overflow.
+  const std::string deep = std::string(5000, '(') + "a" + std::string(5000, ')');
+  EXPECT_NE(error_of([&] { loom::Regex x(deep); }).find("[loom.unsupported.regex]"), std::string::npos);
+  const loom::Regex pairs("(ab)+");
+  std::string abs;
+  for (int k = 0; k < 50000; ++k) abs += "ab";
+  EXPECT_NE(error_of([&] { pairs.find_all(loom::detail::classify(abs)); }).find("[loom.unsupported.regex]"), std::string::npos);
+  EXPECT_EQ(matches("(ab)+", "abababx"), Words{"ababab"});
   // Long runs through single-character repeats stay cheap (no recursion per character).
   const std::string spaces(200000, ' ');
   EXPECT_EQ(matches(R"(\s+(?!\S)|\s+)", spaces + "x"), (Words{std::string(199999, ' '), " "}));

@@ -13,7 +13,9 @@
 //   name such as Letter / Punctuation), \r \n \t \f \v \e \0 \xHH \x{H...} \uHHHH, \<punct>
 //
 // Semantics: \s is White_Space, \d is Nd, \w is L/M/Nd/Pc, `.` is anything but '\n', ^ and $ are
-// the start and end of the text being split (the split is applied to each piece separately).
+// the start and end of the text being split (the split is applied to each piece separately; as in
+// llama.cpp's std::regex, and as in Oniguruma wherever the text holds no '\n', where Oniguruma's
+// line anchors would also match — the one pattern in use with $, DeepSeek-LLM's, never sees one).
 // (?i) folds ASCII letters (and the code points whose simple case folding is an ASCII letter, such
 // as U+212A KELVIN SIGN); other literals match exactly. A byte that is not valid UTF-8 is one
 // character that only negated items (\S, [^...], \P{...}, `.`) match. Anything else (lookbehind,
@@ -23,6 +25,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bitset>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -137,6 +140,11 @@ class Regex {
     if (p.pos < pattern.size()) p.bad("unbalanced ')'");
     // Children are created before their parents, so one forward pass sees every child first.
     for (int i = 0; i < int(nodes_.size()); ++i) compute_width1(i);
+    // Most text is ASCII: each class answers for those 128 characters from a table.
+    for (int ch = 0; ch < 128; ++ch) {
+      const auto c = detail::classify(std::string(1, char(ch)));
+      for (auto& k : classes_) k.ascii[std::size_t(ch)] = class_matches_slow(k, c[0]);
+    }
   }
 
   const std::string& pattern() const { return pattern_; }
@@ -180,6 +188,7 @@ class Regex {
     std::vector<ClassItem> items;
     bool negated = false;  // [^...]
     bool icase = false;    // under (?i)
+    std::bitset<128> ascii;  // the answer for each ASCII character, filled in after parsing
   };
   struct Node {
     enum class Kind : std::uint8_t { chars, seq, alt, repeat, look, begin, end };
@@ -211,6 +220,11 @@ class Regex {
   }
 
   bool class_matches(const CharClass& k, const detail::SplitChar& c) const {
+    if (c.valid && c.cp < 128) return k.ascii[c.cp];
+    return class_matches_slow(k, c);
+  }
+
+  bool class_matches_slow(const CharClass& k, const detail::SplitChar& c) const {
     auto any = [&](const detail::SplitChar& x) {
       for (const auto& it : k.items)
         if (item_matches(it, x)) return true;
@@ -287,7 +301,7 @@ class Regex {
     };
 
     void tick() {
-      if (++steps > budget || depth > 4000)
+      if (++steps > budget || depth > 2000)
         fail(ErrorKind::unsupported, "regex", "pattern \"", re.pattern_,
              "\" backtracks too much on this text (nested unbounded repetition?)");
     }
@@ -405,6 +419,7 @@ class Regex {
     std::string_view s;
     std::size_t pos;
     bool icase = false;
+    int nesting = 0;  // open groups (bounded: the parser recurses once per group)
 
     [[noreturn]] void bad(std::string_view what) const {
       fail(ErrorKind::format, "regex", "pattern \"", s, "\" at offset ", pos, ": ", what);
@@ -522,6 +537,11 @@ class Regex {
       const char ch = peek();
       if (ch == '(') {
         ++pos;
+        if (++nesting > 100) unsupported("nesting groups more than 100 deep");
+        struct Close {
+          int& n;
+          ~Close() { --n; }
+        } close{nesting};
         if (eat('?')) {
           if (eat(':')) return parse_alternation(true);
           if (eat('=') || eat('!')) {

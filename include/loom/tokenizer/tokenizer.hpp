@@ -687,7 +687,7 @@ class StreamDecoder {
 /// The `tokenizer.ggml.*` metadata of a GGUF file (optional keys as std::optional / empty).
 struct GgufVocab {
   std::string model;                 ///< tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
-  std::string pre;                   ///< tokenizer.ggml.pre: "default", "gpt-2", "llama-bpe", "qwen2", ...
+  std::string pre;                   ///< tokenizer.ggml.pre: "gpt-2", "llama-bpe", "smollm", ... (bpe_pre_types.hpp)
   std::vector<std::string> tokens;   ///< tokenizer.ggml.tokens
   std::vector<float> scores;         ///< tokenizer.ggml.scores (SentencePiece)
   std::vector<std::int32_t> token_types;  ///< tokenizer.ggml.token_type (1 normal, 2 unknown,
