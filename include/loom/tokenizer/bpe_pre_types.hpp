@@ -22,8 +22,9 @@
 //                  contractions (" ." → "."); loom's decode is the exact inverse of encode and
 //                  does not, the value is recorded for users who want that cleanup
 //   models         examples of models converted with this name
-//   vectors        the llama.cpp test vocabulary (models/ggml-vocab-NAME.gguf) whose vectors loom
-//                  passes with this row (tests/test_tokenizer.cpp), or empty
+//   vectors        the llama.cpp test vocabularies (models/ggml-vocab-NAME.gguf.inp/.out) that
+//                  exercise this row; tests/test_tokenizer.cpp runs each one whose vocabulary is
+//                  at hand (the README says which ran and passed)
 #pragma once
 
 #include <span>
@@ -41,8 +42,8 @@ struct BpePreType {
   bool ignore_merges = false;
   bool add_bos = false;
   bool clean_spaces = true;
-  std::string_view models;
-  std::string_view vectors;
+  std::string_view models = {};
+  std::string_view vectors = {};
 };
 
 namespace detail::pre {
@@ -109,8 +110,9 @@ inline constexpr std::string_view kChameleon[] = {
 // ---- the names ---------------------------------------------------------------------------------
 
 inline constexpr std::string_view nDefault[] = {"default", ""};
-inline constexpr std::string_view nGpt2[] = {"gpt-2", "phi-2", "roberta-bpe", "jina-es", "jina-de", "jina-v1-en",
-                                             "jina-v2-es", "jina-v2-de", "jina-v2-code", "gigachat", "mpt", "olmo", "jais"};
+inline constexpr std::string_view nGpt2[] = {"gpt-2", "phi-2", "roberta-bpe", "mpt", "olmo", "jais", "gigachat",
+                                             "jina-es", "jina-de", "jina-v1-en", "jina-v2-es", "jina-v2-de",
+                                             "jina-v2-code"};
 inline constexpr std::string_view nLlama3[] = {"llama-bpe", "llama3", "llama-v3", "falcon3"};
 inline constexpr std::string_view nDbrx[] = {"dbrx", "smaug-bpe", "chatglm-bpe"};
 inline constexpr std::string_view nQwen2[] = {"qwen2", "deepseek-r1-qwen"};
@@ -131,32 +133,35 @@ inline constexpr std::string_view nChameleon[] = {"chameleon"};
 
 /// Every BPE pre-tokenizer type loom knows, in the order of the README table.
 inline constexpr BpePreType kBpePreTypes[] = {
-    // names, regexes, ignore_merges, add_bos, clean_spaces, models, vectors
-    {detail::pre::nGpt2, detail::pre::kGpt2List, false, false, true,
-     "GPT-2, Phi-2, RoBERTa, MPT, OLMo, JAIS, Jina, GigaChat", "gpt-2, mpt"},
-    {detail::pre::nDefault, detail::pre::kDefault, false, false, true,
-     "GGUFs converted without a pre-tokenizer name (GPT-NeoX, old conversions)", ""},
-    {detail::pre::nLlama3, detail::pre::kLlama3List, true, true, true,
-     "LLaMA-3/3.1/3.2, Falcon3", "llama-bpe"},
-    {detail::pre::nDbrx, detail::pre::kLlama3List, false, false, true, "DBRX, Smaug, ChatGLM-4", ""},
-    {detail::pre::nQwen2, detail::pre::kQwen2List, false, false, false,
-     "Qwen1.5/2/2.5, DeepSeek-R1-Distill-Qwen", "qwen2, deepseek-r1-qwen"},
-    {detail::pre::nStablelm2, detail::pre::kQwen2List, false, false, true, "StableLM-2, Megrez", ""},
-    {detail::pre::nStarcoder, detail::pre::kDigitsThenGpt2, false, false, true,
-     "StarCoder/StarCoder2, Refact, CodeShell, EXAONE, Minerva", "starcoder, refact"},
-    {detail::pre::nCommandR, detail::pre::kDigitsThenGpt2, false, false, false,
-     "Command-R, SmolLM/SmolLM2", "command-r"},
-    {detail::pre::nFalcon, detail::pre::kFalcon, false, false, true, "Falcon (7B/40B/180B)", "falcon"},
-    {detail::pre::nDeepseekLlm, detail::pre::kDeepseekLlm, false, false, false, "DeepSeek-LLM, DeepSeek-V2",
-     "deepseek-llm"},
-    {detail::pre::nDeepseekCoder, detail::pre::kDeepseekCoder, false, false, false, "DeepSeek-Coder",
-     "deepseek-coder"},
-    {detail::pre::nDeepseekV3, detail::pre::kDeepseekV3, false, false, false, "DeepSeek-V3, DeepSeek-R1", ""},
-    {detail::pre::nPoro, detail::pre::kBloomList, false, false, false, "Poro", ""},
-    {detail::pre::nBloom, detail::pre::kBloomList, false, false, true, "BLOOM, GPT3-Finnish", ""},
-    {detail::pre::nViking, detail::pre::kViking, false, false, false, "Viking", ""},
-    {detail::pre::nTekken, detail::pre::kTekken, true, true, false, "Mistral-Nemo, Ministral, Pixtral", ""},
-    {detail::pre::nChameleon, detail::pre::kChameleon, false, true, false, "Chameleon", "chameleon"},
+    {.names = detail::pre::nGpt2, .regexes = detail::pre::kGpt2List,
+     .models = "GPT-2, Phi-2, RoBERTa, MPT, OLMo, JAIS, Jina, GigaChat", .vectors = "gpt-2, mpt, roberta-bpe"},
+    {.names = detail::pre::nDefault, .regexes = detail::pre::kDefault,
+     .models = "GGUFs converted without a pre-tokenizer name (GPT-NeoX, old conversions)"},
+    {.names = detail::pre::nLlama3, .regexes = detail::pre::kLlama3List, .ignore_merges = true, .add_bos = true,
+     .models = "LLaMA-3/3.1/3.2, Falcon3", .vectors = "llama-bpe"},
+    {.names = detail::pre::nDbrx, .regexes = detail::pre::kLlama3List, .models = "DBRX, Smaug, ChatGLM-4"},
+    {.names = detail::pre::nQwen2, .regexes = detail::pre::kQwen2List, .clean_spaces = false,
+     .models = "Qwen1.5/2/2.5, DeepSeek-R1-Distill-Qwen", .vectors = "qwen2, deepseek-r1-qwen"},
+    {.names = detail::pre::nStablelm2, .regexes = detail::pre::kQwen2List, .models = "StableLM-2, Megrez"},
+    {.names = detail::pre::nStarcoder, .regexes = detail::pre::kDigitsThenGpt2,
+     .models = "StarCoder/StarCoder2, Refact, CodeShell, EXAONE, Minerva", .vectors = "starcoder, refact"},
+    {.names = detail::pre::nCommandR, .regexes = detail::pre::kDigitsThenGpt2, .clean_spaces = false,
+     .models = "Command-R, SmolLM/SmolLM2", .vectors = "command-r"},
+    {.names = detail::pre::nFalcon, .regexes = detail::pre::kFalcon,
+     .models = "Falcon (7B/40B/180B)", .vectors = "falcon"},
+    {.names = detail::pre::nDeepseekLlm, .regexes = detail::pre::kDeepseekLlm, .clean_spaces = false,
+     .models = "DeepSeek-LLM, DeepSeek-V2", .vectors = "deepseek-llm"},
+    {.names = detail::pre::nDeepseekCoder, .regexes = detail::pre::kDeepseekCoder, .clean_spaces = false,
+     .models = "DeepSeek-Coder", .vectors = "deepseek-coder"},
+    {.names = detail::pre::nDeepseekV3, .regexes = detail::pre::kDeepseekV3, .clean_spaces = false,
+     .models = "DeepSeek-V3, DeepSeek-R1"},
+    {.names = detail::pre::nPoro, .regexes = detail::pre::kBloomList, .clean_spaces = false, .models = "Poro"},
+    {.names = detail::pre::nBloom, .regexes = detail::pre::kBloomList, .models = "BLOOM, GPT3-Finnish"},
+    {.names = detail::pre::nViking, .regexes = detail::pre::kViking, .clean_spaces = false, .models = "Viking"},
+    {.names = detail::pre::nTekken, .regexes = detail::pre::kTekken, .ignore_merges = true, .add_bos = true,
+     .clean_spaces = false, .models = "Mistral-Nemo, Ministral, Pixtral"},
+    {.names = detail::pre::nChameleon, .regexes = detail::pre::kChameleon, .add_bos = true, .clean_spaces = false,
+     .models = "Chameleon", .vectors = "chameleon"},
 };
 
 /// The row for `tokenizer.ggml.pre` = `name`, or nullptr when loom does not know the name.

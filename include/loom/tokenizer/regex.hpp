@@ -254,7 +254,8 @@ class Regex {
     switch (n.kind) {
       case Node::Kind::chars: n.width1 = true; break;
       case Node::Kind::alt:
-        n.width1 = !n.kids.empty() && std::all_of(n.kids.begin(), n.kids.end(), [&](int k) { return nodes_[std::size_t(k)].width1; });
+        n.width1 = !n.kids.empty() &&
+                   std::all_of(n.kids.begin(), n.kids.end(), [&](int k) { return nodes_[std::size_t(k)].width1; });
         break;
       case Node::Kind::seq: {
         // Zero-width lookaheads followed by exactly one single-character item.
