@@ -4,8 +4,10 @@
 
 #include <loom/io/gguf_export.hpp>
 #include <loom/io/gguf_writer.hpp>
+#include <loom/io/tokenizer_json.hpp>
 #include <loom/load.hpp>
 #include <loom/model/convert.hpp>
+#include <loom/generate.hpp>
 
 #include <cmath>
 #include <map>
@@ -129,6 +131,67 @@ TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
       EXPECT_LT(vs_memory, 1e-5) << t.name << " " << loom::to_string(type);
     }
   }
+}
+
+// A LLaMA-architecture GGUF whose byte-level vocabulary says tokenizer.ggml.pre = "smollm" (SmolLM's
+// tokenizer.json: Digits, then ByteLevel with its regex) loads, generates, and tokenizes exactly as
+// the tokenizer.json it was converted from. (GPT-2's vocabulary stands in for SmolLM's.)
+TEST(GgufExport, SmolLMPreTokenizerLoadsAndGenerates) {
+  LOOM_REQUIRE_FIXTURE(json, "tokenizers/hf/gpt2-tokenizer.json");
+  nlohmann::json j = nlohmann::json::parse(loom::test::read_text(json));
+  j["pre_tokenizer"] = nlohmann::json::parse(R"({"type":"Sequence","pretokenizers":[
+      {"type":"Digits","individual_digits":true},
+      {"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}]})");
+  const loom::Tokenizer hf = loom::io::load_tokenizer_json_string(j.dump(), "smollm-tokenizer.json");
+  loom::Config c = loom::test::llama_config();
+  c.vocab_size = hf.vocab_size();
+  const loom::Model src = loom::test::random_model(c, 29);
+  const fs::path out = temp("smollm.gguf");
+  loom::io::write_gguf_model(out, c, src.weights(), &hf,
+                             {.format = {loom::DType::f32}, .name = "smollm-like", .chat_template = "", .pre = "smollm"});
+  {
+    const loom::io::GgufFile f(out);
+    EXPECT_EQ(f.get<std::string>("general.architecture"), "llama");
+    EXPECT_EQ(f.get<std::string>("tokenizer.ggml.pre"), "smollm");
+  }
+  const loom::Loaded back = loom::load(out);
+  ASSERT_TRUE(back.tokenizer.has_value());
+  const std::string inp = loom::test::read_text(fs::path(LOOM_SOURCE_DIR) / "tests/data/llama-vocab/ggml-vocab-gpt-2.gguf.inp");
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::size_t cases = 0;
+  for (std::size_t pos = 0, hit; (hit = inp.find(sep, pos)) != std::string::npos; pos = hit + sep.size(), ++cases) {
+    const std::string text = inp.substr(pos, hit - pos);
+    EXPECT_EQ(back.tokenizer->encode(text, false), hf.encode(text, false)) << text;
+  }
+  EXPECT_EQ(cases, 46u);
+  EXPECT_EQ(back.tokenizer->encode("2024", false).size(), 4u);  // one digit per word
+
+  loom::Session session(*back.model, {.n_ctx = 64, .n_threads = 1});
+  loom::GenerateParams params;
+  params.sampler.temperature = 0;
+  params.max_new_tokens = 8;
+  params.ignore_eos = true;
+  std::string text;
+  const auto stats = session.generate("x = 12", *back.tokenizer, params, [&](std::string_view piece) {
+    text += piece;
+    return true;
+  });
+  EXPECT_EQ(stats.generated_tokens, 8);
+  EXPECT_EQ(stats.prompt_tokens, 5);
+
+  // Without a name the first one with that split rule is written; a name with another rule is refused.
+  const fs::path plain = temp("starcoder.gguf");
+  loom::io::write_gguf_model(plain, c, src.weights(), &hf, {.format = {loom::DType::f32}, .name = "x", .chat_template = ""});
+  EXPECT_EQ(loom::io::GgufFile(plain).get<std::string>("tokenizer.ggml.pre"), "starcoder");
+  try {
+    loom::io::write_gguf_model(temp("bad.gguf"), c, src.weights(), &hf,
+                               {.format = {loom::DType::f32}, .name = "x", .chat_template = "", .pre = "llama-bpe"});
+    ADD_FAILURE() << "a pre name with another split rule was written";
+  } catch (const loom::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("smollm"), std::string::npos) << e.what();
+  }
+  fs::remove(out);
+  fs::remove(plain);
 }
 
 // The tiny checkpoints' 64-wide rows fall back to IQ4_NL under --type iq4_xs; a model whose

@@ -7,7 +7,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,9 @@ struct GgufExportOptions {
   WeightFormat format{DType::f16};  ///< the matrices' types (convert_weights); norms and biases stay f32
   std::string name = "model";       ///< general.name
   std::string chat_template;        ///< tokenizer.chat_template, when not empty
+  /// tokenizer.ggml.pre of a byte-level tokenizer (e.g. "smollm"); empty: the first name whose
+  /// split rule is the tokenizer's. A name with another split rule is refused.
+  std::string pre{};
   ThreadPool* pool = nullptr;       ///< threads that convert the matrices, when given
 };
 
@@ -78,15 +83,41 @@ inline std::int32_t gguf_token_type(TokenType t) {
   return 1;
 }
 
-inline void write_tokenizer(GgufWriter& g, const Tokenizer& tok) {
+/// The tokenizer.ggml.pre name of a byte-level tokenizer: `wanted`, or (when empty) the first
+/// pre-tokenizer type (bpe_pre_types.hpp) whose regex list is the tokenizer's chain of isolating
+/// splits. Throws Error(unsupported) when no type has that split rule (a reader would tokenize
+/// differently), Error(invalid_argument) when `wanted` names a type with another rule.
+inline std::string gguf_pre_name(const TokenizerSpec& s, std::string_view wanted = {}) {
+  std::vector<std::string> regexes;
+  bool plain = true;
+  for (const PreTokenizerStep& p : s.pre_tokenizers) {
+    const bool split = p.kind == PreTokenizerStep::Kind::split && p.behavior == SplitBehavior::isolated && !p.invert;
+    const bool bytes = p.kind == PreTokenizerStep::Kind::byte_level && !p.add_prefix_space;
+    if (split || (bytes && p.use_regex)) regexes.push_back(p.regex);
+    else if (!bytes) plain = false;
+  }
+  const BpePreType* row = plain ? find_bpe_pre_type(std::span<const std::string>(regexes)) : nullptr;
+  if (!row)
+    fail(ErrorKind::unsupported, "gguf", "'", s.source, "': its pre-tokenizer matches none of the ",
+         "tokenizer.ggml.pre types (", bpe_pre_type_names(), "), so a GGUF reader would split text differently");
+  if (wanted.empty()) return std::string(row->names.front());
+  const BpePreType* named = find_bpe_pre_type(wanted);
+  if (!named || !std::equal(named->regexes.begin(), named->regexes.end(), row->regexes.begin(), row->regexes.end())) {
+    std::string alike;
+    for (const BpePreType& r : kBpePreTypes)
+      if (std::equal(r.regexes.begin(), r.regexes.end(), row->regexes.begin(), row->regexes.end()))
+        for (const std::string_view n : r.names) alike += (alike.empty() ? "" : ", ") + std::string(n);
+    fail(ErrorKind::invalid_argument, "gguf", "tokenizer.ggml.pre '", wanted, "' does not split text as '", s.source,
+         "' does (names that do: ", alike, ")");
+  }
+  return std::string(wanted);
+}
+
+inline void write_tokenizer(GgufWriter& g, const Tokenizer& tok, std::string_view pre) {
   const TokenizerSpec& s = tok.spec();
   const bool spm = s.merge_mode == MergeMode::scores || s.decoder.space_marker == "\xE2\x96\x81";
   g.add_string("tokenizer.ggml.model", spm ? "llama" : "gpt2");
-  std::string pre = spm ? "default" : "gpt-2";
-  for (const PreTokenizerStep& p : s.pre_tokenizers)
-    if (p.kind == PreTokenizerStep::Kind::split)
-      pre = p.pattern == SplitPattern::llama3 ? "llama-bpe" : p.pattern == SplitPattern::qwen2 ? "qwen2" : "gpt-2";
-  g.add_string("tokenizer.ggml.pre", pre);
+  g.add_string("tokenizer.ggml.pre", spm ? std::string("default") : gguf_pre_name(s, pre));
   g.add_strings("tokenizer.ggml.tokens", s.pieces);
   const std::size_t n = s.pieces.size();
   std::vector<float> scores(n, 0.0f);
@@ -170,7 +201,7 @@ inline void write_gguf_model(const std::filesystem::path& path, const Config& c,
   g.add_u32(p + "vocab_size", std::uint32_t(c.vocab_size));
   g.add_u32("general.file_type", detail::gguf_file_type(opt.format));
   g.add_u32("general.quantization_version", 2);
-  if (tok) detail::write_tokenizer(g, *tok);
+  if (tok) detail::write_tokenizer(g, *tok, opt.pre);
   if (!opt.chat_template.empty()) g.add_string("tokenizer.chat_template", opt.chat_template);
 
   auto matrix = [&](const std::string& name, const TensorRef& t) {

@@ -2,8 +2,9 @@
 //
 // Supported: model BPE (vocab object; merges as "a b" strings or ["a","b"] pairs; byte_fallback,
 // fuse_unk, ignore_merges, unk_token); normalizers Sequence / Prepend / Replace (string
-// pattern) / NFC (only for input that passes the NFC quick check: loom has no composer); pre-tokenizers Sequence / ByteLevel / Split (a known regex, Isolated) / Metaspace /
-// Digits; decoders Sequence / ByteLevel / Replace / ByteFallback / Fuse / Strip / Metaspace;
+// pattern) / NFC (only for input that passes the NFC quick check: loom has no composer);
+// pre-tokenizers Sequence / ByteLevel (use_regex, add_prefix_space) / Split (Regex or String
+// pattern, every behavior, invert) / Digits / Punctuation / WhitespaceSplit / Metaspace; decoders Sequence / ByteLevel / Replace / ByteFallback / Fuse / Strip / Metaspace;
 // post-processors TemplateProcessing / ByteLevel / RobertaProcessing / BertProcessing / Sequence;
 // added_tokens. `truncation` and `padding` are ignored. Anything else is rejected with
 // Error(unsupported) naming the component, never silently approximated.
@@ -245,6 +246,27 @@ class TokenizerJsonReader {
   }
 
   // ---- pre-tokenizer -------------------------------------------------------------------------
+  SplitBehavior behavior_of(const json& p, const std::string& where, SplitBehavior dflt) const {
+    const json* b = optional_member(p, "behavior");
+    if (!b) return dflt;
+    const std::string name = str(*b, where + ".behavior");
+    if (name == "Isolated") return SplitBehavior::isolated;
+    if (name == "Removed") return SplitBehavior::removed;
+    if (name == "MergedWithPrevious") return SplitBehavior::merged_with_previous;
+    if (name == "MergedWithNext") return SplitBehavior::merged_with_next;
+    if (name == "Contiguous") return SplitBehavior::contiguous;
+    bad(where + ".behavior", "unknown split behavior '" + name + "'");
+  }
+
+  /// Compiles a split pattern now, so that a pattern loom cannot run is reported with its path.
+  void check_regex(const std::string& regex, const std::string& where) const {
+    try {
+      Splitter check(regex);
+    } catch (const Error& e) {
+      unsupported(where, e.what());
+    }
+  }
+
   void read_pre_tokenizer(const json& p, const std::string& where, int depth) {
     const std::string type = type_of(p, where);
     PreTokenizerStep step;
@@ -258,18 +280,36 @@ class TokenizerJsonReader {
       step.kind = PreTokenizerStep::Kind::byte_level;
       step.add_prefix_space = boolean(p, "add_prefix_space", false, where);
       step.use_regex = boolean(p, "use_regex", true, where);
-      step.pattern = SplitPattern::gpt2;
+      step.regex = kGpt2SplitRegex;
     } else if (type == "Split") {
       step.kind = PreTokenizerStep::Kind::split;
       const json& pat = object(member(p, "pattern", where), where + ".pattern");
-      if (!pat.contains("Regex")) unsupported(where + ".pattern", "only Regex patterns are implemented, not " + pat.dump());
-      const std::string regex = str(pat["Regex"], where + ".pattern.Regex");
-      const auto known = recognize_split_regex(regex);
-      if (!known) unsupported(where + ".pattern.Regex", "unknown split regex \"" + regex + "\"");
-      step.pattern = *known;
-      const std::string behavior = p.contains("behavior") ? str(p["behavior"], where + ".behavior") : "Isolated";
-      if (behavior != "Isolated") unsupported(where + ".behavior", "split behavior '" + behavior + "'");
-      if (boolean(p, "invert", false, where)) unsupported(where + ".invert", "inverted split");
+      if (pat.contains("Regex")) {
+        step.regex = str(pat["Regex"], where + ".pattern.Regex");
+        check_regex(step.regex, where + ".pattern.Regex");
+      } else if (pat.contains("String")) {
+        const std::string literal = str(pat["String"], where + ".pattern.String");
+        if (literal.empty()) bad(where + ".pattern.String", "empty pattern");
+        step.regex = regex_escape(literal);
+      } else {
+        bad(where + ".pattern", "expected a Regex or String pattern, not " + pat.dump());
+      }
+      step.behavior = behavior_of(p, where, SplitBehavior::isolated);
+      step.invert = boolean(p, "invert", false, where);
+    } else if (type == "Digits") {
+      // Digits (char::is_numeric, i.e. \p{N}): each digit alone, or runs of them.
+      step.kind = PreTokenizerStep::Kind::split;
+      step.regex = R"(\p{N})";
+      step.behavior = boolean(p, "individual_digits", false, where) ? SplitBehavior::isolated : SplitBehavior::contiguous;
+    } else if (type == "Punctuation") {
+      // ASCII punctuation (which includes $+<=>^`|~) and Unicode P, one character per match.
+      step.kind = PreTokenizerStep::Kind::split;
+      step.regex = R"([\p{P}!-/:-@\[-`{-~])";
+      step.behavior = behavior_of(p, where, SplitBehavior::isolated);
+    } else if (type == "WhitespaceSplit") {
+      step.kind = PreTokenizerStep::Kind::split;
+      step.regex = R"(\s+)";
+      step.behavior = SplitBehavior::removed;
     } else if (type == "Metaspace") {
       step.kind = PreTokenizerStep::Kind::metaspace;
       if (const json* r = optional_member(p, "replacement")) step.replacement = str(*r, where + ".replacement");
@@ -283,9 +323,6 @@ class TokenizerJsonReader {
         else if (scheme == "never") step.prepend = PreTokenizerStep::Prepend::never;
         else unsupported(where + ".prepend_scheme", "prepend scheme '" + scheme + "'");
       }
-    } else if (type == "Digits") {
-      step.kind = PreTokenizerStep::Kind::digits;
-      step.individual_digits = boolean(p, "individual_digits", false, where);
     } else {
       unsupported(where, "pre-tokenizer '" + type + "'");
     }

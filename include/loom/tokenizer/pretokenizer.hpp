@@ -1,26 +1,33 @@
 // Pre-tokenization: splitting text into words before BPE, and the byte-level alphabet.
 //
-// Real tokenizers describe their split rule as a regular expression. loom does not ship a regex
-// engine; instead it recognizes the few patterns real models use and implements each with a
-// hand-written matcher that follows the regex's leftmost-first alternation semantics exactly:
+// Tokenizers describe their split rule as a regular expression. loom compiles any of them with
+// its own matcher (regex.hpp); the three patterns nearly every model uses also have a hand-written
+// matcher that follows the regex's leftmost-first alternation semantics exactly and is faster:
 //
 //   gpt2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //   llama3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
 //           ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //   qwen2:  as llama3 with \p{N} (one digit per word) instead of \p{N}{1,3}
 //
-// \s is Unicode White_Space, \p{L} / \p{N} are the General_Category groups (unicode.hpp). A byte
-// that is not valid UTF-8 counts as one character outside \s, \p{L} and \p{N}.
+// (A test runs both matchers on random text and requires identical words.) \s is Unicode
+// White_Space, \p{L} / \p{N} are the General_Category groups (unicode.hpp). A byte that is not
+// valid UTF-8 counts as one character outside \s, \p{L} and \p{N}.
+//
+// A split (HF `Split`, llama.cpp's regex lists) cuts a text into the pieces the pattern matches
+// and the gaps between them; the behavior says what happens to the matched pieces.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "loom/tokenizer/regex.hpp"
 #include "loom/tokenizer/unicode.hpp"
 
 namespace loom {
@@ -46,30 +53,6 @@ inline std::optional<SplitPattern> recognize_split_regex(std::string_view regex)
 }
 
 namespace detail {
-
-/// One character of the text being split, with the classes the patterns test.
-struct SplitChar {
-  std::uint32_t pos;  // byte offset
-  char32_t cp;        // code point (U+FFFD for an invalid byte)
-  bool letter, number, space, valid;
-};
-
-inline std::vector<SplitChar> classify(std::string_view text) {
-  std::vector<SplitChar> out;
-  out.reserve(text.size());
-  for (std::size_t pos = 0; pos < text.size();) {
-    const auto u = unicode::decode_utf8(text, pos);
-    SplitChar c{std::uint32_t(pos), u.cp, false, false, false, u.valid};
-    if (u.valid) {
-      c.letter = unicode::is_letter(u.cp);
-      c.number = !c.letter && unicode::is_number(u.cp);
-      c.space = !c.letter && !c.number && unicode::is_whitespace(u.cp);
-    }
-    out.push_back(c);
-    pos += u.len;
-  }
-  return out;
-}
 
 /// Matches the regex alternatives on a classified text. Each `match_*` returns how many
 /// characters the pattern matches at index `i` (always >= 1: the patterns cover every input).
@@ -175,25 +158,96 @@ inline std::vector<std::string_view> split_words(SplitPattern pattern, std::stri
   return words;
 }
 
-/// Splits digits from the rest (HF `Digits` pre-tokenizer): with `individual`, every \p{N}
-/// character is its own word, else each run of them is.
-inline std::vector<std::string_view> split_digits(std::string_view text, bool individual) {
-  std::vector<std::string_view> words;
-  std::size_t start = 0;
-  int prev = -1;  // class of the previous char: 0 other, 1 digit
-  for (std::size_t pos = 0; pos < text.size();) {
-    const auto u = unicode::decode_utf8(text, pos);
-    const int cls = u.valid && unicode::is_number(u.cp) ? 1 : 0;
-    if (prev != -1 && (cls != prev || (cls == 1 && individual))) {
-      words.push_back(text.substr(start, pos - start));
-      start = pos;
-    }
-    prev = cls;
-    pos += u.len;
+/// What a split does with the pieces its pattern matches (HF `SplitDelimiterBehavior`). Splitting
+/// "the-final--countdown" on "-":
+///   isolated             the | - | final | - | - | countdown
+///   removed              the | final | countdown
+///   merged_with_previous the- | final- | - | countdown
+///   merged_with_next     the | -final | - | -countdown
+///   contiguous           the | - | final | -- | countdown
+enum class SplitBehavior { isolated, removed, merged_with_previous, merged_with_next, contiguous };
+
+/// A compiled split rule. Known patterns run on their hand-written matcher, others on loom::Regex.
+class Splitter {
+ public:
+  /// Compiles `regex`; throws Error(unsupported / format, "regex") for a pattern loom cannot run.
+  explicit Splitter(std::string_view regex) : regex_(regex), fast_(recognize_split_regex(regex)) {
+    if (!fast_) re_ = std::make_shared<const Regex>(regex);
   }
-  if (start < text.size()) words.push_back(text.substr(start));
-  return words;
-}
+
+  const std::string& regex() const { return regex_; }
+
+  /// The pieces of `text`: matches and the gaps between them, combined as `behavior` says (with
+  /// `invert`, the gaps count as the matches). Empty pieces are dropped.
+  std::vector<std::string_view> split(std::string_view text, SplitBehavior behavior = SplitBehavior::isolated,
+                                      bool invert = false) const {
+    struct Piece {
+      std::size_t b, e;
+      bool match;
+    };
+    std::vector<Piece> pieces;
+    if (fast_) {
+      for (auto w : split_words(*fast_, text)) {
+        const auto b = std::size_t(w.data() - text.data());
+        pieces.push_back({b, b + w.size(), true});
+      }
+    } else {
+      const auto chars = detail::classify(text);
+      auto byte_at = [&](std::size_t i) { return i < chars.size() ? std::size_t(chars[i].pos) : text.size(); };
+      std::size_t prev = 0;
+      for (const auto& [b, e] : re_->find_all(chars)) {
+        if (b > prev) pieces.push_back({byte_at(prev), byte_at(b), false});
+        pieces.push_back({byte_at(b), byte_at(e), true});
+        prev = e;
+      }
+      if (prev < chars.size()) pieces.push_back({byte_at(prev), text.size(), false});
+    }
+    if (invert)
+      for (auto& p : pieces) p.match = !p.match;
+
+    std::vector<Piece> out;
+    bool prev_match = false;
+    switch (behavior) {
+      case SplitBehavior::isolated: out = std::move(pieces); break;
+      case SplitBehavior::removed:
+        for (const auto& p : pieces)
+          if (!p.match) out.push_back(p);
+        break;
+      case SplitBehavior::merged_with_previous:
+        for (const auto& p : pieces) {
+          if (p.match && !prev_match && !out.empty()) out.back().e = p.e;
+          else out.push_back(p);
+          prev_match = p.match;
+        }
+        break;
+      case SplitBehavior::merged_with_next:
+        for (auto it = pieces.rbegin(); it != pieces.rend(); ++it) {
+          if (it->match && !prev_match && !out.empty()) out.back().b = it->b;
+          else out.push_back(*it);
+          prev_match = it->match;
+        }
+        std::reverse(out.begin(), out.end());
+        break;
+      case SplitBehavior::contiguous:
+        for (const auto& p : pieces) {
+          if (p.match == prev_match && !out.empty()) out.back().e = p.e;
+          else out.push_back(p);
+          prev_match = p.match;
+        }
+        break;
+    }
+    std::vector<std::string_view> words;
+    words.reserve(out.size());
+    for (const auto& p : out)
+      if (p.e > p.b) words.push_back(text.substr(p.b, p.e - p.b));
+    return words;
+  }
+
+ private:
+  std::string regex_;
+  std::optional<SplitPattern> fast_;
+  std::shared_ptr<const Regex> re_;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Byte-level alphabet (GPT-2's bytes_to_unicode): every byte gets a printable code point. The

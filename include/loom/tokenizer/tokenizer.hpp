@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "loom/error.hpp"
+#include "loom/tokenizer/bpe_pre_types.hpp"
 #include "loom/tokenizer/pretokenizer.hpp"
 #include "loom/tokenizer/unicode.hpp"
 
@@ -75,20 +76,20 @@ struct NormalizerStep {
 /// One pre-tokenization step: splits words into smaller words (and may transform them).
 struct PreTokenizerStep {
   enum class Kind {
-    split,       ///< split with a known regex pattern (HF `Split`, behavior Isolated)
+    split,       ///< split with a regex (HF `Split`, `Digits`, `Punctuation`; llama.cpp's regex lists)
     byte_level,  ///< optional GPT-2 regex split, then map bytes to the byte-level alphabet
     metaspace,   ///< spaces → replacement, optional prefix, optional split before each marker
-    digits,      ///< isolate digits (HF `Digits`)
   };
   enum class Prepend { always, first, never };
   Kind kind = Kind::split;
-  SplitPattern pattern = SplitPattern::gpt2;  ///< split; byte_level (when use_regex)
-  bool use_regex = true;                      ///< byte_level
-  bool add_prefix_space = false;              ///< byte_level: prepend ' ' unless already there
-  std::string replacement = "\xE2\x96\x81";   ///< metaspace: "▁"
-  Prepend prepend = Prepend::always;          ///< metaspace
-  bool split = true;                          ///< metaspace
-  bool individual_digits = false;             ///< digits
+  std::string regex = std::string(kGpt2SplitRegex);  ///< split; byte_level (when use_regex)
+  SplitBehavior behavior = SplitBehavior::isolated;  ///< split
+  bool invert = false;                               ///< split: the gaps are the matches
+  bool use_regex = true;                             ///< byte_level
+  bool add_prefix_space = false;                     ///< byte_level: prepend ' ' unless already there
+  std::string replacement = "\xE2\x96\x81";          ///< metaspace: "▁"
+  Prepend prepend = Prepend::always;                 ///< metaspace
+  bool split = true;                                 ///< metaspace
 };
 
 /// Which leading space decoding removes (the one the dummy prefix / prefix space added).
@@ -333,6 +334,14 @@ class Tokenizer {
     for (auto id : s_.eog_ids) check_id(id, "end-of-generation token id", false);
     for (const auto& r : s_.added_rules) check_id(r.id, "added token id", false);
 
+    // Split rules, compiled once (a pattern loom cannot run fails here, not at encode time).
+    splitters_.clear();
+    for (const auto& p : s_.pre_tokenizers) {
+      const bool regex = p.kind == PreTokenizerStep::Kind::split ||
+                         (p.kind == PreTokenizerStep::Kind::byte_level && p.use_regex);
+      splitters_.push_back(regex ? std::optional<Splitter>(std::in_place, p.regex) : std::nullopt);
+    }
+
     piece_to_id_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) piece_to_id_.emplace(s_.pieces[i], std::int32_t(i));  // first wins
 
@@ -455,17 +464,19 @@ class Tokenizer {
     }
     std::vector<std::string> words;
     if (!text.empty()) words.push_back(std::move(text));
-    for (const auto& p : s_.pre_tokenizers) {
+    for (std::size_t step = 0; step < s_.pre_tokenizers.size(); ++step) {
+      const PreTokenizerStep& p = s_.pre_tokenizers[step];
+      const std::optional<Splitter>& splitter = splitters_[step];
       std::vector<std::string> next;
       for (auto& w : words) {
         switch (p.kind) {
           case PreTokenizerStep::Kind::split:
-            for (auto v : split_words(p.pattern, w)) next.emplace_back(v);
+            for (auto v : splitter->split(w, p.behavior, p.invert)) next.emplace_back(v);
             break;
           case PreTokenizerStep::Kind::byte_level: {
             if (p.add_prefix_space && (w.empty() || w.front() != ' ')) w.insert(0, 1, ' ');
-            if (p.use_regex) {
-              for (auto v : split_words(p.pattern, w)) next.push_back(byte_level_encode(v));
+            if (splitter) {
+              for (auto v : splitter->split(w)) next.push_back(byte_level_encode(v));
             } else {
               next.push_back(byte_level_encode(w));
             }
@@ -490,9 +501,6 @@ class Tokenizer {
             next.push_back(w.substr(start));
             break;
           }
-          case PreTokenizerStep::Kind::digits:
-            for (auto v : split_digits(w, p.individual_digits)) next.emplace_back(v);
-            break;
         }
       }
       words = std::move(next);
@@ -628,6 +636,7 @@ class Tokenizer {
   std::unordered_map<std::uint64_t, MergeInfo> merges_;
   std::array<std::int32_t, 256> byte_ids_{};
   std::array<std::vector<Special>, 256> specials_;
+  std::vector<std::optional<Splitter>> splitters_;  // one per pre-tokenizer step
 };
 
 /// Streaming decode: push ids one at a time and get text that is safe to print. It never emits
@@ -678,7 +687,7 @@ class StreamDecoder {
 /// The `tokenizer.ggml.*` metadata of a GGUF file (optional keys as std::optional / empty).
 struct GgufVocab {
   std::string model;                 ///< tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
-  std::string pre;                   ///< tokenizer.ggml.pre: "default", "gpt-2", "llama-bpe", "qwen2", ...
+  std::string pre;                   ///< tokenizer.ggml.pre: "gpt-2", "llama-bpe", "smollm", ... (bpe_pre_types.hpp)
   std::vector<std::string> tokens;   ///< tokenizer.ggml.tokens
   std::vector<float> scores;         ///< tokenizer.ggml.scores (SentencePiece)
   std::vector<std::int32_t> token_types;  ///< tokenizer.ggml.token_type (1 normal, 2 unknown,
@@ -739,23 +748,24 @@ inline TokenizerSpec gguf_tokenizer_spec(const GgufVocab& v, const std::string& 
     s.decoder.strip = prefix ? StripSpace::first_piece : StripSpace::none;
     add_bos = v.add_bos.value_or(true);
   } else if (v.model == "gpt2") {
-    PreTokenizerStep split;
-    split.kind = PreTokenizerStep::Kind::split;
-    if (v.pre == "gpt-2" || v.pre == "default" || v.pre.empty()) {
-      split.pattern = SplitPattern::gpt2;
-    } else if (v.pre == "llama-bpe" || v.pre == "llama3") {
-      split.pattern = SplitPattern::llama3;
-      s.ignore_merges = true;
-      add_bos = true;
-    } else if (v.pre == "qwen2") {
-      split.pattern = SplitPattern::qwen2;
-    } else {
-      fail(ErrorKind::unsupported, "tokenizer", "'", source, "': tokenizer.ggml.pre '", v.pre, "' (pre-tokenizer not implemented)");
+    // The split rule named by tokenizer.ggml.pre (bpe_pre_types.hpp): each regex isolates its
+    // matches in turn, then the pieces go to the byte-level alphabet.
+    const BpePreType* pre = find_bpe_pre_type(v.pre);
+    if (!pre)
+      fail(ErrorKind::unsupported, "tokenizer", "'", source, "': tokenizer.ggml.pre '", v.pre,
+           "' is not a pre-tokenizer loom knows (known: ", bpe_pre_type_names(), ")");
+    for (const std::string_view regex : pre->regexes) {
+      PreTokenizerStep split;
+      split.kind = PreTokenizerStep::Kind::split;
+      split.regex = regex;
+      s.pre_tokenizers.push_back(split);
     }
     PreTokenizerStep bytes;
     bytes.kind = PreTokenizerStep::Kind::byte_level;
     bytes.use_regex = false;
-    s.pre_tokenizers = {split, bytes};
+    s.pre_tokenizers.push_back(bytes);
+    s.ignore_merges = pre->ignore_merges;
+    add_bos = pre->add_bos;
     s.decoder.byte_level = true;
     add_bos = v.add_bos.value_or(add_bos);
     // Merges: "left right", split at the one space (byte-level pieces never contain ' ').
