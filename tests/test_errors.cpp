@@ -430,6 +430,21 @@ std::vector<Case> cases() {
          static const Model gpt2 = test::random_model(test::gpt2_config(), 3);
          Session s(gpt2, {.n_ctx = gpt2.config().max_seq_len + 1});
        }},
+      // kernel levels (LOOM_CPU), checked against a CPU with AVX2 but no AVX-512
+      {"K1", "LOOM_CPU", "unknown kernel level",
+       [] {
+         CpuFeatures avx2;
+         avx2.avx2 = avx2.fma = avx2.f16c = avx2.bmi2 = true;
+         avx2.best = KernelLevel::avx2;
+         loom::detail::with_requested_level(avx2, "sse");
+       }},
+      {"K2", "LOOM_CPU", "a level the CPU lacks",
+       [] {
+         CpuFeatures avx2;
+         avx2.avx2 = avx2.fma = avx2.f16c = avx2.bmi2 = true;
+         avx2.best = KernelLevel::avx2;
+         loom::detail::with_requested_level(avx2, "avx512");
+       }},
   };
 }
 
