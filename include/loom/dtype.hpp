@@ -257,18 +257,19 @@ static_assert([] {
   return true;
 }(), "dtype_table rows are in the enum's order");
 
-/// The row of t (nullptr for a value outside the enum).
-constexpr const DTypeInfo* dtype_info(DType t) noexcept {
-  return std::size_t(t) < dtype_count ? &dtype_table[std::size_t(t)] : nullptr;
+/// Whether t is one of the enum's values (a DType read from outside may not be).
+constexpr bool is_dtype(DType t) noexcept { return std::size_t(t) < dtype_count; }
+
+
+constexpr std::string_view to_string(DType t) noexcept {
+  return is_dtype(t) ? dtype_table[std::size_t(t)].name : "unknown";
 }
 
-constexpr std::string_view to_string(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->name : "unknown"; }
-
 /// Elements per block (1 for plain floating-point types).
-constexpr std::int64_t block_elems(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->block_elems : 1; }
+constexpr std::int64_t block_elems(DType t) noexcept { return is_dtype(t) ? dtype_table[std::size_t(t)].block_elems : 1; }
 
 /// Bytes per block (the element size for plain floating-point types).
-constexpr std::size_t block_bytes(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->block_bytes : 0; }
+constexpr std::size_t block_bytes(DType t) noexcept { return is_dtype(t) ? dtype_table[std::size_t(t)].block_bytes : 0; }
 
 constexpr bool is_quantized(DType t) noexcept { return block_elems(t) > 1; }
 

@@ -258,7 +258,7 @@ constexpr std::optional<DType> dtype_of_ggml(std::uint32_t t) noexcept {
 }
 
 /// The ggml type number of a DType.
-constexpr std::uint32_t ggml_type_of(DType t) noexcept { return dtype_info(t) ? dtype_info(t)->ggml_type : 0; }
+constexpr std::uint32_t ggml_type_of(DType t) noexcept { return is_dtype(t) ? dtype_table[std::size_t(t)].ggml_type : 0; }
 
 namespace gguf_detail {
 

@@ -68,7 +68,7 @@ inline std::vector<std::byte> permute_heads(const TensorRef& t, int heads, bool 
 inline std::uint32_t gguf_file_type(const WeightFormat& f) {
   if (f.mix == WeightFormat::Mix::small) return f.type == DType::q4_k ? 14 : 16;   // Q4_K_S, Q5_K_S
   if (f.mix == WeightFormat::Mix::medium) return f.type == DType::q4_k ? 15 : 17;  // Q4_K_M, Q5_K_M
-  return dtype_info(f.type) ? dtype_info(f.type)->ggml_ftype : 1;
+  return is_dtype(f.type) ? dtype_table[std::size_t(f.type)].ggml_ftype : 1;
 }
 
 inline std::int32_t gguf_token_type(TokenType t) {
