@@ -260,7 +260,7 @@ static_assert([] {
 /// Whether t is one of the enum's values (a DType read from outside may not be).
 constexpr bool is_dtype(DType t) noexcept { return std::size_t(t) < dtype_count; }
 
-
+/// The type's name as loom's tools spell it ("q4_k"); "unknown" outside the enum.
 constexpr std::string_view to_string(DType t) noexcept {
   return is_dtype(t) ? dtype_table[std::size_t(t)].name : "unknown";
 }

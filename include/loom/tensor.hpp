@@ -3,7 +3,7 @@
 // element type known only at run time (f16, bf16, quantized blocks...), used for stored weights.
 #pragma once
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include <algorithm>
 #include <array>

@@ -90,10 +90,8 @@ struct GgufArray {
   std::vector<GgufValue> items;  ///< elements of string and array arrays
   std::vector<std::byte> raw;    ///< elements of fixed-size arrays (gguf_fixed_size(element) bytes each)
 
-  std::size_t size() const {
-    const std::size_t w = gguf_fixed_size(element);
-    return w ? raw.size() / w : items.size();
-  }
+  /// The number of elements.
+  std::size_t size() const;
   /// Element i (i < size()).
   GgufValue at(std::size_t i) const;
 };
@@ -204,6 +202,11 @@ class GgufValue {
                std::shared_ptr<const GgufArray>>
       v_;
 };
+
+inline std::size_t GgufArray::size() const {
+  const std::size_t w = gguf_fixed_size(element);
+  return w ? raw.size() / w : items.size();
+}
 
 inline GgufValue GgufArray::at(std::size_t i) const {
   const std::byte* p = raw.data() + i * gguf_fixed_size(element);

@@ -19,8 +19,6 @@
 #include <cstring>
 #include <type_traits>
 
-#include <Eigen/Core>
-
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
 #include "loom/kernels/activations.hpp"
@@ -36,6 +34,8 @@
 
 #if LOOM_X86
 #include <immintrin.h>
+#else
+#include "loom/eigen.hpp"  // the portable GEMM where it is the only level (kernels/level/gemm.inl)
 #endif
 
 // The SIMD kernels keep their accumulators in arrays of vectors. These stay in registers only if
