@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fixtures.hpp"
+#include "temp_dir.hpp"
 
 #ifndef LOOM_TOOLS_DIR
 #define LOOM_TOOLS_DIR ""
@@ -31,20 +32,7 @@ struct Outcome {
   std::string out, err;
 };
 
-const fs::path& tmp() {
-  static const fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("loom-bad-inputs-" + std::to_string(::getpid()));
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
-}
-struct Cleanup {
-  ~Cleanup() {
-    std::error_code ec;
-    fs::remove_all(tmp(), ec);
-  }
-} cleanup;
+const fs::path& tmp() { return loom::test::process_temp_dir("loom-bad-inputs"); }
 
 std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
 

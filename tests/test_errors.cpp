@@ -31,26 +31,14 @@
 #include "../examples/generate_args.hpp"
 #include "fixtures.hpp"
 #include "random_model.hpp"
+#include "temp_dir.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
 /// A temporary folder for the broken files, removed at exit.
-const fs::path& dir() {
-  static const fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("loom-errors-" + std::to_string(::getpid()));
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
-}
-struct Cleanup {
-  ~Cleanup() {
-    std::error_code ec;
-    fs::remove_all(dir(), ec);
-  }
-} cleanup;
+const fs::path& dir() { return loom::test::process_temp_dir("loom-errors"); }
 
 std::string write(const std::string& name, const std::string& bytes) {
   const fs::path p = dir() / name;
