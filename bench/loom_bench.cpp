@@ -2,6 +2,7 @@
 //
 //   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])
 //              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [-o md|json]
+//   loom-bench --shape NAME [--type T] --save OUT.gguf [--vocab TOKENIZER]
 //   T (the stored weight type of --shape's random model): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1
 //     iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k, or llama.cpp's mixes q4_k_s q4_k_m q5_k_s q5_k_m
 //
@@ -14,6 +15,10 @@
 // same thread count and printed; the bandwidth is the faster of a buffer of at least 1 GiB (four
 // times the last-level cache if larger) and the weights' own memory, each read as 1-8 streams per
 // thread (the best counts).
+//
+// --save writes --shape's random model as GGUF instead of measuring (with the tokenizer of
+// --vocab, e.g. a llama.cpp ggml-vocab-*.gguf of the shape's vocabulary size), so that llama-bench,
+// generate and applications run the very same weights.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -24,10 +29,13 @@
 #include <cstring>
 #include <loom/loom.hpp>
 #include <loom/machine.hpp>
+#include <loom/io/gguf_export.hpp>
 #include <loom/model/convert.hpp>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../examples/cli.hpp"
@@ -38,7 +46,7 @@ namespace {
 using loom::cli::UsageError;
 
 struct Options {
-  std::string model, shape, type = "f32", output = "md";
+  std::string model, shape, type = "f32", output = "md", save, vocab;
   loom::DType kv_type = loom::DType::f32;
   std::vector<int> threads{2};
   std::vector<int> depths{0};
@@ -230,12 +238,18 @@ Options parse(int argc, char** argv) {
     } else if (f == "-o") {
       o.output = args.value(f);
       if (o.output != "md" && o.output != "json") throw UsageError("-o: expected md or json");
+    } else if (f == "--save") {
+      o.save = args.value(f);
+    } else if (f == "--vocab") {
+      o.vocab = args.value(f);
     } else if (f == "-h" || f == "--help") {
       std::printf(
           "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])\n"
           "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n"
           "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k\n"
-          "     q4_k_s q4_k_m q5_k_s q5_k_m (llama.cpp's mixes)\n");
+          "     q4_k_s q4_k_m q5_k_s q5_k_m (llama.cpp's mixes)\n"
+          "       loom-bench --shape NAME [--type T] --save OUT.gguf [--vocab TOKENIZER]\n"
+          "  --save: write the random model as GGUF (with --vocab's tokenizer) instead of measuring\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "'");
@@ -246,6 +260,8 @@ Options parse(int argc, char** argv) {
     shape_config(o.shape);
     parse_type(o.type);
   }
+  if (!o.save.empty() && o.shape.empty()) throw UsageError("--save needs --shape");
+  if (!o.vocab.empty() && o.save.empty()) throw UsageError("--vocab needs --save");
   return o;
 }
 
@@ -258,6 +274,18 @@ int run(const Options& o) {
   } else {
     model = random_model(shape_config(o.shape), parse_type(o.type));
     name = o.shape + " " + o.type;
+  }
+  if (!o.save.empty()) {
+    std::optional<loom::Tokenizer> tok;
+    if (!o.vocab.empty()) tok = loom::load_tokenizer(o.vocab, model->config().vocab_size);
+    loom::ThreadPool pool(std::max(1u, std::thread::hardware_concurrency()));
+    loom::io::GgufExportOptions opt;
+    opt.format = parse_type(o.type);
+    opt.name = name;
+    opt.pool = &pool;
+    loom::io::write_gguf_model(o.save, model->config(), model->weights(), tok ? &*tok : nullptr, opt);
+    std::printf("wrote %s (%s)\n", o.save.c_str(), name.c_str());
+    return 0;
   }
   if (o.kv_type != loom::DType::f32) name += " (KV " + std::string(loom::to_string(o.kv_type)) + ")";
   const auto& c = model->config();

@@ -9,6 +9,12 @@
 // once at run time from CPUID (kernels/cpu.hpp, kernels/levels.hpp). Nothing compiled in a region
 // may run before that choice: the regions are only reached through the level tables.
 //
+// With GCC the regions are also compiled at -O3 whatever the includer's level: at -O2 GCC 12 does
+// not unroll the kernels' fixed-count loops over register tiles, so their accumulator arrays went
+// through memory and an -O2 application decoded at half the speed of loom's own -O3 build (Clang
+// unrolls them at -O2; it has no per-function optimization level to raise). Only code inside the
+// regions gets -O3; the rest of loom keeps the includer's flags.
+//
 // The regions also silence -Wmaybe-uninitialized / -Wuninitialized: GCC 12 reports its own
 // intrinsics' deliberately undefined operands (`__m256 __Y = __Y;` in _mm256_undefined_ps) at
 // every inlined use.
@@ -37,7 +43,7 @@
 #define LOOM_TARGET_BEGIN_(features)                                                      \
   _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wuninitialized\"") \
       _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") _Pragma("GCC push_options") \
-          _Pragma(LOOM_TARGET_STR_(GCC target(features)))
+          _Pragma(LOOM_TARGET_STR_(GCC target(features))) _Pragma("GCC optimize(\"O3\")")
 #define LOOM_TARGET_END _Pragma("GCC pop_options") _Pragma("GCC diagnostic pop")
 #else
 #define LOOM_TARGET_BEGIN_(features)
