@@ -10,11 +10,16 @@
 // "@ d<D>" (-d D, as llama-bench): both run after D tokens already in the KV cache, which
 // holds f32 or, with --kv-type f16, f16 keys and values.
 // For tg the last column is the fraction of the measured read bandwidth reached
-// (weight bytes per token × t/s ÷ bandwidth); for pp, the fraction of the measured f32 GEMM rate
-// reached (2 × matmul parameters × t/s ÷ GEMM rate). Both limits are measured at start with the
-// same thread count and printed; the bandwidth is the faster of a buffer of at least 1 GiB (four
-// times the last-level cache if larger) and the weights' own memory, each read as 1-8 streams per
-// thread (the best counts).
+// (weight bytes per token × t/s ÷ bandwidth); for pp, the fraction of the peak rate of the
+// arithmetic the prompt's matrix products use (multiply-adds per token × t/s ÷ peak): int8 dot
+// products for quantized weights at a level with the integer GEMM (AVX-512), f32 FMA otherwise,
+// each peak measured by register-only loops on all the threads (machine.hpp's measure_peak).
+// Multiply-adds per token are the layers' matrix parameters plus the output projection's divided
+// by the prompt length (only the last position's logits are computed). The limits are measured
+// right before every run with the same thread count and printed; the bandwidth is the faster of a
+// buffer of at least 1 GiB (four times the last-level cache if larger) and the weights' own
+// memory, each read as 1-8 streams per thread (the best counts). The f32 GEMM rate of loom's own
+// kernel is printed too.
 //
 // --save writes --shape's random model as GGUF instead of measuring (with the tokenizer of
 // --vocab, e.g. a llama.cpp ggml-vocab-*.gguf of the shape's vocabulary size), so that llama-bench,
@@ -170,6 +175,28 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, const loo
 using loom::matmul_params;
 using loom::weight_bytes_per_token;
 
+/// Multiply-adds per prompt token of n tokens: every layer matrix, and the output projection once
+/// per prompt.
+double prompt_multiply_adds(const loom::Model& m, int n) {
+  const double output = m.weights().output.empty() ? 0.0 : double(m.weights().output.weight.numel());
+  return matmul_params(m) - output + output / std::max(n, 1);
+}
+
+/// The arithmetic a prompt's layer matrices use: int8 dot products where the largest share of
+/// their parameters is quantized and the kernel level has the integer GEMM, else f32 FMA.
+loom::kernels::Arithmetic prompt_arithmetic(const loom::Model& m) {
+  double quantized = 0, other = 0;
+  for (const auto& l : m.weights().layers)
+    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      if (!x->empty()) (loom::is_quantized(x->weight.dtype) ? quantized : other) += double(x->weight.numel());
+  const bool int8 = quantized > other && loom::kernels::level_kernels().gemm_int8 != nullptr;
+  return int8 ? loom::kernels::Arithmetic::int8 : loom::kernels::Arithmetic::f32;
+}
+
+const char* arithmetic_name(loom::kernels::Arithmetic a) {
+  return a == loom::kernels::Arithmetic::int8 ? "int8 peak" : "f32 peak";
+}
+
 double total_params(const loom::Model& m) {
   const auto& c = m.config();
   return matmul_params(m) + (c.tied_embeddings ? 0.0 : double(c.vocab_size) * c.dim);
@@ -305,8 +332,9 @@ int run(const Options& o) {
   };
   std::vector<Row> rows;
   struct Limits : loom::MachineLimits {
-    double buffer_read = 0, weights_read = 0;
+    double buffer_read = 0, weights_read = 0, peak = 0;
   };
+  const loom::kernels::Arithmetic arithmetic = prompt_arithmetic(*model);
   std::map<int, Limits> limits;
   for (int t : o.threads) {
     loom::ThreadPool pool(t);
@@ -321,11 +349,12 @@ int run(const Options& o) {
       l.buffer_read = std::max(l.buffer_read, buffer), l.weights_read = std::max(l.weights_read, own);
       return std::max(buffer, own);
     };
-    auto gemm = [&] {
-      const double g = loom::measure_gemm_rate(pool, 2048, 1);
-      limits[t].gemm_flops_per_second = std::max(limits[t].gemm_flops_per_second, g);
-      return g;
+    auto peak = [&] {
+      const double p = loom::measure_peak(pool, arithmetic, 0.02, 2);
+      limits[t].peak = std::max(limits[t].peak, p);
+      return p;
     };
+    if (o.n_prompt > 0) limits[t].gemm_flops_per_second = loom::measure_gemm_rate(pool, 2048, 1);
     loom::KVCache kv(c, std::int32_t(ctx), o.kv_type);
     loom::Activations act;
     auto token = [&](std::int64_t i) { return std::int32_t((i * 7919 + 1) % c.vocab_size); };
@@ -341,13 +370,13 @@ int run(const Options& o) {
         std::vector<double> tps, fraction;
         for (int r = 0; r <= o.reps; ++r) {  // run 0 is the warm-up
           kv.rewind(depth);
-          const double limit = r > 0 ? gemm() : 0.0;
+          const double limit = r > 0 ? peak() : 0.0;
           const auto t0 = clock::now();
           model->forward({prompt.data(), std::size_t(o.n_prompt)}, depth, kv, act, loom::Logits::last, &pool);
           const double s = std::chrono::duration<double>(clock::now() - t0).count();
           if (r == 0) continue;
           tps.push_back(o.n_prompt / s);
-          fraction.push_back(2.0 * matmul_params(*model) * tps.back() / limit);
+          fraction.push_back(prompt_multiply_adds(*model, o.n_prompt) * tps.back() / limit);
         }
         rows.push_back({t, "pp" + std::to_string(o.n_prompt) + at, stats(tps), stats(fraction)});
       }
@@ -377,9 +406,11 @@ int run(const Options& o) {
   std::fprintf(stderr, "kernels: %s; CPU extensions: %s\n", loom::cpu_features().summary().c_str(),
                loom::cpu_features().extensions().c_str());
   for (const auto& [t, l] : limits)
-    std::fprintf(stderr, "threads %d: best read bandwidth %.2f GB/s (%.2f GiB buffer %.2f, weights %.2f), f32 GEMM %.1f GFLOP/s\n",
+    std::fprintf(stderr,
+                 "threads %d: best read bandwidth %.2f GB/s (%.2f GiB buffer %.2f, weights %.2f), %s %.1f GMAC/s, "
+                 "loom's f32 GEMM %.1f GFLOP/s\n",
                  t, l.read_bytes_per_second / 1e9, double(loom::default_probe_bytes()) / double(1 << 30),
-                 l.buffer_read / 1e9, l.weights_read / 1e9,
+                 l.buffer_read / 1e9, l.weights_read / 1e9, arithmetic_name(arithmetic), l.peak / 1e9,
                  l.gemm_flops_per_second / 1e9);
   if (o.output == "md") {
     std::printf("| model | size | params | threads | test | t/s | of limit (median, range) |\n");
@@ -387,7 +418,7 @@ int run(const Options& o) {
     for (const Row& r : rows)
       std::printf("| %s | %.2f GiB | %.2f B | %d | %s | %.2f ± %.2f | %.1f %% (%.0f–%.0f) of %s |\n", name.c_str(),
                   size_gib, params_b, r.threads, r.test.c_str(), r.tps.mean, r.tps.sd, 100.0 * r.fraction.median,
-                  100.0 * r.fraction.min, 100.0 * r.fraction.max, r.test.rfind("tg", 0) == 0 ? "bandwidth" : "GEMM");
+                  100.0 * r.fraction.min, 100.0 * r.fraction.max, r.test.rfind("tg", 0) == 0 ? "bandwidth" : arithmetic_name(arithmetic));
     std::printf("\npeak RSS %.2f GiB; weight bytes per token %.3f GiB; each run is compared with the limit measured "
                 "right before it\n",
                 peak_rss_bytes() / double(1 << 30), bytes_per_token / double(1 << 30));
@@ -399,10 +430,11 @@ int run(const Options& o) {
       std::printf("  {\"model\": \"%s\", \"size_bytes\": %.0f, \"params\": %.0f, \"threads\": %d, \"test\": \"%s\", "
                   "\"tps_mean\": %.4f, \"tps_sd\": %.4f, \"tps_median\": %.4f, \"fraction_of_limit\": %.4f, "
                   "\"fraction_min\": %.4f, \"fraction_max\": %.4f, "
-                  "\"read_bandwidth\": %.0f, \"gemm_flops\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
+                  "\"read_bandwidth\": %.0f, \"gemm_flops\": %.0f, \"prompt_arithmetic\": \"%s\", "
+                  "\"peak_multiply_adds\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
                   name.c_str(), total_bytes(*model), total_params(*model), r.threads, r.test.c_str(), r.tps.mean,
                   r.tps.sd, r.tps.median, r.fraction.median, r.fraction.min, r.fraction.max, lim.read_bytes_per_second, lim.gemm_flops_per_second,
-                  peak_rss_bytes(), i + 1 < rows.size() ? "," : "");
+                  arithmetic == loom::kernels::Arithmetic::int8 ? "int8" : "f32", lim.peak, peak_rss_bytes(), i + 1 < rows.size() ? "," : "");
     }
     std::printf("]\n");
   }

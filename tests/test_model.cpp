@@ -163,7 +163,9 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
     loom::KVCache k1(c, c.max_seq_len), k2(c, c.max_seq_len);
     const auto pq = q.logits(prompt, 0, k1, loom::Logits::all), pf = f.logits(prompt, 0, k2, loom::Logits::all);
     const double prompt_diff = max_rel_diff(pq.data(), pf.data(), pq.numel());
-    EXPECT_LT(prompt_diff, 1e-4) << loom::to_string(t);
+    // The integer GEMM (AVX-512) rounds activations per 32 values, as the decode dots do; the
+    // other levels dequantize the weights for the f32 GEMM, which matches the f32 copy.
+    EXPECT_LT(prompt_diff, loom::kernels::detail::int8_gemm(t) ? 0.05 : 1e-4) << loom::to_string(t);
     loom::KVCache k3(c, 64), k4(c, 64);
     double decode_diff = 0;
     for (std::size_t i = 0; i < kTokens.size(); ++i) {

@@ -801,9 +801,11 @@ TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
     loom::kernels::matmul_reference(x.data(), n, ldx, w, false, yr.data(), ldy);
     double max_err = 0;
     for (std::int64_t r = 0; r < n; ++r) {
-      // The integer path quantizes x per block: each value moves by at most half a step.
-      const bool int_path = n <= limit;
-      const std::int64_t ab = loom::kernels::q8_a_activations(t) ? 32 : 256;
+      // The integer paths quantize x per block: each value moves by at most half a step. The
+      // decode dots use the type's activation blocks, the integer GEMM blocks of 32.
+      const bool int8_gemm = n > limit && loom::kernels::detail::int8_gemm(t);
+      const bool int_path = n <= limit || int8_gemm;
+      const std::int64_t ab = int8_gemm || loom::kernels::q8_a_activations(t) ? 32 : 256;
       for (std::int64_t o = 0; o < out; ++o) {
         double exact = 0, bound = 0;
         for (std::int64_t b = 0; b < in; b += ab) {
@@ -823,6 +825,49 @@ TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
       for (std::int64_t o = out; o < ldy; ++o) EXPECT_EQ(y[std::size_t(r * ldy + o)], -7.0f);  // padding untouched
     }
     std::printf("  %s n=%lld: max |matmul − exact| = %.3g\n", std::string(to_string(t)).c_str(), (long long)n, max_err);
+  }
+}
+
+// The integer GEMM (AVX-512 level) against double precision on the same quantized activations:
+// per block of 32, d = max|x| / 127 and q = round-to-nearest-even(x · (1 / d)) in f32 as the spec
+// says, times the reference dequantization of the weights. Only the order of the float sums may
+// differ, so the bound is relative to Σ |d·q·w|. Sizes cross the 8-row tiles, the 16-row weight
+// groups and the 128-row blocks.
+TEST_P(QuantMatmul, IntegerGemmEqualsDoubleOnQuantizedActivations) {
+  const DType t = GetParam();
+  if (!loom::kernels::detail::int8_gemm(t)) GTEST_SKIP() << "no integer GEMM at this kernel level";
+  const std::int64_t in = 512, out = 291;
+  const auto wbytes = random_weights(t, out, in, 31, false);
+  const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
+  std::vector<float> wf(std::size_t(out * in));
+  loom::kernels::to_f32(t, wbytes.data(), wf.data(), out * in);
+  loom::ThreadPool pool(2);
+  for (std::int64_t n : {loom::kernels::quant_dot_max_rows(t) + 1, std::int64_t(45), std::int64_t(133)}) {
+    const std::int64_t ldx = in + 3, ldy = out + 1;
+    auto x = random_vector(std::size_t(n * ldx), std::uint32_t(n) + 5);
+    x[0] = 0.0f;  // a zero block
+    for (std::int64_t i = 0; i < 32; ++i) x[std::size_t(i)] = 0.0f;
+    std::vector<float> y(std::size_t(n * ldy), -7.0f);
+    loom::kernels::matmul(x.data(), n, ldx, w, false, y.data(), ldy, &pool);
+    for (std::int64_t r = 0; r < n; ++r) {
+      std::vector<double> xq(static_cast<std::size_t>(in));
+      for (std::int64_t b = 0; b < in; b += 32) {
+        float amax = 0;
+        for (std::int64_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[std::size_t(r * ldx + i)]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (std::int64_t i = b; i < b + 32; ++i)
+          xq[std::size_t(i)] = double(d) * double(std::nearbyint(x[std::size_t(r * ldx + i)] * id));
+      }
+      for (std::int64_t o = 0; o < out; ++o) {
+        double exact = 0, scale = 0;
+        for (std::int64_t i = 0; i < in; ++i) {
+          exact += xq[std::size_t(i)] * double(wf[std::size_t(o * in + i)]);
+          scale += std::fabs(xq[std::size_t(i)] * double(wf[std::size_t(o * in + i)]));
+        }
+        ASSERT_NEAR(y[std::size_t(r * ldy + o)], exact, 2e-6 * scale + 1e-7) << "n " << n << " row " << r << " out " << o;
+      }
+      EXPECT_EQ(y[std::size_t(r * ldy + out)], -7.0f);  // padding untouched
+    }
   }
 }
 

@@ -144,6 +144,40 @@ inline double measure_gemm_rate(ThreadPool& pool, int size = 2048, int reps = 5)
   return best;
 }
 
+/// Peak rate of arithmetic `a` (multiply-adds per second, all of pool's threads together) at the
+/// kernel level in use: every thread runs register-only chains of its widest instruction for it
+/// (kernels/level/probe.inl: f32 FMA, or int8 vpdpbusd) for about `seconds`; the best of `reps`
+/// runs. 0 where the level has no such instruction (int8 below AVX-512).
+inline double measure_peak(ThreadPool& pool, kernels::Arithmetic a, double seconds = 0.02, int reps = 3) {
+  const auto probe = kernels::level_kernels().peak_multiply_adds;
+  if (probe(a, 1) == 0) return 0;
+  std::int64_t steps = 1 << 12;
+  for (;;) {  // calibrate on one thread: at least a quarter of `seconds`
+    const auto t0 = std::chrono::steady_clock::now();
+    probe(a, steps);
+    const double dt = detail::seconds_since(t0);
+    if (dt >= seconds / 4 || steps >= (std::int64_t(1) << 34)) {
+      steps = std::max<std::int64_t>(1, std::int64_t(double(steps) * seconds / std::max(dt, 1e-9)));
+      break;
+    }
+    steps *= 4;
+  }
+  const int n = pool.size();
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    double done = 0;
+    std::vector<double> per(std::size_t(n), 0.0);
+    pool.parallel_for(n, [&](std::int64_t t0_, std::int64_t t1_, int) {
+      for (std::int64_t t = t0_; t < t1_; ++t) per[std::size_t(t)] = probe(a, steps);
+    });
+    const double dt = detail::seconds_since(t0);
+    for (double d : per) done += d;
+    best = std::max(best, done / dt);
+  }
+  return best;
+}
+
 inline MachineLimits measure_machine(ThreadPool& pool) {
   return {measure_read_bandwidth(pool), measure_gemm_rate(pool)};
 }

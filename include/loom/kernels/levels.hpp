@@ -73,6 +73,46 @@ struct DecodeInput {
   std::size_t act_bytes = 0;
 };
 
+/// The kinds of arithmetic whose peak rate machine.hpp measures: f32 FMA, and int8 dot products
+/// (the integer GEMM's vpdpbusd).
+enum class Arithmetic : std::uint8_t { f32, int8 };
+
+/// Rows of activations per tile of the integer GEMM's register tile (kernels/level/gemm_int8.inl).
+inline constexpr int int8_row_tile = 8;
+
+/// Rows of activations quantized for the integer GEMM (kernels/level/gemm_int8.inl): n rows of k
+/// values in tiles of int8_row_tile rows (the last one padded with zero rows), each tile's values
+/// interleaved so that a register tile reads them from one pointer: q [tile][k / 4][row][4] the
+/// int8 quants, d [tile][k / 32][row] the scale of each block of 32, and per sub-block of S
+/// values of the weight type (16 or 32) corr [tile][k / S][row] = −128 · Σ quants and
+/// sums [tile][k / S][row] = scale · Σ quants.
+struct Int8Rows {
+  const std::int8_t* q = nullptr;
+  const float* d = nullptr;
+  const std::int32_t* corr = nullptr;
+  const float* sums = nullptr;
+  std::int64_t n = 0, k = 0;
+};
+
+/// Bytes of one sub-block of s columns of a 16-row group of the integer GEMM's weight panel
+/// (kernels/level/gemm_int8.inl).
+constexpr std::size_t int8_panel_subblock_bytes(int s, bool offsets) {
+  return std::size_t(s) * 16 + 64 * (offsets ? 2 : 1);
+}
+
+/// Bytes of a 16-row group of the panel for rows of k values.
+constexpr std::size_t int8_panel_group_bytes(std::int64_t k, int s, bool offsets) {
+  return std::size_t(k / s) * int8_panel_subblock_bytes(s, offsets);
+}
+
+/// Bytes of scratch pack_int8_group needs for rows of k values: 16 rows' int8 values, scales and
+/// offsets.
+constexpr std::size_t int8_pack_scratch_bytes(std::int64_t k) { return std::size_t(16 * k + 2 * 16 * 4 * (k / 16)); }
+
+/// A quantized row of n weights → its int8 values q[n], a scale (and an offset) per sub-block
+/// (kernels/quant/to_int8.inl).
+using ToInt8Row = void (*)(const std::byte* src, std::int64_t n, std::int8_t* q, float* scale, float* offset);
+
 /// One weight type's kernels at one level (a cell of the type traits table); null where the type
 /// has no such kernel.
 struct LevelTypeKernels {
@@ -90,6 +130,11 @@ struct LevelTypeKernels {
   void (*to_f32)(const std::byte* src, float* dst, std::int64_t n) = nullptr;
   /// Up to this many rows of x the decode kernels run; above it, the GEMM path.
   std::int64_t decode_max_rows = 0;
+  /// The row's int8 form for the integer GEMM, its sub-block length (16 or 32) and whether it
+  /// has offsets (null / 0 for f32, f16, bf16).
+  ToInt8Row to_int8 = nullptr;
+  int int8_subblock = 0;
+  bool int8_offsets = false;
 };
 
 /// The kernels of one level that do not depend on a weight type.
@@ -115,9 +160,20 @@ struct LevelKernels {
   /// b + j·ldb, or with `b_k_major` B's element (j, p) at b[p·ldb + j] (kernels/level/gemm.inl).
   void (*gemm_f32)(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const float* b, std::int64_t ldb,
                    bool b_k_major, std::int64_t m, float* c, std::int64_t ldc) = nullptr;
+  /// The integer GEMM (kernels/level/gemm_int8.inl), null where the level has none: rows of x →
+  /// Int8Rows; 16-row groups of weights → the panel; y[n, rows] = x · panelᵀ.
+  void (*quantize_int8_rows)(const float* x, std::int64_t n, std::int64_t ldx, std::int64_t k, int s, std::int8_t* q,
+                             float* d, std::int32_t* corr, float* sums) = nullptr;
+  void (*pack_int8_group)(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
+                          std::byte* dst, std::int8_t* row) = nullptr;
+  void (*gemm_int8)(const Int8Rows& x, const std::byte* panel, std::int64_t rows, int s, bool offsets, float* y,
+                    std::int64_t ldy) = nullptr;
   /// The read-bandwidth probe (machine.hpp): Σ of the 64-bit words of n bytes read as `streams`
   /// parts side by side.
   std::uint64_t (*sum_words)(const std::byte* p, std::size_t n, int streams) = nullptr;
+  /// The peak probe (machine.hpp): multiply-adds done by `steps` steps of register-only chains of
+  /// the kind of arithmetic given, 0 where the level has none.
+  double (*peak_multiply_adds)(Arithmetic a, std::int64_t steps) = nullptr;
 };
 
 }  // namespace loom::kernels

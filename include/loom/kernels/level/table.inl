@@ -14,4 +14,14 @@ inline constexpr LevelKernels level_table = {KernelLevel(LOOM_LEVEL),
                                              &apply_level<relu>,
                                              &add_level,
                                              &gemm_f32,
-                                             &sum_words_level};
+#if LOOM_LEVEL == 2
+                                             &quantize_int8_rows,
+                                             &pack_int8_group,
+                                             &gemm_int8,
+#else
+                                             nullptr,
+                                             nullptr,
+                                             nullptr,
+#endif
+                                             &sum_words_level,
+                                             &peak_multiply_adds};

@@ -1,0 +1,100 @@
+// Quantized weight rows as plain int8 values with a scale (and for some types an offset) per
+// sub-block: the form the prompt path's integer GEMM (kernels/level/gemm_int8.inl) multiplies.
+// Every weight w of sub-block j of a row is exactly scale[j]·q + offset[j], q an int8: the same
+// value the reference dequantization (quant/dequantize.hpp) gives, up to the order of its float
+// operations. Sub-blocks are 32 weights, or 16 for Q2_K, Q3_K and Q6_K whose scales are per 16.
+// kernels/levels.hpp includes this file in namespace loom::kernels::<level>, inside that level's
+// target region, so the compiler vectorizes the loops for each level. No include guard.
+
+/// Weights per sub-block of T's int8 form (16 or 32).
+constexpr int int8_subblock_of(DType t) noexcept {
+  return t == DType::q2_k || t == DType::q3_k || t == DType::q6_k ? 16 : 32;
+}
+
+/// Whether T's int8 form has an offset per sub-block (the types with mins).
+constexpr bool int8_offsets_of(DType t) noexcept {
+  return t == DType::q4_1 || t == DType::q5_1 || t == DType::q2_k || t == DType::q4_k || t == DType::q5_k;
+}
+
+/// A row of n weights of type T → q[n], scale[n / S], offset[n / S] (offset only where
+/// int8_offsets_of(T)), S = int8_subblock_of(T).
+template <DType T>
+void to_int8_row(const std::byte* src, std::int64_t n, std::int8_t* q, float* scale, float* offset) {
+  using Block = block_of_t<T>;
+  const auto* x = reinterpret_cast<const Block*>(src);
+  if constexpr (T == DType::q8_0) {
+    for (std::int64_t b = 0; b < n / qk8_0; ++b) {
+      scale[b] = detail::f16f(x[b].d);
+      std::memcpy(q + b * qk8_0, x[b].qs, qk8_0);
+    }
+  } else if constexpr (T == DType::iq4_xs) {
+    for (std::int64_t b = 0; b < n / qk_k; ++b)
+      for (int j = 0; j < 8; ++j) {
+        scale[b * 8 + j] = detail::f16f(x[b].d) * float(iq4_xs_scale(x[b], j));
+        const std::uint8_t* qs = x[b].qs + 16 * j;
+        std::int8_t* o = q + b * qk_k + 32 * j;
+        for (int i = 0; i < 16; ++i) {
+          o[i] = iq4_nl_values[qs[i] & 0x0f];
+          o[i + 16] = iq4_nl_values[qs[i] >> 4];
+        }
+      }
+  } else if constexpr (T == DType::q4_k || T == DType::q5_k) {
+    for (std::int64_t b = 0; b < n / qk_k; ++b) {
+      const float d = detail::f16f(x[b].d), dmin = detail::f16f(x[b].dmin);
+      for (int j = 0; j < 8; ++j) {
+        std::uint8_t sc, m;
+        q4_k_scale_min(j, x[b].scales, sc, m);
+        scale[b * 8 + j] = d * float(sc);
+        offset[b * 8 + j] = -dmin * float(m);
+      }
+      std::int8_t* o = q + b * qk_k;
+      for (int k = 0; k < 4; ++k)
+        for (int l = 0; l < 32; ++l) {
+          int lo, hi;
+          q4_k_quant_pair(x[b], k, l, lo, hi);
+          o[64 * k + l] = std::int8_t(lo);
+          o[64 * k + 32 + l] = std::int8_t(hi);
+        }
+    }
+  } else if constexpr (T == DType::q6_k) {
+    for (std::int64_t b = 0; b < n / qk_k; ++b) {
+      const float d = detail::f16f(x[b].d);
+      for (int j = 0; j < 16; ++j) scale[b * 16 + j] = d * float(x[b].scales[j]);
+      std::int8_t* o = q + b * qk_k;
+      for (int h = 0; h < 2; ++h)  // halves of 128: ql 64 bytes (two nibbles), qh 32 bytes (four pairs)
+        for (int l = 0; l < 32; ++l) {
+          const std::uint8_t ql0 = x[b].ql[64 * h + l], ql1 = x[b].ql[64 * h + 32 + l], qh = x[b].qh[32 * h + l];
+          o[128 * h + l] = std::int8_t(((ql0 & 0x0f) | (qh & 3) << 4) - 32);
+          o[128 * h + 32 + l] = std::int8_t(((ql1 & 0x0f) | (qh >> 2 & 3) << 4) - 32);
+          o[128 * h + 64 + l] = std::int8_t(((ql0 >> 4) | (qh >> 4 & 3) << 4) - 32);
+          o[128 * h + 96 + l] = std::int8_t(((ql1 >> 4) | (qh >> 6 & 3) << 4) - 32);
+        }
+    }
+  } else if constexpr (T == DType::q2_k || T == DType::q3_k) {
+    for (std::int64_t b = 0; b < n / qk_k; ++b) {
+      const float d = detail::f16f(x[b].d);
+      for (int j = 0; j < 16; ++j) {
+        if constexpr (T == DType::q2_k) {
+          scale[b * 16 + j] = d * float(x[b].scales[j] & 0x0f);
+          offset[b * 16 + j] = -detail::f16f(x[b].dmin) * float(x[b].scales[j] >> 4);
+        } else {
+          scale[b * 16 + j] = d * float(q3_k_scale(x[b].scales, j) - 32);
+        }
+      }
+      std::int8_t* o = q + b * qk_k;
+      for (int e = 0; e < qk_k; ++e) {
+        if constexpr (T == DType::q2_k)
+          o[e] = std::int8_t(q2_k_quant(x[b], e));
+        else
+          o[e] = std::int8_t(q3_k_value(x[b], e));
+      }
+    }
+  } else {  // the 32-weight nibble blocks: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL
+    for (std::int64_t b = 0; b < n / qk4_0; ++b) {
+      scale[b] = detail::f16f(x[b].d);
+      if constexpr (block_with_min<Block>) offset[b] = detail::f16f(x[b].m);
+      std::int8_t* o = q + b * qk4_0;
+      for (int j = 0; j < qk4_0; ++j) o[j] = std::int8_t(q32_value(x[b], j));
+    }
+  }
+}
