@@ -58,11 +58,14 @@ inline void f64_to_f32(const std::byte* src, float* dst, std::int64_t n) {
 
 // A quantized type's row: its reference quantizer (or nullptr), the dot product of each level,
 // its dequantization (reference; AVX-512 where written), and its decode row limit (reference
-// level and AVX2 / AVX-512). Limits measured with bench/bench_quant.cpp at 2048×2048 on one
-// AVX-512 core: up to them the integer dots beat dequantizing 128-row blocks for the GEMM. Q6_K's
-// scalar dequantization is slower than its dots up to 128 rows; with AVX-512 (loom-bench
-// tinyllama-1.1b q6_k, 2 threads, Intel Xeon, dots / dequantize + GEMM: pp8 52.6 / 36.6 t/s,
-// pp16 53.0 / 55.6, pp128 52.2 / 108.1) 12.
+// level and AVX2, then AVX-512). Below AVX-512 the limits were measured with
+// bench/bench_quant.cpp at 2048×2048 on one core: up to them the integer dots beat dequantizing
+// 128-row blocks for the f32 GEMM (Q6_K's scalar dequantization is slower than its dots up to 128
+// rows). At AVX-512 the alternative is the integer GEMM (kernels/level/gemm_int8.inl), whose
+// packing costs about as much as 2-3 rows of dots: 5632×2048 weights, 2 threads, AMD EPYC Zen 4,
+// dots / integer GEMM in ms: Q8_0 n8 2.3 / 3.4, n12 3.7 / 3.9, n16 4.9 / 2.2; Q4_0 n12 2.8 / 3.1,
+// n16 3.8 / 3.5; Q4_K n8 2.0 / 2.0, n12 5.7 / 4.7; Q6_K n12 5.3 / 5.2; Q2_K n24 6.3 / 7.9,
+// n32 8.5 / 8.8.
 #if LOOM_X86
 #define LOOM_QUANT_ROW(T, quantize, dot_scalar, dot_avx2, dot_avx512, dequant, dequant_avx512, rows, rows_avx512) \
   TypeKernels {                                                                                                     \
@@ -96,34 +99,34 @@ inline constexpr TypeKernels type_kernel_table[] = {
     LOOM_FLOAT_ROW(DType::f16, &detail::half_from_f32<f16>),
     LOOM_FLOAT_ROW(DType::bf16, &detail::half_from_f32<bf16>),
     LOOM_QUANT_ROW(DType::q8_0, LOOM_QUANTIZER(quantize_row_q8_0, DType::q8_0), detail::dot_q8_0_scalar,
-                   detail::dot_q8_0_avx2, detail::dot_q8_0_avx512, dequantize_row_q8_0, dequantize_row_q8_0, 32, 32),
+                   detail::dot_q8_0_avx2, detail::dot_q8_0_avx512, dequantize_row_q8_0, dequantize_row_q8_0, 32, 12),
     LOOM_QUANT_ROW(DType::q4_0, LOOM_QUANTIZER(quantize_row_q4_0, DType::q4_0), detail::dot_q4_0_scalar,
                    detail::dot_q4_0_avx2, detail::dot_q4_0_avx512, dequantize_row_q4_0,
-                   detail::dequantize_row_q4_0_avx512, 32, 32),
+                   detail::dequantize_row_q4_0_avx512, 32, 12),
     LOOM_QUANT_ROW(DType::q4_1, LOOM_QUANTIZER(quantize_row_q32_min<block_q4_1>, DType::q4_1),
                    detail::dot_q32_scalar<block_q4_1>, detail::dot_q32_avx2<block_q4_1>,
                    detail::dot_q32_avx512<block_q4_1>, dequantize_row_q32<block_q4_1>, dequantize_row_q32<block_q4_1>,
-                   32, 32),
+                   32, 12),
     LOOM_QUANT_ROW(DType::q5_0, LOOM_QUANTIZER(quantize_row_q32_symmetric<block_q5_0>, DType::q5_0),
                    detail::dot_q32_scalar<block_q5_0>, detail::dot_q32_avx2<block_q5_0>,
                    detail::dot_q32_avx512<block_q5_0>, dequantize_row_q32<block_q5_0>, dequantize_row_q32<block_q5_0>,
-                   32, 32),
+                   32, 12),
     LOOM_QUANT_ROW(DType::q5_1, LOOM_QUANTIZER(quantize_row_q32_min<block_q5_1>, DType::q5_1),
                    detail::dot_q32_scalar<block_q5_1>, detail::dot_q32_avx2<block_q5_1>,
                    detail::dot_q32_avx512<block_q5_1>, dequantize_row_q32<block_q5_1>, dequantize_row_q32<block_q5_1>,
-                   32, 32),
+                   32, 12),
     LOOM_QUANT_ROW(DType::iq4_nl, LOOM_QUANTIZER(quantize_row_iq4_nl, DType::iq4_nl), detail::dot_q32_scalar<block_iq4_nl>,
                    detail::dot_q32_avx2<block_iq4_nl>, detail::dot_q32_avx512<block_iq4_nl>, dequantize_row_iq4_nl,
-                   detail::dequantize_row_iq4_nl_avx512, 32, 32),
+                   detail::dequantize_row_iq4_nl_avx512, 32, 12),
     LOOM_QUANT_ROW(DType::iq4_xs, LOOM_QUANTIZER(quantize_row_iq4_xs, DType::iq4_xs), detail::dot_iq4_xs_scalar,
                    detail::dot_iq4_xs_avx2, detail::dot_iq4_xs_avx512, dequantize_row_iq4_xs,
-                   detail::dequantize_row_iq4_xs_avx512, 32, 32),
+                   detail::dequantize_row_iq4_xs_avx512, 32, 12),
     LOOM_QUANT_ROW(DType::q2_k, nullptr, detail::dot_q2_k_scalar, detail::dot_q2_k_avx2, detail::dot_q2_k_avx512,
-                   dequantize_row_q2_k, detail::dequantize_row_q2_k_avx512, 6, 6),
+                   dequantize_row_q2_k, detail::dequantize_row_q2_k_avx512, 6, 24),
     LOOM_QUANT_ROW(DType::q3_k, nullptr, detail::dot_q3_k_scalar, detail::dot_q3_k_avx2, detail::dot_q3_k_avx512,
-                   dequantize_row_q3_k, detail::dequantize_row_q3_k_avx512, 6, 6),
+                   dequantize_row_q3_k, detail::dequantize_row_q3_k_avx512, 6, 24),
     LOOM_QUANT_ROW(DType::q4_k, LOOM_QUANTIZER(quantize_row_q4_k, DType::q4_k), detail::dot_q4_k_scalar,
-                   detail::dot_q4_k_avx2, detail::dot_q4_k_avx512, dequantize_row_q4_k, dequantize_row_q4_k, 6, 6),
+                   detail::dot_q4_k_avx2, detail::dot_q4_k_avx512, dequantize_row_q4_k, dequantize_row_q4_k, 6, 8),
     LOOM_QUANT_ROW(DType::q5_k, LOOM_QUANTIZER(quantize_row_k_min<block_q5_k>, DType::q5_k),
                    detail::dot_k_min_scalar<block_q5_k>, detail::dot_k_min_avx2<block_q5_k>,
                    detail::dot_k_min_avx512<block_q5_k>, dequantize_row_k_min<block_q5_k>,

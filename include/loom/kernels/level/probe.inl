@@ -76,8 +76,19 @@ inline std::uint64_t sum_words_level(const std::byte* p, std::size_t n, int stre
 /// or 0 where the level has no such instruction. f32: FMA (16 / 8 / 1 per instruction); int8:
 /// vpdpbusd (64 byte products per instruction; AVX-512 only, as the integer GEMM). The operands
 /// pass through an empty asm statement so that the compiler cannot fold the chains.
-template <typename V, typename Step>
-double peak_chains(V init, V m, V b, std::int64_t steps, Step step, double per_instruction) {
+/// One step of a chain: x·m + b (f32), or x + the byte dot products of u and v (int8). Plain
+/// overloads, not lambdas: a lambda's conversion to a function pointer would pass vectors
+/// outside the target region (GCC's -Wpsabi).
+inline float peak_step(float x, float m, float b) { return std::fma(x, m, b); }
+#if LOOM_LEVEL == 1
+inline __m256 peak_step(__m256 x, __m256 m, __m256 b) { return _mm256_fmadd_ps(x, m, b); }
+#elif LOOM_LEVEL == 2
+inline __m512 peak_step(__m512 x, __m512 m, __m512 b) { return _mm512_fmadd_ps(x, m, b); }
+inline __m512i peak_step(__m512i x, __m512i u, __m512i v) { return _mm512_dpbusd_epi32(x, u, v); }
+#endif
+
+template <typename V>
+double peak_chains(V init, V m, V b, std::int64_t steps, double per_instruction) {
   constexpr int chains = 12;
   V acc[chains];
   for (int c = 0; c < chains; ++c) acc[c] = init;
@@ -86,7 +97,7 @@ double peak_chains(V init, V m, V b, std::int64_t steps, Step step, double per_i
 #endif
   for (std::int64_t s = 0; s < steps; ++s) {
     LOOM_UNROLL
-    for (int c = 0; c < chains; ++c) acc[c] = step(acc[c], m, b);
+    for (int c = 0; c < chains; ++c) acc[c] = peak_step(acc[c], m, b);
   }
   unsigned char sink = 0;
   for (int c = 0; c < chains; ++c) {
@@ -102,19 +113,16 @@ double peak_chains(V init, V m, V b, std::int64_t steps, Step step, double per_i
 inline double peak_multiply_adds(Arithmetic a, std::int64_t steps) {
   if (a == Arithmetic::f32) {
 #if LOOM_LEVEL == 2
-    return peak_chains(_mm512_set1_ps(1.0f), _mm512_set1_ps(0.999f), _mm512_set1_ps(1e-3f), steps,
-                       [](__m512 x, __m512 m, __m512 b) { return _mm512_fmadd_ps(x, m, b); }, 16);
+    return peak_chains(_mm512_set1_ps(1.0f), _mm512_set1_ps(0.999f), _mm512_set1_ps(1e-3f), steps, 16);
 #elif LOOM_LEVEL == 1
-    return peak_chains(_mm256_set1_ps(1.0f), _mm256_set1_ps(0.999f), _mm256_set1_ps(1e-3f), steps,
-                       [](__m256 x, __m256 m, __m256 b) { return _mm256_fmadd_ps(x, m, b); }, 8);
+    return peak_chains(_mm256_set1_ps(1.0f), _mm256_set1_ps(0.999f), _mm256_set1_ps(1e-3f), steps, 8);
 #else
-    return peak_chains(1.0f, 0.999f, 1e-3f, steps, [](float x, float m, float b) { return std::fma(x, m, b); }, 1);
+    return peak_chains(1.0f, 0.999f, 1e-3f, steps, 1);
 #endif
   }
 #if LOOM_LEVEL == 2
   if (a == Arithmetic::int8)
-    return peak_chains(_mm512_set1_epi32(1), _mm512_set1_epi8(3), _mm512_set1_epi8(-2), steps,
-                       [](__m512i x, __m512i u, __m512i v) { return _mm512_dpbusd_epi32(x, u, v); }, 64);
+    return peak_chains(_mm512_set1_epi32(1), _mm512_set1_epi8(3), _mm512_set1_epi8(-2), steps, 64);
 #endif
   return 0;
 }

@@ -73,20 +73,20 @@ void to_int8_row(const std::byte* src, std::int64_t n, std::int8_t* q, float* sc
   } else if constexpr (T == DType::q2_k || T == DType::q3_k) {
     for (std::int64_t b = 0; b < n / qk_k; ++b) {
       const float d = detail::f16f(x[b].d);
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < 16; ++j) {  // sub-block j: weights 16j .. 16j+15
+        const std::uint8_t* qs = x[b].qs + 32 * (j / 8) + 16 * (j % 2);
+        const int shift = 2 * (j % 8 / 2);
+        std::int8_t* o = q + b * qk_k + 16 * j;
         if constexpr (T == DType::q2_k) {
           scale[b * 16 + j] = d * float(x[b].scales[j] & 0x0f);
           offset[b * 16 + j] = -detail::f16f(x[b].dmin) * float(x[b].scales[j] >> 4);
+          for (int l = 0; l < 16; ++l) o[l] = std::int8_t(qs[l] >> shift & 3);
         } else {
           scale[b * 16 + j] = d * float(q3_k_scale(x[b].scales, j) - 32);
+          const std::uint8_t* hm = x[b].hmask + 16 * (j % 2);
+          const int bit = j / 8 * 4 + j % 8 / 2;
+          for (int l = 0; l < 16; ++l) o[l] = std::int8_t((qs[l] >> shift & 3) - (hm[l] >> bit & 1 ? 0 : 4));
         }
-      }
-      std::int8_t* o = q + b * qk_k;
-      for (int e = 0; e < qk_k; ++e) {
-        if constexpr (T == DType::q2_k)
-          o[e] = std::int8_t(q2_k_quant(x[b], e));
-        else
-          o[e] = std::int8_t(q3_k_value(x[b], e));
       }
     }
   } else {  // the 32-weight nibble blocks: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL
