@@ -12,7 +12,8 @@
 // For tg the last column is the fraction of the measured read bandwidth reached
 // (weight bytes per token × t/s ÷ bandwidth); for pp, the fraction of the peak rate of the
 // arithmetic the prompt's matrix products use (multiply-adds per token × t/s ÷ peak): int8 dot
-// products for quantized weights at a level with the integer GEMM (AVX-512), f32 FMA otherwise,
+// products for quantized weights at a level with the integer GEMM (AVX-512), bf16 dot products
+// for f16 / bf16 weights where the bf16 GEMM runs (AVX512_BF16, not LOOM_BF16=0), f32 FMA otherwise,
 // each peak measured by register-only loops on all the threads (machine.hpp's measure_peak).
 // Multiply-adds per token are the layers' matrix parameters plus the output projection's divided
 // by the prompt length (only the last position's logits are computed). The limits are measured
@@ -183,18 +184,24 @@ double prompt_multiply_adds(const loom::Model& m, int n) {
 }
 
 /// The arithmetic a prompt's layer matrices use: int8 dot products where the largest share of
-/// their parameters is quantized and the kernel level has the integer GEMM, else f32 FMA.
+/// their parameters is quantized and the kernel level has the integer GEMM, bf16 dot products
+/// where it is f16 / bf16 and the bf16 GEMM runs, else f32 FMA.
 loom::kernels::Arithmetic prompt_arithmetic(const loom::Model& m) {
-  double quantized = 0, other = 0;
+  double quantized = 0, half = 0, other = 0;
   for (const auto& l : m.weights().layers)
-    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
-      if (!x->empty()) (loom::is_quantized(x->weight.dtype) ? quantized : other) += double(x->weight.numel());
-  const bool int8 = quantized > other && loom::kernels::level_kernels().gemm_int8 != nullptr;
-  return int8 ? loom::kernels::Arithmetic::int8 : loom::kernels::Arithmetic::f32;
+    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      if (x->empty()) continue;
+      const loom::DType t = x->weight.dtype;
+      (loom::is_quantized(t) ? quantized : t == loom::DType::f16 || t == loom::DType::bf16 ? half : other) +=
+          double(x->weight.numel());
+    }
+  if (quantized > half + other && loom::kernels::level_kernels().gemm_int8) return loom::kernels::Arithmetic::int8;
+  if (half > quantized + other && loom::cpu_features().bf16_prompts) return loom::kernels::Arithmetic::bf16;
+  return loom::kernels::Arithmetic::f32;
 }
 
 const char* arithmetic_name(loom::kernels::Arithmetic a) {
-  return a == loom::kernels::Arithmetic::int8 ? "int8 peak" : "f32 peak";
+  return a == loom::kernels::Arithmetic::int8 ? "int8 peak" : a == loom::kernels::Arithmetic::bf16 ? "bf16 peak" : "f32 peak";
 }
 
 double total_params(const loom::Model& m) {
@@ -434,7 +441,7 @@ int run(const Options& o) {
                   "\"peak_multiply_adds\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
                   name.c_str(), total_bytes(*model), total_params(*model), r.threads, r.test.c_str(), r.tps.mean,
                   r.tps.sd, r.tps.median, r.fraction.median, r.fraction.min, r.fraction.max, lim.read_bytes_per_second, lim.gemm_flops_per_second,
-                  arithmetic == loom::kernels::Arithmetic::int8 ? "int8" : "f32", lim.peak, peak_rss_bytes(), i + 1 < rows.size() ? "," : "");
+                  arithmetic_name(arithmetic), lim.peak, peak_rss_bytes(), i + 1 < rows.size() ? "," : "");
     }
     std::printf("]\n");
   }

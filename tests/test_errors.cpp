@@ -433,6 +433,7 @@ std::vector<Case> cases() {
          avx2.best = KernelLevel::avx2;
          loom::detail::with_requested_level(avx2, "avx512");
        }},
+      {"K3", "LOOM_BF16", "neither 0 nor 1", [] { loom::detail::with_bf16_choice(CpuFeatures{}, "on"); }},
   };
 }
 

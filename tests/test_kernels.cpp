@@ -624,6 +624,33 @@ TEST(CpuFeatures, LoomCpuValuesAreCheckedAgainstTheCpu) {
   }
 }
 
+TEST(CpuFeatures, Bf16PromptsNeedTheCpuAndFollowLoomBf16) {
+  loom::CpuFeatures cpu;
+  cpu.avx2 = cpu.fma = cpu.f16c = cpu.bmi2 = true;
+  cpu.avx512f = cpu.avx512bw = cpu.avx512cd = cpu.avx512dq = cpu.avx512vl = cpu.avx512vnni = cpu.avx512vbmi = true;
+  cpu.best = cpu.level = loom::KernelLevel::avx512;
+  using loom::detail::with_bf16_choice;
+  EXPECT_FALSE(with_bf16_choice(cpu, nullptr).bf16_prompts);  // no AVX512_BF16
+  EXPECT_FALSE(with_bf16_choice(cpu, "1").bf16_for_f16);
+  cpu.avx512bf16 = true;
+  EXPECT_TRUE(with_bf16_choice(cpu, nullptr).bf16_prompts);
+  EXPECT_FALSE(with_bf16_choice(cpu, nullptr).bf16_for_f16);  // f16 weights stay exact by default
+  EXPECT_TRUE(with_bf16_choice(cpu, "1").bf16_prompts);
+  EXPECT_TRUE(with_bf16_choice(cpu, "1").bf16_for_f16);
+  EXPECT_FALSE(with_bf16_choice(cpu, "0").bf16_prompts);
+  EXPECT_FALSE(with_bf16_choice(cpu, "0").bf16_for_f16);
+  cpu.level = loom::KernelLevel::avx2;  // LOOM_CPU=avx2: no bf16 kernels at that level
+  EXPECT_FALSE(with_bf16_choice(cpu, "1").bf16_prompts);
+  EXPECT_FALSE(with_bf16_choice(cpu, "1").bf16_for_f16);
+  try {
+    with_bf16_choice(cpu, "yes");
+    FAIL() << "an unknown LOOM_BF16 value was accepted";
+  } catch (const loom::Error& e) {
+    EXPECT_EQ(e.kind(), loom::ErrorKind::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("LOOM_BF16"), std::string::npos) << e.what();
+  }
+}
+
 /// C = A · Bᵀ in double, B's element (j, p) at b[j·ldb + p] or (k-major) b[p·ldb + j].
 std::vector<double> gemm_double(const std::vector<float>& a, std::int64_t n, std::int64_t k, const std::vector<float>& b,
                                 std::int64_t ldb, bool k_major, std::int64_t m) {
@@ -660,6 +687,55 @@ TEST(Gemm, EveryLevelMatchesDoublePrecision) {
         }
       }
     }
+  }
+}
+
+// The bf16 GEMM (AVX-512 with AVX512_BF16) against double precision on operands rounded to bf16
+// (round to nearest even) as the kernel rounds them: only the order of the f32 sums may differ.
+// Weights f16 and bf16, stored [out, in] and [in, out]; sizes cross the 12-row tiles, the
+// 32-column panels, the 512-deep pieces and the 128-row blocks of the threads.
+TEST(Gemm, Bf16ProductsEqualDoubleOnBf16RoundedOperands) {
+  if (!loom::cpu_features().bf16_prompts) GTEST_SKIP() << "no bf16 GEMM here (level or CPU, or LOOM_BF16=0)";
+  // f16 weights take the bf16 products only with LOOM_BF16=1: the kernel itself is called here.
+  const auto& lk = loom::kernels::level_kernels();
+  auto bf = [](float v) { return double(loom::to_float(loom::to_bf16(v))); };
+  loom::ThreadPool pool(2);
+  for (const auto& [n, k, m] : {std::tuple{13, 1100, 300}, {3, 64, 17}, {29, 514, 129}}) {
+    const auto x = random_vector(std::size_t(n * k), std::uint32_t(n + k));
+    for (loom::DType t : {loom::DType::f16, loom::DType::bf16})
+      for (bool in_out : {false, true}) {
+        const auto wv = random_vector(std::size_t(k * m), std::uint32_t(m));
+        std::vector<std::uint16_t> bits(wv.size());
+        std::vector<double> wd(wv.size());  // the stored weights, then rounded to bf16
+        for (std::size_t i = 0; i < wv.size(); ++i) {
+          bits[i] = t == loom::DType::f16 ? loom::to_f16(wv[i]).bits : loom::to_bf16(wv[i]).bits;
+          const float stored = t == loom::DType::f16 ? loom::to_float(loom::f16{bits[i]}) : loom::to_float(loom::bf16{bits[i]});
+          wd[i] = bf(stored);
+        }
+        const loom::TensorRef w{t, in_out ? loom::Shape{k, m} : loom::Shape{m, k},
+                                reinterpret_cast<const std::byte*>(bits.data()), bits.size() * 2};
+        const std::int64_t ldy = m + 2;
+        std::vector<float> y(std::size_t(n * ldy), 77.0f);
+        if (t == loom::DType::bf16) {  // through matmul: the threads' blocks
+          loom::kernels::matmul(x.data(), n, k, w, in_out, y.data(), ldy, &pool);
+        } else {
+          std::vector<std::uint32_t> a(std::size_t(n * k / 2));
+          lk.rows_to_bf16(x.data(), n, k, k, a.data());
+          lk.gemm_bf16(a.data(), k / 2, n, k, w, in_out, 0, m, y.data(), ldy);
+        }
+        for (std::int64_t i = 0; i < n; ++i) {
+          for (std::int64_t j = 0; j < m; ++j) {
+            double exact = 0, scale = 0;
+            for (std::int64_t p = 0; p < k; ++p) {
+              const double prod = bf(x[std::size_t(i * k + p)]) * wd[std::size_t(in_out ? p * m + j : j * k + p)];
+              exact += prod, scale += std::fabs(prod);
+            }
+            ASSERT_NEAR(y[std::size_t(i * ldy + j)], exact, 1e-6 * scale + 1e-7)
+                << to_string(t) << (in_out ? " [in, out]" : " [out, in]") << " n " << n << " k " << k << " m " << m;
+          }
+          ASSERT_EQ(y[std::size_t(i * ldy + m)], 77.0f) << "wrote past column m";
+        }
+      }
   }
 }
 

@@ -146,8 +146,9 @@ inline double measure_gemm_rate(ThreadPool& pool, int size = 2048, int reps = 5)
 
 /// Peak rate of arithmetic `a` (multiply-adds per second, all of pool's threads together) at the
 /// kernel level in use: every thread runs register-only chains of its widest instruction for it
-/// (kernels/level/probe.inl: f32 FMA, or int8 vpdpbusd) for about `seconds`; the best of `reps`
-/// runs. 0 where the level has no such instruction (int8 below AVX-512).
+/// (kernels/level/probe.inl: f32 FMA, int8 vpdpbusd or bf16 vdpbf16ps) for about `seconds`; the
+/// best of `reps` runs. 0 where the level has no such instruction (int8 below AVX-512, bf16 below
+/// AVX-512 or without AVX512_BF16).
 inline double measure_peak(ThreadPool& pool, kernels::Arithmetic a, double seconds = 0.02, int reps = 3) {
   const auto probe = kernels::level_kernels().peak_multiply_adds;
   if (probe(a, 1) == 0) return 0;

@@ -73,9 +73,9 @@ struct DecodeInput {
   std::size_t act_bytes = 0;
 };
 
-/// The kinds of arithmetic whose peak rate machine.hpp measures: f32 FMA, and int8 dot products
-/// (the integer GEMM's vpdpbusd).
-enum class Arithmetic : std::uint8_t { f32, int8 };
+/// The kinds of arithmetic whose peak rate machine.hpp measures: f32 FMA, int8 dot products (the
+/// integer GEMM's vpdpbusd) and bf16 dot products (the bf16 GEMM's vdpbf16ps).
+enum class Arithmetic : std::uint8_t { f32, int8, bf16 };
 
 /// Rows of activations per tile of the integer GEMM's register tile (kernels/level/gemm_int8.inl).
 inline constexpr int int8_row_tile = 8;
@@ -168,6 +168,12 @@ struct LevelKernels {
                           std::byte* dst, std::int8_t* row) = nullptr;
   void (*gemm_int8)(const Int8Rows& x, const std::byte* panel, std::int64_t rows, int s, bool offsets, float* y,
                     std::int64_t ldy) = nullptr;
+  /// The bf16 GEMM (kernels/level/gemm_bf16.inl), null where the level has none; callable only
+  /// where cpu_features().bf16_prompts: rows of x → bf16 pairs; C[n, m] = A · (m weights of w
+  /// from j0)ᵀ for f16 / bf16 w.
+  void (*rows_to_bf16)(const float* x, std::int64_t n, std::int64_t ldx, std::int64_t k, std::uint32_t* dst) = nullptr;
+  void (*gemm_bf16)(const std::uint32_t* a, std::int64_t lda, std::int64_t n, std::int64_t k, const TensorRef& w,
+                    bool in_out, std::int64_t j0, std::int64_t m, float* c, std::int64_t ldc) = nullptr;
   /// The read-bandwidth probe (machine.hpp): Σ of the 64-bit words of n bytes read as `streams`
   /// parts side by side.
   std::uint64_t (*sum_words)(const std::byte* p, std::size_t n, int streams) = nullptr;

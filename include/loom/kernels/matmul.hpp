@@ -128,6 +128,35 @@ inline DecodeInput decode_input(DType t, const float* x, std::int64_t n, std::in
 /// Whether n input rows times a weight of type t take the decode kernels rather than a GEMM.
 inline bool decodes(DType t, std::int64_t n) { return n <= quant_dot_max_rows(t); }
 
+/// Whether weights of type t with `in` values per output take the bf16 GEMM: bf16 weights at the
+/// AVX-512 level with AVX512_BF16 (unless LOOM_BF16=0), f16 weights only with LOOM_BF16=1.
+inline bool bf16_gemm(DType t, std::int64_t in) {
+  const CpuFeatures& f = cpu_features();
+  const bool type = t == DType::bf16 ? f.bf16_prompts : t == DType::f16 && f.bf16_for_f16;
+  return type && in % 2 == 0 && level_kernels().gemm_bf16 != nullptr;
+}
+
+/// y[n, out] = x · Wᵀ (or x · W, `in_out`) for f16 / bf16 W by the bf16 GEMM
+/// (kernels/level/gemm_bf16.inl): x rounded to bf16 once by the calling thread; the threads
+/// divide the outputs in blocks aligned to 128, so results do not depend on threads.
+inline void matmul_bf16(const float* x, std::int64_t n, std::int64_t ldx, const TensorRef& w, bool in_out, float* y,
+                        std::int64_t ldy, ThreadPool* pool) {
+  const LevelKernels& lk = level_kernels();
+  const std::int64_t in = in_out ? w.rows() : w.cols(), out = in_out ? w.cols() : w.rows();
+  auto* a = reinterpret_cast<std::uint32_t*>(activation_buffer(std::size_t(n * in) * 2));
+  lk.rows_to_bf16(x, n, ldx, in, a);
+  auto run = [&](std::int64_t r0, std::int64_t r1, int) {
+    for (std::int64_t b0 = r0; b0 < r1; b0 += gemm_row_block) {
+      const std::int64_t m = std::min(r1, b0 + gemm_row_block) - b0;
+      lk.gemm_bf16(a, in / 2, n, in, w, in_out, b0, m, y + b0, ldy);
+    }
+  };
+  if (pool)
+    pool->parallel_for(out, run, gemm_row_block);
+  else
+    run(0, out, 0);
+}
+
 /// Whether quantized weights of type t take the integer GEMM at the level in use (AVX-512).
 inline bool int8_gemm(DType t) { return level_kernels().gemm_int8 && kernels_for(t).to_int8; }
 
@@ -195,6 +224,7 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
     return;
   }
   if (is_quantized(w.dtype) && detail::int8_gemm(w.dtype)) return detail::matmul_int8(x, n, ldx, w, y, ldy, pool);
+  if (detail::bf16_gemm(w.dtype, in)) return detail::matmul_bf16(x, n, ldx, w, in_out, y, ldy, pool);
   // f32 weights need no conversion buffer, so wide matrices take blocks twice as long (their
   // count depends on the shape only, never on the threads). tinyllama-1.1b f32 pp128 @ d0, Intel
   // Xeon, runs alternated, 1 / 2 threads: 57.0-57.5 / 112.0-114.2 -> 58.9-59.1 / 114.8-117.2 t/s.

@@ -9,6 +9,7 @@
 #include "loom/kernels/level/gemm.inl"
 #include "loom/kernels/quant/to_int8.inl"
 #include "loom/kernels/level/gemm_int8.inl"
+#include "loom/kernels/level/gemm_bf16.inl"
 #include "loom/kernels/level/probe.inl"
 #include "loom/kernels/level/type_kernels.inl"
 #include "loom/kernels/level/table.inl"

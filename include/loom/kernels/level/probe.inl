@@ -74,7 +74,8 @@ inline std::uint64_t sum_words_level(const std::byte* p, std::size_t n, int stre
 /// The arithmetic peak probe (machine.hpp): `steps` steps of 12 independent multiply-add chains
 /// in registers, of the kind `a` at this level's widest vectors; returns the multiply-adds done,
 /// or 0 where the level has no such instruction. f32: FMA (16 / 8 / 1 per instruction); int8:
-/// vpdpbusd (64 byte products per instruction; AVX-512 only, as the integer GEMM). The operands
+/// vpdpbusd (64 byte products per instruction; AVX-512 only, as the integer GEMM); bf16:
+/// vdpbf16ps (32; AVX-512 on CPUs with AVX512_BF16, as the bf16 GEMM). The operands
 /// pass through an empty asm statement so that the compiler cannot fold the chains.
 /// One step of a chain: x·m + b (f32), or x + the byte dot products of u and v (int8). Plain
 /// overloads, not lambdas: a lambda's conversion to a function pointer would pass vectors
@@ -85,6 +86,26 @@ inline __m256 peak_step(__m256 x, __m256 m, __m256 b) { return _mm256_fmadd_ps(x
 #elif LOOM_LEVEL == 2
 inline __m512 peak_step(__m512 x, __m512 m, __m512 b) { return _mm512_fmadd_ps(x, m, b); }
 inline __m512i peak_step(__m512i x, __m512i u, __m512i v) { return _mm512_dpbusd_epi32(x, u, v); }
+
+/// bf16 chains: vdpbf16ps, 32 multiply-adds per instruction (compiled for AVX512_BF16, run only
+/// where the CPU has it).
+__attribute__((target("avx512bf16"))) inline double peak_bf16(std::int64_t steps) {
+  constexpr int chains = 12;
+  __m512 acc[chains];
+  for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(1.0f);
+  __m512i a = _mm512_set1_epi16(0x3f80), b = _mm512_set1_epi16(0x3a83);  // bf16 1.0, ~0.001
+  __asm__ volatile("" : "+v"(a), "+v"(b));
+  for (std::int64_t s = 0; s < steps; ++s) {
+    LOOM_UNROLL
+    for (int c = 0; c < chains; ++c)
+      acc[c] = _mm512_dpbf16_ps(acc[c], reinterpret_cast<const __m512bh&>(a), reinterpret_cast<const __m512bh&>(b));
+  }
+  float sink = 0;
+  for (int c = 0; c < chains; ++c) sink += _mm512_reduce_add_ps(acc[c]);
+  volatile float keep = sink;
+  (void)keep;
+  return double(steps) * chains * 32;
+}
 #endif
 
 template <typename V>
@@ -123,6 +144,7 @@ inline double peak_multiply_adds(Arithmetic a, std::int64_t steps) {
 #if LOOM_LEVEL == 2
   if (a == Arithmetic::int8)
     return peak_chains(_mm512_set1_epi32(1), _mm512_set1_epi8(3), _mm512_set1_epi8(-2), steps, 64);
+  if (a == Arithmetic::bf16 && cpu_features().avx512bf16) return peak_bf16(steps);
 #endif
   return 0;
 }
