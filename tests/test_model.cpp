@@ -54,7 +54,7 @@ TEST(Model, BatchedPromptEqualsTokenByTokenDecoding) {
     for (loom::DType t : {loom::DType::f32, loom::DType::f16}) {
       for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
         const loom::Model m = loom::test::random_model(c, 3, t);
-        loom::KVCache kv1(c, 32, kv_type), kv2(c, 32, kv_type);
+        loom::nn::KVCache kv1(c, 32, kv_type), kv2(c, 32, kv_type);
         const auto all = m.logits(kTokens, 0, kv1, loom::Logits::all);
         ASSERT_EQ(all.dim(0), std::int64_t(kTokens.size()));
         for (std::size_t i = 0; i < kTokens.size(); ++i) {
@@ -77,7 +77,7 @@ TEST(Model, F16CacheLogitsStayCloseToF32Cache) {
   // Something else (a key read as a value, a wrong position) moves them by far more.
   for (const Config& c : variants()) {
     const loom::Model m = loom::test::random_model(c, 7);
-    loom::KVCache kv32(c, 32), kv16(c, 32, loom::DType::f16);
+    loom::nn::KVCache kv32(c, 32), kv16(c, 32, loom::DType::f16);
     const auto a = m.logits(kTokens, 0, kv32, loom::Logits::all);
     const auto b = m.logits(kTokens, 0, kv16, loom::Logits::all);
     double diff = 0, scale = 0;
@@ -93,7 +93,7 @@ TEST(Model, F16CacheLogitsStayCloseToF32Cache) {
 TEST(Model, RewindThenRedecodeReproducesLogits) {
   for (const Config& c : variants()) {
     const loom::Model m = loom::test::random_model(c, 4);
-    loom::KVCache kv(c, 32);
+    loom::nn::KVCache kv(c, 32);
     const auto all = m.logits(kTokens, 0, kv, loom::Logits::all);
     kv.rewind(4);
     const std::span<const std::int32_t> rest(kTokens.begin() + 4, kTokens.end());
@@ -111,7 +111,7 @@ TEST(Model, RewindThenRedecodeReproducesLogits) {
 TEST(Model, CausalityLaterTokensNeverChangeEarlierLogits) {
   for (const Config& c : variants()) {
     const loom::Model m = loom::test::random_model(c, 5);
-    loom::KVCache kv(c, 32);
+    loom::nn::KVCache kv(c, 32);
     const auto a = m.logits(kTokens, 0, kv, loom::Logits::all);
     auto changed = kTokens;
     changed.back() = 1;
@@ -129,7 +129,7 @@ TEST(Model, LogitsDoNotDependOnThreadCount) {
     for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
       const loom::Model m = loom::test::random_model(c, 6);
       loom::ThreadPool p1(1), p2(2), p3(3);
-      loom::KVCache kv(c, 32, kv_type);
+      loom::nn::KVCache kv(c, 32, kv_type);
       const auto a = m.logits(kTokens, 0, kv, loom::Logits::all, &p1);
       kv.clear();
       const auto b = m.logits(kTokens, 0, kv, loom::Logits::all, &p2);
@@ -160,11 +160,11 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
     ASSERT_EQ(q.weights().token_embedding.dtype, t);
     std::vector<std::int32_t> prompt;
     while (std::int64_t(prompt.size()) <= loom::kernels::quant_dot_max_rows(t)) prompt.insert(prompt.end(), kTokens.begin(), kTokens.end());
-    loom::KVCache k1(c, c.max_seq_len), k2(c, c.max_seq_len);
+    loom::nn::KVCache k1(c, c.max_seq_len), k2(c, c.max_seq_len);
     const auto pq = q.logits(prompt, 0, k1, loom::Logits::all), pf = f.logits(prompt, 0, k2, loom::Logits::all);
     const double prompt_diff = max_rel_diff(pq.data(), pf.data(), pq.numel());
     EXPECT_LT(prompt_diff, 1e-4) << loom::to_string(t);
-    loom::KVCache k3(c, 64), k4(c, 64);
+    loom::nn::KVCache k3(c, 64), k4(c, 64);
     double decode_diff = 0;
     for (std::size_t i = 0; i < kTokens.size(); ++i) {
       const auto dq = q.logits({&kTokens[i], 1}, std::int32_t(i), k3), df = f.logits({&kTokens[i], 1}, std::int32_t(i), k4);
@@ -181,7 +181,7 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
 TEST(Model, RejectsBadTokensAndPositions) {
   const Config c = loom::test::llama_config();
   const loom::Model m = loom::test::random_model(c);
-  loom::KVCache kv(c, 8);
+  loom::nn::KVCache kv(c, 8);
   auto expect = [&](auto&& f, loom::ErrorKind kind, const char* needle) {
     try {
       f();
@@ -204,7 +204,7 @@ TEST(Model, RejectsBadTokensAndPositions) {
   Config g = loom::test::gpt2_config();
   g.max_seq_len = 4;
   const loom::Model gm = loom::test::random_model(g);
-  loom::KVCache gkv(g, 8);
+  loom::nn::KVCache gkv(g, 8);
   const std::vector<std::int32_t> five(5, 1);
   expect([&] { gm.logits(five, 0, gkv); }, loom::ErrorKind::capacity, "learned positions");
 }

@@ -210,7 +210,7 @@ inline void write_gguf_model(const std::filesystem::path& path, const Config& c,
   auto vec = [&](const std::string& name, const TensorRef& t) {
     if (!t.empty()) g.add_tensor(name, DType::f32, t.shape, detail::f32_bytes(t));
   };
-  auto qk = [&](const std::string& name, const Linear& l, int heads) {
+  auto qk = [&](const std::string& name, const nn::Linear& l, int heads) {
     if (permute) {
       g.add_tensor(name + ".weight", l.weight.dtype, l.weight.shape, detail::permute_heads(l.weight, heads, want_interleaved));
       if (!l.bias.empty()) {

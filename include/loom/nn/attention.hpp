@@ -21,15 +21,26 @@
 #include "loom/kernels/row_products.hpp"
 #include "loom/kernels/thread_pool.hpp"
 #include "loom/nn/kv_cache.hpp"
+#include "loom/nn/linear.hpp"
+#include "loom/nn/position.hpp"
+#include "loom/nn/shapes.hpp"
+#include "loom/nn/workspace.hpp"
+#include "loom/tensor.hpp"
 
 namespace loom::nn {
 
-struct AttentionShape {
-  int n_heads = 0;
-  int n_kv_heads = 0;  ///< divides n_heads; query head h reads KV head h / (n_heads / n_kv_heads)
-  int head_dim = 0;
-  int window = 0;                       ///< attend to the last `window` positions only (0 ⇒ all)
-  const float* alibi_slopes = nullptr;  ///< per query head, or null
+/// Where attention reads: one layer of a KV cache, and the position of the first query row.
+struct KVRead {
+  const KVCache& cache;
+  int layer = 0;
+  int pos = 0;
+};
+/// Where self_attention appends its keys and values (then reads them as KVRead).
+struct KVWrite {
+  KVCache& cache;
+  int layer = 0;
+  int pos = 0;
+  operator KVRead() const { return {cache, layer, pos}; }
 };
 
 namespace detail {
@@ -101,24 +112,72 @@ void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVC
 
 }  // namespace detail
 
-/// Attention of n query rows at absolute positions pos .. pos+n−1 against the cached keys and
-/// values of `layer`, which must already hold positions [0, pos + n).
-///   q:       [n, n_heads·head_dim], row stride ldq
-///   out:     [n, n_heads·head_dim], row stride ldo
-///   scratch: pool-size × attention_scratch_floats(s, kv.capacity()) floats
-inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
-                      const AttentionShape& s, float* out, std::int64_t ldo, float* scratch, ThreadPool* pool) {
+/// Attention of the query rows q [n, n_heads·head_dim] at absolute positions kv.pos .. kv.pos+n−1
+/// against the cached keys and values of kv.layer, which must already hold positions
+/// [0, kv.pos + n). Writes out [n, n_heads·head_dim]. Rows of q and out may be strided (q is
+/// usually the q columns of a fused projection). Scratch: threads × attention_scratch_floats(s,
+/// cache capacity) floats.
+inline void attention(const AttentionShape& s, TensorView<const float> q, const KVRead& kv, TensorView<float> out,
+                      const Workspace& ws) {
+  const KVCache& cache = kv.cache;
+  const int n = int(q.n_rows()), pos = kv.pos;
   if (s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 || s.n_heads % s.n_kv_heads != 0 ||
-      s.n_kv_heads != kv.n_kv_heads() || s.head_dim != kv.head_dim())
+      s.n_kv_heads != cache.n_kv_heads() || s.head_dim != cache.head_dim())
     fail(ErrorKind::invalid_argument, "attention", s.n_heads, " heads, ", s.n_kv_heads, " KV heads of dimension ",
-         s.head_dim, " do not match a cache of ", kv.n_kv_heads(), " KV heads of dimension ", kv.head_dim());
-  if (n < 0 || pos < 0 || std::int64_t(pos) + n > kv.capacity())
+         s.head_dim, " do not match a cache of ", cache.n_kv_heads(), " KV heads of dimension ", cache.head_dim());
+  if (pos < 0 || std::int64_t(pos) + n > cache.capacity())
     fail(ErrorKind::invalid_argument, "attention", "positions [", pos, ", ", std::int64_t(pos) + n,
-         ") are outside the cache of ", kv.capacity());
-  if (kv.type() == DType::f16)
-    detail::attention_items<f16>(q, ldq, n, pos, kv, layer, s, out, ldo, scratch, pool);
+         ") are outside the cache of ", cache.capacity());
+  detail::expect_rows(q, n, s.q_dim(), "attention queries");
+  detail::expect_rows(out, n, s.q_dim(), "attention output");
+  float* scratch = ws.take(ws.threads() * attention_scratch_floats(s, cache.capacity()), "attention").data();
+  if (cache.type() == DType::f16)
+    detail::attention_items<f16>(q.data(), q.ld(), n, pos, cache, kv.layer, s, out.data(), out.ld(), scratch, ws.pool);
   else
-    detail::attention_items<float>(q, ldq, n, pos, kv, layer, s, out, ldo, scratch, pool);
+    detail::attention_items<float>(q.data(), q.ld(), n, pos, cache, kv.layer, s, out.data(), out.ld(), scratch, ws.pool);
+}
+
+/// The projections of an attention block: fused [q | k | v] (GPT-2), or q, k and v apart.
+struct AttentionWeights {
+  const Linear* qkv = nullptr;  ///< [q_dim + 2·kv_dim, dim]; when null (or empty), q, k and v are used
+  const Linear* q = nullptr;    ///< [q_dim, dim]
+  const Linear* k = nullptr;    ///< [kv_dim, dim]
+  const Linear* v = nullptr;    ///< [kv_dim, dim]
+  const Linear* out = nullptr;  ///< [dim, q_dim]
+};
+
+/// Floats of scratch self_attention() needs for n rows against a cache of `capacity` positions
+/// with `threads` threads: the scores, the projected rows [n, q | k | v] and the heads' output [n, q].
+inline std::int64_t self_attention_scratch_floats(const AttentionShape& s, std::int64_t n, std::int64_t capacity,
+                                                  int threads) {
+  return threads * attention_scratch_floats(s, capacity) + n * (2 * s.q_dim() + 2 * s.kv_dim());
+}
+
+/// The attention block of a transformer layer: out [n, dim] = wo · attention(q, k, v) with
+/// [q | k | v] = x·W (x [n, dim], usually normalized), RoPE applied to q and k (with s.rope, when
+/// set), and the keys and values stored in kv.cache at kv.layer, positions kv.pos ... The cache
+/// must have made room for them (KVCache::reserve_append). Scratch: self_attention_scratch_floats().
+inline void self_attention(const AttentionShape& s, const AttentionWeights& w, TensorView<const float> x, const KVWrite& kv, TensorView<float> out, const Workspace& ws) {
+  const std::int64_t n = x.n_rows(), qd = s.q_dim(), kvd = s.kv_dim(), ld = qd + 2 * kvd;
+  const std::int64_t score_floats = ws.threads() * attention_scratch_floats(s, kv.cache.capacity());
+  const std::span<float> scratch = ws.take(self_attention_scratch_floats(s, n, kv.cache.capacity(), ws.threads()),
+                                           "self-attention");
+  const TensorView<float> qkv(scratch.data() + score_floats, Shape{n, ld});             // (n, q | k | v)
+  const TensorView<float> heads(scratch.data() + score_floats + n * ld, Shape{n, qd});  // (n, q_dim)
+  const TensorView<float> q = qkv.cols(0, qd), k = qkv.cols(qd, qd + kvd), v = qkv.cols(qd + kvd, ld);
+  if (w.qkv && !w.qkv->empty()) {
+    linear(x, *w.qkv, qkv, ws.pool);
+  } else {
+    const LinearOutput outs[] = {{w.q, q}, {w.k, k}, {w.v, v}};
+    linear_same_input(x, outs, ws.pool);
+  }
+  if (s.rope) {
+    s.rope->apply(q, kv.pos);
+    s.rope->apply(k, kv.pos);
+  }
+  kv.cache.store(kv.layer, kv.pos, k, v);  // converted to the cache's type
+  attention(s, q, kv, heads, {scratch.first(std::size_t(score_floats)), ws.pool});
+  linear(heads, *w.out, out, ws.pool);  // (n, dim)
 }
 
 }  // namespace loom::nn
