@@ -1,5 +1,6 @@
 // Whole-model properties on random models: batched prompt == token-by-token decoding, rewind,
-// causality, thread independence, input validation.
+// causality, thread independence, input validation; the nn blocks composed by hand
+// (examples/compose.cpp) give Model's logits.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,9 @@
 #include <loom/model/model.hpp>
 
 #include "random_model.hpp"
+
+#define LOOM_COMPOSE_NO_MAIN
+#include "../examples/compose.cpp"  // nn blocks composed by hand, with random weights
 
 namespace {
 
@@ -223,6 +227,44 @@ TEST(Model, RejectsWeightsThatDoNotMatchTheConfig) {
   }
   c.n_kv_heads = 3;  // does not divide 4 heads
   EXPECT_THROW(loom::Model(c, m.weights()), loom::Error);
+}
+
+/// examples/compose.cpp builds a model from nn blocks without loom::Model; the same weights put
+/// into a Config + Weights and run by Model must give the same logits at every position.
+TEST(Model, HandComposedBlocksGiveModelsLogits) {
+  const compose::Parameters p = compose::random_parameters(7);
+  Config c;
+  c.vocab_size = compose::vocab;
+  c.dim = compose::dim;
+  c.n_layers = compose::layers;
+  c.n_heads = compose::heads;
+  c.n_kv_heads = compose::kv_heads;
+  c.head_dim = compose::head_dim;
+  c.ffn_dim = compose::hidden;
+  c.max_seq_len = 32;
+  c.norm = loom::NormKind::rms_norm;
+  c.norm_eps = 1e-5f;
+  c.position = loom::PositionKind::rope;
+  c.rope_layout = loom::RopeLayout::interleaved;
+  c.activation = loom::Activation::silu;
+  c.gated_ffn = true;
+  loom::Weights w;
+  w.token_embedding = p.embedding;
+  for (const compose::Layer& l : p.layer)
+    w.layers.push_back({l.attn_norm, {}, l.q, l.k, l.v, l.out, l.ffn_norm, l.gate, l.up, l.down});
+  w.final_norm = p.final_norm;
+  w.output = loom::nn::Linear{p.embedding, {}};
+  const loom::Model model(c, w);
+
+  const std::vector<std::int32_t> tokens{1, 17, 42, 5, 79, 0, 33};
+  loom::nn::KVCache kv(c, 32);
+  const loom::Tensor<float> expected = model.logits(tokens, 0, kv, loom::Logits::all);
+  const std::vector<float> composed = compose::forward(p, tokens);
+  ASSERT_EQ(std::int64_t(composed.size()), expected.numel());
+  EXPECT_LT(max_rel_diff(composed.data(), expected.data(), expected.numel()), 1e-6);
+  double spread = 0;  // the logits are not all alike (random weights did something)
+  for (int i = 1; i < compose::vocab; ++i) spread = std::max(spread, double(std::abs(composed[std::size_t(i)] - composed[0])));
+  EXPECT_GT(spread, 0.1);
 }
 
 }  // namespace
