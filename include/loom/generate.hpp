@@ -23,6 +23,7 @@
 #include "loom/model/model.hpp"
 #include "loom/nn/kv_cache.hpp"
 #include "loom/sampling/sampler.hpp"
+#include "loom/tokenizer/stream_decoder.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 
 namespace loom {

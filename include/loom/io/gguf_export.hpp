@@ -19,6 +19,7 @@
 #include "loom/model/config.hpp"
 #include "loom/model/convert.hpp"
 #include "loom/model/weights.hpp"
+#include "loom/tokenizer/bpe_pre_types.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 
 namespace loom::io {
