@@ -60,50 +60,70 @@ inline std::int64_t attention_scratch_floats(const AttentionShape& s, std::int64
 
 namespace detail {
 
-/// The `group` query heads q (group, head_dim) that share one KV head, against its keys and
-/// values at positions lo .. lo+m−1: key tiles from the one holding lo (k_tiles; lo is
-/// `skip` positions into it), values v from position lo (rows head_dim apart). Writes out
-/// (group, head_dim). `distance` is lo − p, the (non-positive) offset of the first position
-/// from the query's. scores: rows of ld_s >= skip + m rounded up to a whole tile.
+/// One work item: the `group` query heads q (group, head_dim) that share one KV head, against
+/// its keys and values at positions lo .. lo+m−1.
 template <typename T>
-void attend_group(const float* q, const T* k_tiles, int skip, const T* v, int m, int group, int head_dim,
-                  float scale, const float* slopes, int distance, float* scores, std::int64_t ld_s, float* out) {
-  const int tiles = int(kernels::key_tiles_for(skip + m));
-  kernels::dot_tiles(q, head_dim, group, k_tiles, tiles, head_dim, scores, ld_s);  // (group, 16·tiles)
-  for (int g = 0; g < group; ++g) {
-    float* row = scores + g * ld_s + skip;
-    if (slopes) {
-      const float slope = slopes[g];
-      for (int j = 0; j < m; ++j) row[j] = row[j] * scale + slope * float(distance + j);
-    } else {
-      for (int j = 0; j < m; ++j) row[j] *= scale;
-    }
-    kernels::softmax(std::span<float>(row, std::size_t(m)));
-  }
-  std::fill_n(out, std::int64_t(group) * head_dim, 0.0f);
-  kernels::weighted_rows_add(scores + skip, ld_s, group, v, head_dim, m, head_dim, out, head_dim);  // (group, head_dim)
-}
+struct GroupItem {
+  const float* q;       ///< (group, head_dim)
+  const T* k_tiles;     ///< key tiles from the one holding lo
+  int skip;             ///< lo's place in its tile
+  const T* v;           ///< values from position lo (rows head_dim apart)
+  int m;                ///< positions attended
+  const float* slopes;  ///< the group's ALiBi slopes, or null
+  int distance;         ///< lo − p, the (non-positive) offset of the first position from the query's
+  float* out;           ///< (group, head_dim)
+};
+
+/// The sizes every item of one attention() call shares; scores: rows of ld_s >= skip + m rounded
+/// up to a whole tile.
+struct GroupSizes {
+  int group, head_dim;
+  float scale;
+  float* scores;
+  std::int64_t ld_s;
+};
 
 template <typename T>
-void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
-                     const AttentionShape& s, float* out, std::int64_t ldo, float* scratch, ThreadPool* pool) {
+void attend_group(const GroupItem<T>& it, const GroupSizes& g) {
+  const int tiles = int(kernels::key_tiles_for(it.skip + it.m));
+  kernels::dot_tiles(it.q, g.head_dim, g.group, it.k_tiles, tiles, g.head_dim, g.scores, g.ld_s);  // (group, 16·tiles)
+  for (int h = 0; h < g.group; ++h) {
+    float* row = g.scores + h * g.ld_s + it.skip;
+    if (it.slopes) {
+      const float slope = it.slopes[h];
+      for (int j = 0; j < it.m; ++j) row[j] = row[j] * g.scale + slope * float(it.distance + j);
+    } else {
+      for (int j = 0; j < it.m; ++j) row[j] *= g.scale;
+    }
+    kernels::softmax(std::span<float>(row, std::size_t(it.m)));
+  }
+  std::fill_n(it.out, std::int64_t(g.group) * g.head_dim, 0.0f);
+  kernels::weighted_rows_add(g.scores + it.skip, g.ld_s, g.group, it.v, g.head_dim, it.m, g.head_dim, it.out,
+                             g.head_dim);  // (group, head_dim)
+}
+
+/// Every (query row, KV head) item of attention(), split over the pool's threads.
+template <typename T>
+void attention_items(const AttentionShape& s, TensorView<const float> q, const KVRead& kv, TensorView<float> out,
+                     float* scratch, ThreadPool* pool) {
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
-  const std::int64_t ld_s = score_row_floats(kv.capacity());
+  const std::int64_t ld_s = score_row_floats(kv.cache.capacity());
   auto run = [&](std::int64_t b, std::int64_t e, int thread) {
-    float* scores = scratch + std::int64_t(thread) * group * ld_s;
+    const GroupSizes sizes{group, s.head_dim, scale, scratch + std::int64_t(thread) * group * ld_s, ld_s};
     for (std::int64_t item = b; item < e; ++item) {
       const int t = int(item / s.n_kv_heads), kvh = int(item % s.n_kv_heads);
-      const int p = pos + t;  // absolute position of this query row
+      const int p = kv.pos + t;  // absolute position of this query row
       const int lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0;
       const std::int64_t head0 = std::int64_t(kvh) * group * s.head_dim;  // first query head of the group
       const int tile = lo / kernels::key_tile;
-      attend_group(q + t * ldq + head0, kv.key_tiles<T>(layer, kvh, tile), lo - tile * kernels::key_tile,
-                   kv.values<T>(layer, kvh, lo), p - lo + 1, group, s.head_dim, scale,
-                   s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, scores, ld_s, out + t * ldo + head0);
+      attend_group<T>({q.row(t) + head0, kv.cache.key_tiles<T>(kv.layer, kvh, tile), lo - tile * kernels::key_tile,
+                       kv.cache.values<T>(kv.layer, kvh, lo), p - lo + 1,
+                       s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, out.row(t) + head0},
+                      sizes);
     }
   };
-  const std::int64_t items = std::int64_t(n) * s.n_kv_heads;
+  const std::int64_t items = q.n_rows() * s.n_kv_heads;
   if (pool)
     pool->parallel_for(items, run);
   else
@@ -132,9 +152,9 @@ inline void attention(const AttentionShape& s, TensorView<const float> q, const 
   detail::expect_rows(out, n, s.q_dim(), "attention output");
   float* scratch = ws.take(ws.threads() * attention_scratch_floats(s, cache.capacity()), "attention").data();
   if (cache.type() == DType::f16)
-    detail::attention_items<f16>(q.data(), q.ld(), n, pos, cache, kv.layer, s, out.data(), out.ld(), scratch, ws.pool);
+    detail::attention_items<f16>(s, q, kv, out, scratch, ws.pool);
   else
-    detail::attention_items<float>(q.data(), q.ld(), n, pos, cache, kv.layer, s, out.data(), out.ld(), scratch, ws.pool);
+    detail::attention_items<float>(s, q, kv, out, scratch, ws.pool);
 }
 
 /// The projections of an attention block: fused [q | k | v] (GPT-2), or q, k and v apart.
