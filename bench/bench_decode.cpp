@@ -25,7 +25,7 @@ void BM_DecodeStories260K(benchmark::State& state) {
     state.SkipWithError("stories260K fixture not found (set LOOM_FIXTURES)");
     return;
   }
-  loom::KVCache kv(model->config(), 512);
+  loom::nn::KVCache kv(model->config(), 512);
   loom::Activations act;
   loom::ThreadPool pool(int(state.range(0)));
   std::int32_t token = 1;
@@ -44,7 +44,7 @@ void BM_PromptStories260K(benchmark::State& state) {
     state.SkipWithError("stories260K fixture not found (set LOOM_FIXTURES)");
     return;
   }
-  loom::KVCache kv(model->config(), 512);
+  loom::nn::KVCache kv(model->config(), 512);
   loom::Activations act;
   loom::ThreadPool pool(int(state.range(0)));
   std::vector<std::int32_t> prompt(64);

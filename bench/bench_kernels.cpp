@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <loom/kernels/matmul.hpp>
+#include <loom/model/config.hpp>
 #include <loom/nn/attention.hpp>
 #include <algorithm>
 #include <cstring>
@@ -148,7 +149,7 @@ void BM_Attention(benchmark::State& state) {
   c.n_heads = 32;
   c.n_kv_heads = 4;
   c.head_dim = 64;
-  loom::KVCache kv(c, ctx, type);
+  loom::nn::KVCache kv(c, ctx, type);
   kv.reserve_append(0, ctx);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -164,7 +165,8 @@ void BM_Attention(benchmark::State& state) {
   std::vector<float> scratch(std::size_t(pool.size() * loom::nn::attention_scratch_floats(s, ctx)));
   for (float& x : q) x = dist(rng);
   for (auto _ : state) {
-    loom::nn::attention(q.data(), 32 * 64, 1, ctx - 1, kv, 0, s, out.data(), 32 * 64, scratch.data(), &pool);
+    loom::nn::attention(s, loom::TensorView<const float>(q.data(), {1, 32 * 64}), {kv, 0, ctx - 1},
+                        loom::TensorView<float>(out.data(), {1, 32 * 64}), {scratch, &pool});
     benchmark::DoNotOptimize(out.data());
   }
   state.SetLabel(std::string(loom::to_string(type)));
@@ -190,9 +192,9 @@ void BM_AttentionFromMemory(benchmark::State& state) {
   c.n_heads = c.n_kv_heads * group;
   c.head_dim = 64;
   c.n_layers = 1;
-  const std::uint64_t layer_bytes = loom::KVCache::bytes_needed(c, ctx, type);
+  const std::uint64_t layer_bytes = loom::nn::KVCache::bytes_needed(c, ctx, type);
   c.n_layers = int((std::uint64_t(256) << 20) / layer_bytes + 1);
-  loom::KVCache kv(c, ctx, type);
+  loom::nn::KVCache kv(c, ctx, type);
   kv.reserve_append(0, ctx);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -208,11 +210,12 @@ void BM_AttentionFromMemory(benchmark::State& state) {
   for (float& x : q) x = dist(rng);
   for (auto _ : state) {
     for (int l = 0; l < c.n_layers; ++l)
-      loom::nn::attention(q.data(), c.q_dim(), 1, ctx - 1, kv, l, s, out.data(), c.q_dim(), scratch.data(), nullptr);
+      loom::nn::attention(s, loom::TensorView<const float>(q.data(), {1, c.q_dim()}), {kv, l, ctx - 1},
+                          loom::TensorView<float>(out.data(), {1, c.q_dim()}), {scratch});
     benchmark::DoNotOptimize(out.data());
   }
   state.SetLabel(std::string(loom::to_string(type)));
-  const double read = 2.0 * c.n_layers * ctx * c.kv_dim() * double(loom::KVCache::element_bytes(type));
+  const double read = 2.0 * c.n_layers * ctx * c.kv_dim() * double(loom::nn::KVCache::element_bytes(type));
   state.counters["kv_bytes/s"] = benchmark::Counter(read, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_AttentionFromMemory)

@@ -133,7 +133,7 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, const loo
   auto type = [&](Role role, int layer, std::int64_t in) { return loom::matrix_type(f, role, layer, c.n_layers, in); };
   auto linear = [&](std::int64_t out, std::int64_t in, bool bias, bool in_out = false, Role role = Role::other,
                     int layer = 0) {
-    loom::Linear l;
+    loom::nn::Linear l;
     l.in_out = in_out;
     const loom::DType t = type(role, layer, in);
     l.weight = in_out ? make({in, out}, t) : make({out, in}, t);
@@ -141,7 +141,7 @@ std::shared_ptr<const loom::Model> random_model(const loom::Config& c, const loo
     return l;
   };
   auto norm = [&] {
-    loom::NormWeights n;
+    loom::nn::NormWeights n;
     n.weight = make({c.dim}, loom::DType::f32, true);
     if (c.norm == loom::NormKind::layer_norm) n.bias = make({c.dim}, loom::DType::f32);
     return n;
@@ -189,7 +189,7 @@ double prompt_multiply_adds(const loom::Model& m, int n) {
 loom::kernels::Arithmetic prompt_arithmetic(const loom::Model& m) {
   double quantized = 0, half = 0, other = 0;
   for (const auto& l : m.weights().layers)
-    for (const loom::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const loom::nn::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
       if (x->empty()) continue;
       const loom::DType t = x->weight.dtype;
       (loom::is_quantized(t) ? quantized : t == loom::DType::f16 || t == loom::DType::bf16 ? half : other) +=
@@ -362,7 +362,7 @@ int run(const Options& o) {
       return p;
     };
     if (o.n_prompt > 0) limits[t].gemm_flops_per_second = loom::measure_gemm_rate(pool, 2048, 1);
-    loom::KVCache kv(c, std::int32_t(ctx), o.kv_type);
+    loom::nn::KVCache kv(c, std::int32_t(ctx), o.kv_type);
     loom::Activations act;
     auto token = [&](std::int64_t i) { return std::int32_t((i * 7919 + 1) % c.vocab_size); };
     std::vector<std::int32_t> prompt(std::size_t(std::max({o.n_prompt, max_depth, 1})));

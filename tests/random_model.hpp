@@ -31,14 +31,14 @@ inline Model random_model(const Config& c, std::uint32_t seed = 1, DType dtype =
     return TensorRef{t, shape, buf->data(), buf->size()};
   };
   auto linear = [&](std::int64_t out, std::int64_t in, bool bias, bool in_out = false) {
-    Linear l;
+    nn::Linear l;
     l.weight = make(in_out ? Shape{in, out} : Shape{out, in}, 0.0f, 0.1f, dtype);
     l.in_out = in_out;
     if (bias) l.bias = make({out}, 0.0f, 0.02f);
     return l;
   };
   auto norm = [&] {
-    NormWeights n;
+    nn::NormWeights n;
     n.weight = make({c.dim}, 1.0f, 0.1f);
     if (c.norm == NormKind::layer_norm) n.bias = make({c.dim}, 0.0f, 0.02f);
     return n;

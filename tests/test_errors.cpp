@@ -144,7 +144,7 @@ struct Case {
 // Every row of docs/errors.md. Ids are stable: add new rows at the end of their area.
 std::vector<Case> cases() {
   using namespace loom;
-  const std::uint64_t kv_bytes = KVCache::bytes_needed(model().config(), 64);
+  const std::uint64_t kv_bytes = nn::KVCache::bytes_needed(model().config(), 64);
   return {
       // llama2.c checkpoints
       {"L1", "llama2.c", "file shorter than the 28-byte header", [] { io::load_llama2c(write("short.bin", "abc")); }},

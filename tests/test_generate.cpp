@@ -302,7 +302,7 @@ TEST_F(SessionTest, ContextShiftThatCannotMakeRoomIsRefused) {
 // ---- memory budget ---------------------------------------------------------------------------
 
 TEST_F(SessionTest, MemoryBudgetIsCheckedBeforeAllocating) {
-  const std::uint64_t kv = loom::KVCache::bytes_needed(config, 64);
+  const std::uint64_t kv = loom::nn::KVCache::bytes_needed(config, 64);
   const std::uint64_t one = loom::Activations::bytes_needed(config, 1, 64, 1);
   {
     loom::Session s(model, {.n_ctx = 64, .max_memory = kv + one});  // exactly enough for decoding
@@ -337,8 +337,8 @@ TEST_F(SessionTest, MemoryBudgetIsCheckedBeforeAllocating) {
 }
 
 TEST_F(SessionTest, F16CacheHalvesTheKVBytesTheBudgetCounts) {
-  const std::uint64_t kv32 = loom::KVCache::bytes_needed(config, 64);
-  const std::uint64_t kv16 = loom::KVCache::bytes_needed(config, 64, loom::DType::f16);
+  const std::uint64_t kv32 = loom::nn::KVCache::bytes_needed(config, 64);
+  const std::uint64_t kv16 = loom::nn::KVCache::bytes_needed(config, 64, loom::DType::f16);
   const std::uint64_t one = loom::Activations::bytes_needed(config, 1, 64, 1);
   EXPECT_EQ(2 * kv16, kv32);
   // A budget the f16 cache fits and the f32 cache does not.
@@ -363,12 +363,12 @@ TEST_F(SessionTest, F16CacheHalvesTheKVBytesTheBudgetCounts) {
 
 TEST(SessionMemory, SizesMatchWhatIsAllocated) {
   const loom::Config c = loom::test::llama_config();
-  const loom::KVCache kv(c, 37);
-  EXPECT_EQ(kv.bytes(), loom::KVCache::bytes_needed(c, 37));
+  const loom::nn::KVCache kv(c, 37);
+  EXPECT_EQ(kv.bytes(), loom::nn::KVCache::bytes_needed(c, 37));
   loom::Activations act;
   act.reserve(c, 5, 37, 3);
   std::uint64_t floats = 0;
-  for (auto* v : {&act.x, &act.xb, &act.xb2, &act.qkv, &act.att, &act.hb, &act.hb2, &act.logits, &act.scores})
+  for (auto* v : {&act.residual, &act.normed, &act.block_out, &act.logits, &act.block_scratch})
     floats += v->size();
   EXPECT_EQ(floats * sizeof(float), loom::Activations::bytes_needed(c, 5, 37, 3));
 }

@@ -535,7 +535,7 @@ TEST(GgufFixtures, TinyLlamaMetadata) {
 double check_reference_logits(const loom::Model& model, const fs::path& ref_path, double tol, bool argmax = true) {
   const json ref = json::parse(loom::test::read_text(ref_path));
   const auto tokens = ref.at("tokens").get<std::vector<std::int32_t>>();
-  loom::KVCache kv(model.config(), 128);
+  loom::nn::KVCache kv(model.config(), 128);
   const loom::Tensor<float> logits = model.logits(tokens, 0, kv, loom::Logits::all);
   const auto& rl = ref.at("logits");
   EXPECT_EQ(rl.size(), tokens.size());
@@ -591,7 +591,7 @@ TEST(GgufModel, RopeLayoutComesFromTheArchitecture) {
   const loom::Model wrong(std::move(m.config), std::move(m.weights));
   const json r = json::parse(loom::test::read_text(ref));
   const auto tokens = r.at("tokens").get<std::vector<std::int32_t>>();
-  loom::KVCache kv(wrong.config(), 128);
+  loom::nn::KVCache kv(wrong.config(), 128);
   const auto logits = wrong.logits(tokens, 0, kv, loom::Logits::all);
   double err = 0;
   for (std::int64_t v = 0; v < logits.dim(1); ++v)
@@ -621,7 +621,7 @@ TEST(GgufModel, SameLogitsAsTheHuggingFaceCheckpoint) {
     const loom::Model mg(std::move(g.config), std::move(g.weights));
     const loom::Model mh(std::move(h.config), std::move(h.weights));
     const std::vector<std::int32_t> tokens = {1, 15043, 3186, 29892, 445, 338, 263, 1243, 29889, 5, 77, 3000};
-    loom::KVCache kg(mg.config(), 64), kh(mh.config(), 64);
+    loom::nn::KVCache kg(mg.config(), 64), kh(mh.config(), 64);
     const auto lg = mg.logits(tokens, 0, kg, loom::Logits::all);
     const auto lh = mh.logits(tokens, 0, kh, loom::Logits::all);
     double err = 0;
@@ -683,7 +683,7 @@ TEST(GgufModel, TinySyntheticLoadsTiedAndRuns) {
   EXPECT_EQ(m.bos_id, 1);
   EXPECT_FALSE(m.eos_id.has_value());
   const loom::Model model(std::move(m.config), std::move(m.weights));
-  loom::KVCache kv(model.config(), 16);
+  loom::nn::KVCache kv(model.config(), 16);
   const std::vector<std::int32_t> tokens = {1, 2, 3};
   const auto logits = model.logits(tokens, 0, kv);
   for (std::int64_t i = 0; i < logits.numel(); ++i) EXPECT_TRUE(std::isfinite(logits.data()[i]));
@@ -779,7 +779,7 @@ void write_f32_copy(const GgufFile& src, const fs::path& out) { write_quantized_
 
 /// Logits at every position, decoding one token at a time (the n = 1 integer path).
 loom::Tensor<float> decode_logits(const loom::Model& model, const std::vector<std::int32_t>& tokens) {
-  loom::KVCache kv(model.config(), 128);
+  loom::nn::KVCache kv(model.config(), 128);
   loom::Tensor<float> out({std::int64_t(tokens.size()), model.config().vocab_size});
   for (std::size_t p = 0; p < tokens.size(); ++p) {
     const auto l = model.logits(std::span(tokens).subspan(p, 1), std::int32_t(p), kv);
@@ -819,7 +819,7 @@ TEST(GgufModel, QuantizedTinyLlama) {
     EXPECT_EQ(md.weights.layers[0].wq.weight.dtype, DType::f32);
     const loom::Model q(std::move(mq.config), std::move(mq.weights));
     const loom::Model d(std::move(md.config), std::move(md.weights));
-    loom::KVCache kq(q.config(), 128), kd(d.config(), 128);
+    loom::nn::KVCache kq(q.config(), 128), kd(d.config(), 128);
     // A long prompt (more rows than quant_dot_max_rows): with the integer GEMM (AVX-512) within
     // the activation rounding as decode; elsewhere dequantized blocks and the f32 GEMM, equal to
     // the f32 copy up to float rounding.
@@ -831,7 +831,7 @@ TEST(GgufModel, QuantizedTinyLlama) {
     const double prompt_err = max_diff(pq, pd);
     EXPECT_LE(prompt_err, loom::kernels::detail::int8_gemm(type) ? tol_act : 1e-5) << name;
     // Decode (integer dot products on 8-bit activations) is within the activation rounding.
-    loom::KVCache kd2(d.config(), 128);
+    loom::nn::KVCache kd2(d.config(), 128);
     const auto ref_d = d.logits(tokens, 0, kd2, loom::Logits::all);
     const auto dq = decode_logits(q, tokens);
     const double decode_err = max_diff(dq, ref_d);

@@ -93,7 +93,7 @@ const Tiny kTiny[] = {{"tiny-llama", "tokenizers/hf/llama2-tokenizer.nbsp-restor
 const std::vector<std::int32_t> kTokens{1, 15043, 3186, 29892, 445, 338, 263, 1243, 29889};
 
 double max_diff(const loom::Model& a, const loom::Model& b) {
-  loom::KVCache k1(a.config(), 16), k2(b.config(), 16);
+  loom::nn::KVCache k1(a.config(), 16), k2(b.config(), 16);
   const auto x = a.logits(kTokens, 0, k1, loom::Logits::all), y = b.logits(kTokens, 0, k2, loom::Logits::all);
   double m = 0;
   for (std::int64_t i = 0; i < x.numel(); ++i) m = std::max(m, double(std::abs(x.data()[i] - y.data()[i])));
@@ -209,7 +209,7 @@ TEST(GgufExport, IQ4_XSTensorsRoundTrip) {
   const loom::Model read(std::move(back.config), std::move(back.weights));
   const loom::Model in_memory(c, loom::convert_weights(src.weights(), loom::DType::iq4_xs));
   const std::vector<std::int32_t> tokens{1, 200, 17, 299, 42, 5};
-  loom::KVCache k1(c, 16), k2(c, 16);
+  loom::nn::KVCache k1(c, 16), k2(c, 16);
   const auto x = read.logits(tokens, 0, k1, loom::Logits::all), y = in_memory.logits(tokens, 0, k2, loom::Logits::all);
   for (std::int64_t i = 0; i < x.numel(); ++i) ASSERT_NEAR(x.data()[i], y.data()[i], 1e-5) << i;
 }
@@ -224,11 +224,11 @@ TEST(Convert, ConvertedWeightsOutliveTheSourceModel) {
     std::shared_ptr<const loom::Model> src = loom::load(demo).model;
     const loom::Config c = src->config();
     const auto converted = std::make_shared<const loom::Model>(c, loom::convert_weights(src->weights(), type));
-    loom::KVCache k1(c, 8);
+    loom::nn::KVCache k1(c, 8);
     const auto before = converted->logits(ids, 0, k1);
     ASSERT_EQ(src.use_count(), 1);
     src.reset();  // destroys the source Model
-    loom::KVCache k2(c, 8);
+    loom::nn::KVCache k2(c, 8);
     const auto after = converted->logits(ids, 0, k2);
     for (std::int64_t i = 0; i < before.numel(); ++i) ASSERT_EQ(before.data()[i], after.data()[i]);
   }
@@ -344,7 +344,7 @@ TEST(GgufExport, KQuantMixRoundTrip) {
   const loom::Model mix(c, loom::convert_weights(src.weights(), q4_k_m));
   const loom::Model pure(c, loom::convert_weights(src.weights(), loom::DType::q4_k));
   const std::vector<std::int32_t> tokens{1, 200, 17, 299, 42, 5, 77, 150};
-  loom::KVCache k1(c, 16), k2(c, 16), k3(c, 16), k4(c, 16);
+  loom::nn::KVCache k1(c, 16), k2(c, 16), k3(c, 16), k4(c, 16);
   const auto x = read.logits(tokens, 0, k1, loom::Logits::all), y = mix.logits(tokens, 0, k2, loom::Logits::all);
   for (std::int64_t i = 0; i < x.numel(); ++i) ASSERT_NEAR(x.data()[i], y.data()[i], 1e-5) << i;
   const auto exact = src.logits(tokens, 0, k3, loom::Logits::all), p = pure.logits(tokens, 0, k4, loom::Logits::all);

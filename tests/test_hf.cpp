@@ -409,7 +409,7 @@ void check_reference_logits(const fs::path& model_dir, const fs::path& ref_path,
   const json ref = json::parse(loom::test::read_text(ref_path));
   const auto tokens = ref.at("tokens").get<std::vector<std::int32_t>>();
   loom::Model model(std::move(m.config), std::move(m.weights));
-  loom::KVCache kv(model.config(), 128);
+  loom::nn::KVCache kv(model.config(), 128);
   const loom::Tensor<float> logits = model.logits(tokens, 0, kv, loom::Logits::all);
   ASSERT_EQ(logits.dim(0), std::int64_t(tokens.size()));
   ASSERT_EQ(logits.dim(1), model.config().vocab_size);

@@ -468,15 +468,17 @@ TEST(Matmul, ProductsOfTheSameInputInOneCallEqualSeparateOnes) {
 TEST(Linear, SameInputLayersAddTheirBiases) {
   const StoredWeight wa = make_weight(loom::DType::f16, 5, 40, 41), wb = make_weight(loom::DType::f16, 3, 40, 42);
   const std::vector<float> ba{1, 2, 3, 4, 5};
-  const loom::Linear a{wa.ref, loom::TensorRef{loom::DType::f32, {5}, reinterpret_cast<const std::byte*>(ba.data()), 20}};
-  const loom::Linear b{wb.ref, {}};
+  const loom::nn::Linear a{wa.ref, loom::TensorRef{loom::DType::f32, {5}, reinterpret_cast<const std::byte*>(ba.data()), 20}};
+  const loom::nn::Linear b{wb.ref, {}};
   const auto x = random_vector(80, 43);
   std::vector<float> ya(10), yb(6), ra(10), rb(6);
-  const loom::nn::LinearOutput outs[] = {{&a, ya.data(), 5}, {&b, yb.data(), 3}};
+  using View = loom::TensorView<float>;
+  const loom::TensorView<const float> xv(x.data(), loom::Shape{2, 40});
+  const loom::nn::LinearOutput outs[] = {{&a, View(ya.data(), {2, 5})}, {&b, View(yb.data(), {2, 3})}};
   loom::ThreadPool pool(2);
-  loom::nn::linear_same_input(x.data(), 2, 40, outs, &pool);
-  loom::nn::linear(x.data(), 2, 40, a, ra.data(), 5, &pool);
-  loom::nn::linear(x.data(), 2, 40, b, rb.data(), 3, &pool);
+  loom::nn::linear_same_input(xv, outs, &pool);
+  loom::nn::linear(xv, a, View(ra.data(), {2, 5}), &pool);
+  loom::nn::linear(xv, b, View(rb.data(), {2, 3}), &pool);
   EXPECT_EQ(ya, ra);
   EXPECT_EQ(yb, rb);
   for (int t = 0; t < 2; ++t)
@@ -490,9 +492,9 @@ TEST(Linear, SameInputLayersAddTheirBiases) {
 TEST(Linear, AddsBias) {
   const StoredWeight w = make_weight(loom::DType::f32, 3, 2, 8);
   std::vector<float> b{1, 2, 3};
-  loom::Linear l{w.ref, loom::TensorRef{loom::DType::f32, {3}, reinterpret_cast<const std::byte*>(b.data()), 12}};
+  loom::nn::Linear l{w.ref, loom::TensorRef{loom::DType::f32, {3}, reinterpret_cast<const std::byte*>(b.data()), 12}};
   std::vector<float> x{0.5f, -1}, y(3);
-  loom::nn::linear(x.data(), 1, 2, l, y.data(), 3);
+  loom::nn::linear(loom::TensorView<const float>(x.data(), {1, 2}), l, loom::TensorView<float>(y.data(), {1, 3}));
   for (int o = 0; o < 3; ++o) EXPECT_NEAR(y[o], 0.5 * w.values[o * 2] - w.values[o * 2 + 1] + b[o], 1e-6);
 }
 

@@ -39,7 +39,7 @@ TEST(Llama2c, Stories260KLogitsSteps0To7MatchRunC) {
   LOOM_REQUIRE_FIXTURE(ref_path, "stories260K/logits_steps_0-7.json");
   const auto ref = nlohmann::json::parse(loom::test::read_text(ref_path));
   const loom::Model model = load_stories(path);
-  loom::KVCache kv(model.config(), 512);
+  loom::nn::KVCache kv(model.config(), 512);
   loom::Activations act;
   for (std::size_t s = 0; s < ref["pos"].size(); ++s) {
     const std::int32_t tok = ref["input_token"][s];
@@ -59,7 +59,7 @@ TEST(Llama2c, Stories260KGreedyMatchesRunC) {
   LOOM_REQUIRE_FIXTURE(ref_path, "stories260K/greedy_tokens.json");
   const std::vector<std::int32_t> expected = nlohmann::json::parse(loom::test::read_text(ref_path));
   const loom::Model model = load_stories(path);
-  loom::KVCache kv(model.config(), 512);
+  loom::nn::KVCache kv(model.config(), 512);
   loom::Activations act;
   std::vector<std::int32_t> got;
   std::int32_t tok = 1;  // run.c encodes the empty prompt as [BOS]

@@ -96,7 +96,7 @@ TEST(Load, GgufWithEmbeddedVocabulary) {
     EXPECT_EQ(g.tokenizer->encode("Hello world, this is a test.", false), expected) << name;
     EXPECT_FALSE(g.end_of_generation.empty());
     const loom::Loaded h = loom::load(hf);
-    loom::KVCache kv1(g.model->config(), 16), kv2(h.model->config(), 16);
+    loom::nn::KVCache kv1(g.model->config(), 16), kv2(h.model->config(), 16);
     const auto a = g.model->logits(expected, 0, kv1, loom::Logits::all);
     const auto b = h.model->logits(expected, 0, kv2, loom::Logits::all);
     ASSERT_EQ(a.numel(), b.numel());

@@ -1,5 +1,6 @@
 // Whole-model properties on random models: batched prompt == token-by-token decoding, rewind,
-// causality, thread independence, input validation.
+// causality, thread independence, input validation; the nn blocks composed by hand
+// (examples/compose.cpp) give Model's logits.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,9 @@
 #include <loom/model/model.hpp>
 
 #include "random_model.hpp"
+
+#define LOOM_COMPOSE_NO_MAIN
+#include "../examples/compose.cpp"  // nn blocks composed by hand, with random weights
 
 namespace {
 
@@ -54,7 +58,7 @@ TEST(Model, BatchedPromptEqualsTokenByTokenDecoding) {
     for (loom::DType t : {loom::DType::f32, loom::DType::f16}) {
       for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
         const loom::Model m = loom::test::random_model(c, 3, t);
-        loom::KVCache kv1(c, 32, kv_type), kv2(c, 32, kv_type);
+        loom::nn::KVCache kv1(c, 32, kv_type), kv2(c, 32, kv_type);
         const auto all = m.logits(kTokens, 0, kv1, loom::Logits::all);
         ASSERT_EQ(all.dim(0), std::int64_t(kTokens.size()));
         for (std::size_t i = 0; i < kTokens.size(); ++i) {
@@ -77,7 +81,7 @@ TEST(Model, F16CacheLogitsStayCloseToF32Cache) {
   // Something else (a key read as a value, a wrong position) moves them by far more.
   for (const Config& c : variants()) {
     const loom::Model m = loom::test::random_model(c, 7);
-    loom::KVCache kv32(c, 32), kv16(c, 32, loom::DType::f16);
+    loom::nn::KVCache kv32(c, 32), kv16(c, 32, loom::DType::f16);
     const auto a = m.logits(kTokens, 0, kv32, loom::Logits::all);
     const auto b = m.logits(kTokens, 0, kv16, loom::Logits::all);
     double diff = 0, scale = 0;
@@ -93,7 +97,7 @@ TEST(Model, F16CacheLogitsStayCloseToF32Cache) {
 TEST(Model, RewindThenRedecodeReproducesLogits) {
   for (const Config& c : variants()) {
     const loom::Model m = loom::test::random_model(c, 4);
-    loom::KVCache kv(c, 32);
+    loom::nn::KVCache kv(c, 32);
     const auto all = m.logits(kTokens, 0, kv, loom::Logits::all);
     kv.rewind(4);
     const std::span<const std::int32_t> rest(kTokens.begin() + 4, kTokens.end());
@@ -111,7 +115,7 @@ TEST(Model, RewindThenRedecodeReproducesLogits) {
 TEST(Model, CausalityLaterTokensNeverChangeEarlierLogits) {
   for (const Config& c : variants()) {
     const loom::Model m = loom::test::random_model(c, 5);
-    loom::KVCache kv(c, 32);
+    loom::nn::KVCache kv(c, 32);
     const auto a = m.logits(kTokens, 0, kv, loom::Logits::all);
     auto changed = kTokens;
     changed.back() = 1;
@@ -129,7 +133,7 @@ TEST(Model, LogitsDoNotDependOnThreadCount) {
     for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
       const loom::Model m = loom::test::random_model(c, 6);
       loom::ThreadPool p1(1), p2(2), p3(3);
-      loom::KVCache kv(c, 32, kv_type);
+      loom::nn::KVCache kv(c, 32, kv_type);
       const auto a = m.logits(kTokens, 0, kv, loom::Logits::all, &p1);
       kv.clear();
       const auto b = m.logits(kTokens, 0, kv, loom::Logits::all, &p2);
@@ -160,13 +164,13 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
     ASSERT_EQ(q.weights().token_embedding.dtype, t);
     std::vector<std::int32_t> prompt;
     while (std::int64_t(prompt.size()) <= loom::kernels::quant_dot_max_rows(t)) prompt.insert(prompt.end(), kTokens.begin(), kTokens.end());
-    loom::KVCache k1(c, c.max_seq_len), k2(c, c.max_seq_len);
+    loom::nn::KVCache k1(c, c.max_seq_len), k2(c, c.max_seq_len);
     const auto pq = q.logits(prompt, 0, k1, loom::Logits::all), pf = f.logits(prompt, 0, k2, loom::Logits::all);
     const double prompt_diff = max_rel_diff(pq.data(), pf.data(), pq.numel());
     // The integer GEMM (AVX-512) rounds activations per 32 values, as the decode dots do; the
     // other levels dequantize the weights for the f32 GEMM, which matches the f32 copy.
     EXPECT_LT(prompt_diff, loom::kernels::detail::int8_gemm(t) ? 0.05 : 1e-4) << loom::to_string(t);
-    loom::KVCache k3(c, 64), k4(c, 64);
+    loom::nn::KVCache k3(c, 64), k4(c, 64);
     double decode_diff = 0;
     for (std::size_t i = 0; i < kTokens.size(); ++i) {
       const auto dq = q.logits({&kTokens[i], 1}, std::int32_t(i), k3), df = f.logits({&kTokens[i], 1}, std::int32_t(i), k4);
@@ -183,7 +187,7 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
 TEST(Model, RejectsBadTokensAndPositions) {
   const Config c = loom::test::llama_config();
   const loom::Model m = loom::test::random_model(c);
-  loom::KVCache kv(c, 8);
+  loom::nn::KVCache kv(c, 8);
   auto expect = [&](auto&& f, loom::ErrorKind kind, const char* needle) {
     try {
       f();
@@ -206,7 +210,7 @@ TEST(Model, RejectsBadTokensAndPositions) {
   Config g = loom::test::gpt2_config();
   g.max_seq_len = 4;
   const loom::Model gm = loom::test::random_model(g);
-  loom::KVCache gkv(g, 8);
+  loom::nn::KVCache gkv(g, 8);
   const std::vector<std::int32_t> five(5, 1);
   expect([&] { gm.logits(five, 0, gkv); }, loom::ErrorKind::capacity, "learned positions");
 }
@@ -225,6 +229,44 @@ TEST(Model, RejectsWeightsThatDoNotMatchTheConfig) {
   }
   c.n_kv_heads = 3;  // does not divide 4 heads
   EXPECT_THROW(loom::Model(c, m.weights()), loom::Error);
+}
+
+/// examples/compose.cpp builds a model from nn blocks without loom::Model; the same weights put
+/// into a Config + Weights and run by Model must give the same logits at every position.
+TEST(Model, HandComposedBlocksGiveModelsLogits) {
+  const compose::Parameters p = compose::random_parameters(7);
+  Config c;
+  c.vocab_size = compose::vocab;
+  c.dim = compose::dim;
+  c.n_layers = compose::layers;
+  c.n_heads = compose::heads;
+  c.n_kv_heads = compose::kv_heads;
+  c.head_dim = compose::head_dim;
+  c.ffn_dim = compose::hidden;
+  c.max_seq_len = 32;
+  c.norm = loom::NormKind::rms_norm;
+  c.norm_eps = 1e-5f;
+  c.position = loom::PositionKind::rope;
+  c.rope_layout = loom::RopeLayout::interleaved;
+  c.activation = loom::Activation::silu;
+  c.gated_ffn = true;
+  loom::Weights w;
+  w.token_embedding = p.embedding;
+  for (const compose::Layer& l : p.layer)
+    w.layers.push_back({l.attn_norm, {}, l.q, l.k, l.v, l.out, l.ffn_norm, l.gate, l.up, l.down});
+  w.final_norm = p.final_norm;
+  w.output = loom::nn::Linear{p.embedding, {}};
+  const loom::Model model(c, w);
+
+  const std::vector<std::int32_t> tokens{1, 17, 42, 5, 79, 0, 33};
+  loom::nn::KVCache kv(c, 32);
+  const loom::Tensor<float> expected = model.logits(tokens, 0, kv, loom::Logits::all);
+  const std::vector<float> composed = compose::forward(p, tokens);
+  ASSERT_EQ(std::int64_t(composed.size()), expected.numel());
+  EXPECT_LT(max_rel_diff(composed.data(), expected.data(), expected.numel()), 1e-6);
+  double spread = 0;  // the logits are not all alike (random weights did something)
+  for (int i = 1; i < compose::vocab; ++i) spread = std::max(spread, double(std::abs(composed[std::size_t(i)] - composed[0])));
+  EXPECT_GT(spread, 0.1);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <loom/model/config.hpp>
 #include <loom/nn/attention.hpp>
 #include <loom/nn/kv_cache.hpp>
 #include <loom/nn/norm.hpp>
@@ -59,7 +60,7 @@ double dot(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(Rope, ScoreDependsOnlyOnPositionDifference) {
   for (auto layout : {loom::RopeLayout::interleaved, loom::RopeLayout::half_split}) {
-    const loom::nn::Rope rope(rope_config(layout));
+    const loom::nn::Rope rope(rope_config(layout).rope_shape());
     const auto q = random_vector(16, 10), k = random_vector(16, 11);
     auto score = [&](int pq, int pk) {
       auto qq = q, kk = k;
@@ -76,8 +77,8 @@ TEST(Rope, ScoreDependsOnlyOnPositionDifference) {
 TEST(Rope, LayoutsAgreeAfterPermutation) {
   // Interleaved pair (2i, 2i+1) is half-split pair (i, i + d/2): permute the vector accordingly.
   const int d = 16;
-  const loom::nn::Rope inter(rope_config(loom::RopeLayout::interleaved));
-  const loom::nn::Rope half(rope_config(loom::RopeLayout::half_split));
+  const loom::nn::Rope inter(rope_config(loom::RopeLayout::interleaved).rope_shape());
+  const loom::nn::Rope half(rope_config(loom::RopeLayout::half_split).rope_shape());
   const auto x = random_vector(d, 12);
   std::vector<float> xi(d);
   for (int i = 0; i < d / 2; ++i) {
@@ -95,9 +96,9 @@ TEST(Rope, LayoutsAgreeAfterPermutation) {
 
 TEST(Rope, MatchesRotationFormulaAndLinearScaling) {
   auto c = rope_config(loom::RopeLayout::interleaved, 8);
-  const loom::nn::Rope rope(c);
+  const loom::nn::Rope rope(c.rope_shape());
   c.rope_scaling = {loom::RopeScalingKind::linear, 4.0f};
-  const loom::nn::Rope scaled(c);
+  const loom::nn::Rope scaled(c.rope_shape());
   const auto x = random_vector(8, 13);
   for (int pos : {0, 1, 9, 40}) {
     auto y = x;
@@ -107,7 +108,7 @@ TEST(Rope, MatchesRotationFormulaAndLinearScaling) {
       EXPECT_NEAR(y[2 * i], x[2 * i] * std::cos(angle) - x[2 * i + 1] * std::sin(angle), 1e-5);
       EXPECT_NEAR(y[2 * i + 1], x[2 * i] * std::sin(angle) + x[2 * i + 1] * std::cos(angle), 1e-5);
     }
-    // Linear interpolation: position p with factor 4 rotates like position p/4 unscaled.
+    // nn::Linear interpolation: position p with factor 4 rotates like position p/4 unscaled.
     auto s = x, r = x;
     scaled.apply(s.data(), 1, pos * 4);
     rope.apply(r.data(), 1, pos);
@@ -118,9 +119,9 @@ TEST(Rope, MatchesRotationFormulaAndLinearScaling) {
 TEST(Rope, Llama3ScalingKeepsHighAndDividesLowFrequencies) {
   auto c = rope_config(loom::RopeLayout::half_split, 128);
   c.rope_theta = 500000.0f;
-  const loom::nn::Rope plain(c);
+  const loom::nn::Rope plain(c.rope_shape());
   c.rope_scaling = {loom::RopeScalingKind::llama3, 8.0f, 1.0f, 4.0f, 8192};
-  const loom::nn::Rope scaled(c);
+  const loom::nn::Rope scaled(c.rope_shape());
   const double pi = 3.14159265358979323846;
   for (std::size_t i = 0; i < plain.inv_freq().size(); ++i) {
     const double f = plain.inv_freq()[i], wavelen = 2 * pi / f;
@@ -168,7 +169,7 @@ using loom::DType;
 /// One layer of cached keys and values (random, stored in `type`) and query rows for them.
 struct AttnCase {
   loom::Config c;
-  loom::KVCache kv;
+  loom::nn::KVCache kv;
   std::vector<float> k, v;  // [n, kv_heads*hd] as given to the cache (before any rounding)
   std::vector<float> q;     // [n, heads*hd]
 };
@@ -179,7 +180,7 @@ AttnCase make_case(int heads, int kv_heads, int hd, int n, std::uint32_t seed, D
   a.c.n_heads = heads;
   a.c.n_kv_heads = kv_heads;
   a.c.head_dim = hd;
-  a.kv = loom::KVCache(a.c, 64, type);
+  a.kv = loom::nn::KVCache(a.c, 64, type);
   a.kv.reserve_append(0, n);
   const int kvd = kv_heads * hd;
   a.k = random_vector(std::size_t(n * kvd), seed);
@@ -198,7 +199,9 @@ std::vector<float> run_attention(const AttnCase& a, int n, int window = 0, const
   std::vector<float> out(std::size_t((n - first) * qd), NAN);
   std::vector<float> scratch(std::size_t(threads * loom::nn::attention_scratch_floats(s, a.kv.capacity())));
   loom::ThreadPool pool(threads);
-  loom::nn::attention(a.q.data() + first * qd, qd, n - first, first, a.kv, 0, s, out.data(), qd, scratch.data(), &pool);
+  const loom::TensorView<const float> q(a.q.data(), loom::Shape{n, qd});
+  loom::nn::attention(s, q.rows(first, n), {a.kv, 0, first}, loom::TensorView<float>(out.data(), loom::Shape{n - first, qd}),
+                      {scratch, &pool});
   return out;
 }
 
@@ -278,7 +281,7 @@ AttnCase repeat_kv_heads(const AttnCase& gqa, DType type) {
   AttnCase mha;
   mha.c = gqa.c;
   mha.c.n_kv_heads = heads;
-  mha.kv = loom::KVCache(mha.c, 64, type);
+  mha.kv = loom::nn::KVCache(mha.c, 64, type);
   mha.kv.reserve_append(0, n);
   for (int t = 0; t < n; ++t)
     for (int h = 0; h < heads; ++h)
@@ -333,14 +336,13 @@ TEST(Attention, RejectsShapesThatDoNotMatchTheCache) {
   const AttnCase a = make_case(4, 2, 8, 4, 60);
   std::vector<float> out(64), scratch(1024);
   const loom::nn::AttentionShape bad_heads{4, 3, 8, 0, nullptr}, bad_dim{4, 2, 4, 0, nullptr}, ok{4, 2, 8, 0, nullptr};
-  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 0, a.kv, 0, bad_heads, out.data(), 32, scratch.data(), nullptr),
-               loom::Error);
-  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 0, a.kv, 0, bad_dim, out.data(), 32, scratch.data(), nullptr),
-               loom::Error);
-  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 64, a.kv, 0, ok, out.data(), 32, scratch.data(), nullptr),
-               loom::Error);  // position 64 is past the capacity
-  EXPECT_THROW(loom::nn::attention(a.q.data(), 32, 1, 0, a.kv, 1, ok, out.data(), 32, scratch.data(), nullptr),
-               loom::Error);  // there is one layer
+  const loom::TensorView<const float> q(a.q.data(), loom::Shape{1, 32});
+  const loom::TensorView<float> o(out.data(), loom::Shape{1, 32});
+  EXPECT_THROW(loom::nn::attention(bad_heads, q, {a.kv, 0, 0}, o, {scratch}), loom::Error);
+  EXPECT_THROW(loom::nn::attention(bad_dim, q, {a.kv, 0, 0}, o, {scratch}), loom::Error);
+  EXPECT_THROW(loom::nn::attention(ok, q, {a.kv, 0, 64}, o, {scratch}), loom::Error);  // position 64 is past the capacity
+  EXPECT_THROW(loom::nn::attention(ok, q, {a.kv, 1, 0}, o, {scratch}), loom::Error);   // there is one layer
+  EXPECT_THROW(loom::nn::attention(ok, q, {a.kv, 0, 0}, o, {std::span<float>(scratch).first(4)}), loom::Error);  // too little scratch
 }
 
 // ---- KV cache ---------------------------------------------------------------------------------
@@ -350,7 +352,7 @@ TEST(KVCache, CapacityRewindAndClear) {
   c.n_layers = 2;
   c.n_kv_heads = 2;
   c.head_dim = 4;
-  loom::KVCache kv(c, 8);
+  loom::nn::KVCache kv(c, 8);
   EXPECT_EQ(kv.capacity(), 8);
   kv.reserve_append(0, 8);
   kv.commit(8);
@@ -368,8 +370,8 @@ TEST(KVCache, CapacityRewindAndClear) {
   EXPECT_THROW(kv.rewind(6), loom::Error);
   kv.clear();
   EXPECT_EQ(kv.size(), 0);
-  EXPECT_THROW(loom::KVCache(c, 0), loom::Error);
-  EXPECT_THROW(loom::KVCache(c, -3), loom::Error);
+  EXPECT_THROW(loom::nn::KVCache(c, 0), loom::Error);
+  EXPECT_THROW(loom::nn::KVCache(c, -3), loom::Error);
   // Layers, K/V and heads do not overlap: per layer [K | V] × [kv heads, 16 positions (the capacity
   // 8 rounded up to a key tile), head_dim]; keys are one tile, transposed.
   const std::int64_t plane = 16 * c.head_dim;
@@ -387,15 +389,15 @@ TEST(KVCache, StoresF32ExactlyAndF16RoundedInHalfTheBytes) {
   c.n_layers = 3;
   c.n_kv_heads = 2;
   c.head_dim = 12;  // kv_dim 24: a whole 8-wide conversion block and a remainder
-  loom::KVCache f32(c, 5), f16(c, 5, DType::f16);
+  loom::nn::KVCache f32(c, 5), f16(c, 5, DType::f16);
   EXPECT_EQ(f32.type(), DType::f32);
   EXPECT_EQ(f16.type(), DType::f16);
-  EXPECT_EQ(f32.bytes(), loom::KVCache::bytes_needed(c, 5));
+  EXPECT_EQ(f32.bytes(), loom::nn::KVCache::bytes_needed(c, 5));
   EXPECT_EQ(f32.bytes(), 3u * 2 * 16 * 24 * 4);  // 5 positions take a whole key tile of 16
-  EXPECT_EQ(f16.bytes(), loom::KVCache::bytes_needed(c, 5, DType::f16));
+  EXPECT_EQ(f16.bytes(), loom::nn::KVCache::bytes_needed(c, 5, DType::f16));
   EXPECT_EQ(f16.bytes() * 2, f32.bytes());
   const auto k = random_vector(24, 70, 10.0f), v = random_vector(24, 71, 10.0f);
-  for (loom::KVCache* kv : {&f32, &f16}) {
+  for (loom::nn::KVCache* kv : {&f32, &f16}) {
     kv->reserve_append(0, 5);
     kv->store(2, 3, k.data(), v.data());
   }
@@ -425,14 +427,14 @@ TEST(KVCache, OtherTypesAreUnsupported) {
   c.head_dim = 32;
   for (DType t : {DType::bf16, DType::q8_0, DType::f64}) {
     try {
-      loom::KVCache kv(c, 4, t);
+      loom::nn::KVCache kv(c, 4, t);
       FAIL() << loom::to_string(t);
     } catch (const loom::Error& e) {
       EXPECT_EQ(e.kind(), loom::ErrorKind::unsupported);
       EXPECT_NE(std::string(e.what()).find("KV cache type " + std::string(loom::to_string(t))), std::string::npos)
           << e.what();
     }
-    EXPECT_THROW(loom::KVCache::bytes_needed(c, 4, t), loom::Error);
+    EXPECT_THROW(loom::nn::KVCache::bytes_needed(c, 4, t), loom::Error);
   }
 }
 

@@ -1,4 +1,4 @@
-// Tensor<T> and TensorRef: shapes, strides, ownership, zero-copy Eigen views.
+// Tensor<T> and TensorRef: shapes, strides, ownership, TensorView rows and column ranges.
 #include <gtest/gtest.h>
 
 #include <loom/tensor.hpp>
@@ -39,22 +39,28 @@ TEST(Tensor, ViewsShareMemoryAndCopiesOfOwnersAreDeep) {
   EXPECT_TRUE(moved.owning());
 }
 
-TEST(Tensor, EigenMapsAreZeroCopy) {
-  loom::Tensor<float> a({2, 3});
-  for (int i = 0; i < 6; ++i) a.data()[i] = float(i);
-  auto m = a.matrix();
-  EXPECT_EQ(m.rows(), 2);
-  EXPECT_EQ(m.cols(), 3);
-  EXPECT_EQ(m(1, 0), 3.0f);  // row-major
-  EXPECT_EQ(m.data(), a.data());
-  m(0, 2) = 42.0f;
-  EXPECT_EQ(a(0, 2), 42.0f);
-  Eigen::VectorXf x = Eigen::VectorXf::Ones(3);
-  Eigen::VectorXf y = m * x;
-  EXPECT_EQ(y(1), 3.0f + 4.0f + 5.0f);
-  const std::vector<float> c{1, 2, 3};
-  auto cv = loom::Tensor<const float>::view(c.data(), {3});
-  EXPECT_EQ(cv.vector().sum(), 6.0f);
+TEST(TensorView, RowsAndColumnRangesViewTheSameMemory) {
+  loom::Tensor<float> a({3, 10});  // e.g. a fused [q(4) | k(3) | v(3)] projection of 3 rows
+  for (int i = 0; i < 30; ++i) a.data()[i] = float(i);
+  const loom::TensorView<float> all = a;
+  EXPECT_TRUE(all.contiguous());
+  const loom::TensorView<float> k = all.cols(4, 7);
+  EXPECT_EQ(k.shape(), loom::Shape({3, 3}));
+  EXPECT_EQ(k.ld(), 10);
+  EXPECT_FALSE(k.contiguous());
+  EXPECT_EQ(k(1, 0), 14.0f);
+  EXPECT_EQ(k.row(2), a.data() + 24);
+  const loom::TensorView<const float> last = k.rows(2, 3);  // writable converts to read-only
+  EXPECT_EQ(last.n_rows(), 1);
+  EXPECT_EQ(last(0, 2), 26.0f);
+  k(0, 0) = -1.0f;
+  EXPECT_EQ(a(0, 4), -1.0f);
+  EXPECT_THROW(all.cols(8, 11), loom::Error);
+  EXPECT_THROW(all.rows(2, 1), loom::Error);
+  EXPECT_THROW((void)k.span(), loom::Error);
+  EXPECT_EQ(all.rows(1, 2).span().size(), 10u);
+  const auto m = loom::TensorView<const float>::matrix(a.data() + 1, 2, 4, 10);
+  EXPECT_EQ(m(1, 3), 14.0f);
 }
 
 TEST(Tensor, ReshapeAndRankLimits) {

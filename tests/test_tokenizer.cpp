@@ -19,6 +19,7 @@
 #include "loom/tokenizer/bpe_pre_types.hpp"
 #include "loom/tokenizer/pretokenizer.hpp"
 #include "loom/tokenizer/regex.hpp"
+#include "loom/tokenizer/stream_decoder.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 #include "loom/tokenizer/unicode.hpp"
 
@@ -810,7 +811,7 @@ TEST(Llama3StyleJson, SplitThenByteLevelWithIgnoreMerges) {
 
 // ---- GGUF vocabularies, read by loom's GGUF reader ----------------------------------------------
 
-loom::GgufVocab read_gguf_vocab(const std::filesystem::path& path) {
+loom::io::GgufVocab read_gguf_vocab(const std::filesystem::path& path) {
   return loom::io::read_gguf_vocab(loom::io::GgufFile(path));
 }
 
@@ -818,7 +819,7 @@ TEST(Gguf, Gpt2VocabRankedMerges) {
   LOOM_REQUIRE_FIXTURE(gguf, "tokenizers/ggml-vocab-gpt-2.gguf");
   LOOM_REQUIRE_FIXTURE(inp, "tokenizers/ggml-vocab-gpt-2.gguf.inp");
   LOOM_REQUIRE_FIXTURE(out, "tokenizers/ggml-vocab-gpt-2.gguf.out");
-  const Tokenizer t(loom::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
+  const Tokenizer t(loom::io::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
   EXPECT_EQ(t.vocab_size(), 50257);
   EXPECT_FALSE(t.add_bos());  // no add_bos_token key
   EXPECT_EQ(t.bos_id(), 50256);
@@ -830,7 +831,7 @@ TEST(Gguf, LlamaSpmVocabScores) {
   LOOM_REQUIRE_FIXTURE(gguf, "tokenizers/ggml-vocab-llama-spm.gguf");
   LOOM_REQUIRE_FIXTURE(inp, "tokenizers/ggml-vocab-llama-spm.gguf.inp");
   LOOM_REQUIRE_FIXTURE(out, "tokenizers/ggml-vocab-llama-spm.gguf.out");
-  const Tokenizer t(loom::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
+  const Tokenizer t(loom::io::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
   EXPECT_TRUE(t.add_bos());
   EXPECT_FALSE(t.add_eos());
   EXPECT_EQ(t.token_type(0), loom::TokenType::unknown);
@@ -839,37 +840,37 @@ TEST(Gguf, LlamaSpmVocabScores) {
 }
 
 TEST(Gguf, BadVocabs) {
-  loom::GgufVocab v;
+  loom::io::GgufVocab v;
   v.model = "gpt2";
   v.tokens = {"a", "b", "ab"};
   v.merges = {"a b"};
-  EXPECT_EQ(Tokenizer(loom::gguf_tokenizer_spec(v, "v.gguf")).encode("ab"), Ids{2});
+  EXPECT_EQ(Tokenizer(loom::io::gguf_tokenizer_spec(v, "v.gguf")).encode("ab"), Ids{2});
   v.merges = {"a c"};
-  std::string e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  std::string e = error_of([&] { loom::io::gguf_tokenizer_spec(v, "v.gguf"); });
   EXPECT_NE(e.find("tokenizer.ggml.merges[0]"), std::string::npos) << e;
   v.merges = {"b a"};  // "ba" is not a piece: rejected when the Tokenizer is built
-  e = error_of([&] { Tokenizer(loom::gguf_tokenizer_spec(v, "v.gguf")); });
+  e = error_of([&] { Tokenizer(loom::io::gguf_tokenizer_spec(v, "v.gguf")); });
   EXPECT_NE(e.find("merge 0"), std::string::npos) << e;
   v.merges = {};
   v.pre = "mystery";
-  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  e = error_of([&] { loom::io::gguf_tokenizer_spec(v, "v.gguf"); });
   EXPECT_NE(e.find("[loom.unsupported.tokenizer]"), std::string::npos) << e;
   EXPECT_NE(e.find("'mystery'"), std::string::npos) << e;
   EXPECT_NE(e.find("smollm"), std::string::npos) << e;  // the known names are listed
   v.pre = "";
   v.model = "bert";
-  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  e = error_of([&] { loom::io::gguf_tokenizer_spec(v, "v.gguf"); });
   EXPECT_NE(e.find("bert"), std::string::npos) << e;
   v.model = "llama";
-  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });  // no scores
+  e = error_of([&] { loom::io::gguf_tokenizer_spec(v, "v.gguf"); });  // no scores
   EXPECT_NE(e.find("tokenizer.ggml.scores"), std::string::npos) << e;
   v.scores = {0, 0, 0};
   v.token_types = {1, 9, 1};
-  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  e = error_of([&] { loom::io::gguf_tokenizer_spec(v, "v.gguf"); });
   EXPECT_NE(e.find("token_type[1]"), std::string::npos) << e;
   v.token_types = {};
   v.bos_id = 7;
-  e = error_of([&] { loom::gguf_tokenizer_spec(v, "v.gguf"); });
+  e = error_of([&] { loom::io::gguf_tokenizer_spec(v, "v.gguf"); });
   EXPECT_NE(e.find("bos_token_id"), std::string::npos) << e;
 }
 
@@ -895,7 +896,7 @@ TEST_P(LlamaVocab, MatchesLlamaCppVectors) {
   if (!std::filesystem::exists(gguf))
     GTEST_SKIP() << file << " not found: set LOOM_LLAMA_VOCABS to a folder holding llama.cpp's models/ggml-vocab-*.gguf"
                  << " (tests/data/llama-vocab/README.md)";
-  const Tokenizer t(loom::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
+  const Tokenizer t(loom::io::gguf_tokenizer_spec(read_gguf_vocab(gguf), gguf.string()));
   const auto cases = read_cases(data / (file + ".inp"));
   const auto expected = read_expected(data / (file + ".out"));
   ASSERT_EQ(cases.size(), expected.size());
@@ -948,7 +949,7 @@ TEST(JsonAndGguf, EveryPreTokenizerTypeAsSplitSteps) {
   LOOM_REQUIRE_FIXTURE(json, "tokenizers/hf/gpt2-tokenizer.json");
   LOOM_REQUIRE_FIXTURE(gguf, "tokenizers/ggml-vocab-gpt-2.gguf");
   const auto texts = sample_texts();
-  loom::GgufVocab v = read_gguf_vocab(gguf);
+  loom::io::GgufVocab v = read_gguf_vocab(gguf);
   for (const auto& row : loom::kBpePreTypes) {
     SCOPED_TRACE(std::string(row.names.front()));
     nlohmann::json steps = nlohmann::json::array();
@@ -958,7 +959,7 @@ TEST(JsonAndGguf, EveryPreTokenizerTypeAsSplitSteps) {
     const Tokenizer from_json = loom::io::load_tokenizer_json_string(
         gpt2_json_with({{"type", "Sequence"}, {"pretokenizers", steps}}, row.ignore_merges), "split.json");
     v.pre = row.names.front();
-    const Tokenizer from_gguf(loom::gguf_tokenizer_spec(v, gguf.string()));
+    const Tokenizer from_gguf(loom::io::gguf_tokenizer_spec(v, gguf.string()));
     for (const auto& text : texts) EXPECT_EQ(from_json.encode(text, false), from_gguf.encode(text, false)) << show(text);
   }
 }
@@ -972,10 +973,10 @@ TEST(JsonAndGguf, DigitsThenByteLevelIsSmolLM) {
       {"type":"Digits","individual_digits":true},
       {"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}]})");
   const Tokenizer from_json = loom::io::load_tokenizer_json_string(gpt2_json_with(pre, false), "smollm.json");
-  loom::GgufVocab v = read_gguf_vocab(gguf);
+  loom::io::GgufVocab v = read_gguf_vocab(gguf);
   for (const char* name : {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}) {
     v.pre = name;
-    const Tokenizer from_gguf(loom::gguf_tokenizer_spec(v, gguf.string()));
+    const Tokenizer from_gguf(loom::io::gguf_tokenizer_spec(v, gguf.string()));
     for (const auto& text : sample_texts())
       EXPECT_EQ(from_json.encode(text, false), from_gguf.encode(text, false)) << name << ": " << show(text);
   }
@@ -997,9 +998,9 @@ TEST(JsonAndGguf, FalconStyleSequence) {
       {"type":"Digits","individual_digits":false},
       {"type":"Split","pattern":{"Regex":"[0-9][0-9][0-9]"},"behavior":"Isolated","invert":false}]})");
   const Tokenizer from_json = loom::io::load_tokenizer_json_string(gpt2_json_with(pre, false), "falcon.json");
-  loom::GgufVocab v = read_gguf_vocab(gguf);
+  loom::io::GgufVocab v = read_gguf_vocab(gguf);
   v.pre = "falcon";
-  const Tokenizer from_gguf(loom::gguf_tokenizer_spec(v, gguf.string()));
+  const Tokenizer from_gguf(loom::io::gguf_tokenizer_spec(v, gguf.string()));
   std::size_t compared = 0;
   for (const auto& text : sample_texts()) {
     // ASCII text without digits: the same words either way.

@@ -12,6 +12,7 @@
 #include "loom/chat.hpp"
 #include "loom/error.hpp"
 #include "loom/generate.hpp"
+#include "loom/tokenizer/stream_decoder.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 
 namespace loom {

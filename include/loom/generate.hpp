@@ -23,6 +23,7 @@
 #include "loom/model/model.hpp"
 #include "loom/nn/kv_cache.hpp"
 #include "loom/sampling/sampler.hpp"
+#include "loom/tokenizer/stream_decoder.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 
 namespace loom {
@@ -130,7 +131,7 @@ class Session {
   std::span<const std::int32_t> history() const { return history_; }
 
   const Model& model() const { return *model_; }
-  const KVCache& cache() const { return kv_; }
+  const nn::KVCache& cache() const { return kv_; }
   /// Number of tokens in the context so far.
   std::int32_t position() const { return kv_.size(); }
   std::int32_t context_size() const { return kv_.capacity(); }
@@ -279,19 +280,19 @@ class Session {
   }
 
   /// The KV cache for `o`, once its size and the scratch for one token are known to fit the budget.
-  static KVCache checked_cache(const Config& c, const SessionOptions& o, std::uint64_t budget, const std::string& source) {
+  static nn::KVCache checked_cache(const Config& c, const SessionOptions& o, std::uint64_t budget, const std::string& source) {
     if (o.n_ctx < 0)
       fail(ErrorKind::invalid_argument, "session", "n_ctx must be >= 0 (0 = model maximum), got ", o.n_ctx);
     const std::int32_t n_ctx = o.n_ctx > 0 ? o.n_ctx : c.max_seq_len;
     (void)check_context_size(c, n_ctx);  // learned positions: an error; RoPE: the caller may warn
-    const std::uint64_t kv = KVCache::bytes_needed(c, n_ctx, o.kv_type);
+    const std::uint64_t kv = nn::KVCache::bytes_needed(c, n_ctx, o.kv_type);
     const std::uint64_t scratch = Activations::bytes_needed(c, 1, n_ctx, o.n_threads);
     if (budget > 0 && (kv > budget || scratch > budget - kv))
       fail(ErrorKind::capacity, "session", "a context of ", n_ctx, " tokens needs ", kv, " bytes of KV cache + ",
            scratch, " bytes of scratch = ", kv + scratch, " bytes, more than the memory budget of ", budget,
            " bytes (", source, "); use a smaller context");
     try {
-      return KVCache(c, n_ctx, o.kv_type);
+      return nn::KVCache(c, n_ctx, o.kv_type);
     } catch (const std::bad_alloc&) {
       fail(ErrorKind::capacity, "session", "out of memory allocating ", kv, " bytes of KV cache for a context of ", n_ctx,
            " tokens; use a smaller context");
@@ -360,7 +361,7 @@ class Session {
   ThreadPool pool_;
   MemoryLimit limit_;                // what the process may still allocate, when the session was made
   std::uint64_t budget_;             // bytes for KV cache + scratch (0: no limit)
-  KVCache kv_;
+  nn::KVCache kv_;
   Activations act_;
   std::int64_t batch_reserved_ = 0;  // largest batch act_ was sized for
   std::vector<std::int32_t> history_;      // the tokens in kv_, oldest first

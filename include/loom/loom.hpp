@@ -28,4 +28,5 @@
 #include "loom/model/weights.hpp"
 #include "loom/sampling/sampler.hpp"
 #include "loom/tensor.hpp"
+#include "loom/tokenizer/stream_decoder.hpp"
 #include "loom/tokenizer/tokenizer.hpp"

@@ -187,11 +187,11 @@ inline MachineLimits measure_machine(ThreadPool& pool) {
 /// projection (the embedding lookup reads one row, which is negligible).
 inline double weight_bytes_per_token(const Model& m) {
   double bytes = 0;
-  auto add = [&](const Linear& l) {
+  auto add = [&](const nn::Linear& l) {
     if (!l.empty()) bytes += double(l.weight.nbytes);
   };
   for (const auto& l : m.weights().layers)
-    for (const Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
+    for (const nn::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
   add(m.weights().output);
   return bytes;
 }
@@ -199,11 +199,11 @@ inline double weight_bytes_per_token(const Model& m) {
 /// The weight matrices one decoded token reads (see weight_bytes_per_token), as memory ranges.
 inline std::vector<ByteRange> weight_ranges(const Model& m) {
   std::vector<ByteRange> r;
-  auto add = [&](const Linear& l) {
+  auto add = [&](const nn::Linear& l) {
     if (!l.empty()) r.push_back({l.weight.data, l.weight.nbytes});
   };
   for (const auto& l : m.weights().layers)
-    for (const Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
+    for (const nn::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
   add(m.weights().output);
   return r;
 }
@@ -211,11 +211,11 @@ inline std::vector<ByteRange> weight_ranges(const Model& m) {
 /// Parameters taking part in matrix products per token (2 FLOPs each).
 inline double matmul_params(const Model& m) {
   double n = 0;
-  auto add = [&](const Linear& l) {
+  auto add = [&](const nn::Linear& l) {
     if (!l.empty()) n += double(l.weight.numel());
   };
   for (const auto& l : m.weights().layers)
-    for (const Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
+    for (const nn::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*x);
   add(m.weights().output);
   return n;
 }

@@ -1,9 +1,9 @@
-// Tensor<T>: a row-major array of up to 4 dimensions that either owns its elements or views
-// memory owned elsewhere (a mapped file, a scratch buffer). TensorRef: the same idea with the
-// element type known only at run time (f16, bf16, quantized blocks...), used for stored weights.
+// TensorView<T>: shape plus strides over memory owned elsewhere, the currency of the nn API (a
+// block's input rows, the q/k/v column ranges of a fused projection, a scratch buffer).
+// Tensor<T>: a row-major array of up to 4 dimensions that owns its elements (or views memory
+// owned elsewhere), convertible to a TensorView. TensorRef: a view whose element type is known
+// only at run time (f16, bf16, quantized blocks...), used for stored weights.
 #pragma once
-
-#include "loom/eigen.hpp"
 
 #include <algorithm>
 #include <array>
@@ -56,6 +56,105 @@ struct Shape {
       dims[i] = d[i];
     }
   }
+};
+
+/// A non-owning view of up to 4 dimensions: element type T (const T for read-only views), shape,
+/// and a stride per dimension in elements. Copying is cheap (no allocation); the viewed memory
+/// must outlive the view. rows() and cols() take sub-ranges of the outermost and innermost
+/// dimensions without copying, so a view can describe the k columns of a fused [q | k | v] row.
+template <typename T>
+class TensorView {
+ public:
+  using value_type = std::remove_const_t<T>;
+
+  TensorView() = default;
+  /// A contiguous row-major view of `shape` at `data`.
+  TensorView(T* data, Shape shape) : data_(data), shape_(shape) {
+    std::int64_t s = 1;
+    for (int i = shape_.rank - 1; i >= 0; --i) {
+      strides_[std::size_t(i)] = s;
+      s *= shape_[i];
+    }
+  }
+  /// A view with explicit strides (in elements, outermost first).
+  TensorView(T* data, Shape shape, std::array<std::int64_t, max_rank> strides)
+      : data_(data), shape_(shape), strides_(strides) {}
+  /// A 2-D view of `rows` rows of `cols` elements, rows `ld` elements apart.
+  static TensorView matrix(T* data, std::int64_t rows, std::int64_t cols, std::int64_t ld) {
+    return TensorView(data, Shape{rows, cols}, {ld, 1, 0, 0});
+  }
+  /// A read-only view converts from a writable one.
+  template <typename U>
+    requires(std::is_same_v<T, const U>)
+  TensorView(const TensorView<U>& o) : data_(o.data()), shape_(o.shape()), strides_(o.strides()) {}
+
+  T* data() const { return data_; }
+  const Shape& shape() const { return shape_; }
+  const std::array<std::int64_t, max_rank>& strides() const { return strides_; }
+  int rank() const { return shape_.rank; }
+  std::int64_t dim(int i) const { return shape_[i]; }
+  std::int64_t stride(int i) const { return strides_[std::size_t(i)]; }
+  std::int64_t numel() const { return shape_.numel(); }
+  bool empty() const { return data_ == nullptr; }
+  /// Elements per row (innermost dimension) and rows (outermost; 1 for rank 1).
+  std::int64_t n_cols() const { return shape_.rank ? shape_[shape_.rank - 1] : 1; }
+  std::int64_t n_rows() const { return shape_.rank > 1 ? shape_[0] : 1; }
+  /// Elements from one row to the next (rank 2).
+  std::int64_t ld() const { return shape_.rank > 1 ? strides_[0] : n_cols(); }
+  /// True when the elements are one dense block in row-major order.
+  bool contiguous() const {
+    std::int64_t s = 1;
+    for (int i = shape_.rank - 1; i >= 0; --i) {
+      if (shape_[i] != 1 && strides_[std::size_t(i)] != s) return false;
+      s *= shape_[i];
+    }
+    return true;
+  }
+
+  /// Element access by index; the number of indices must equal the rank.
+  template <typename... I>
+  T& operator()(I... idx) const {
+    static_assert(sizeof...(I) <= max_rank);
+    const std::array<std::int64_t, sizeof...(I)> ix{std::int64_t(idx)...};
+    std::int64_t off = 0;
+    for (std::size_t k = 0; k < ix.size(); ++k) off += ix[k] * strides_[k];
+    return data_[off];
+  }
+  /// Pointer to row i of the outermost dimension.
+  T* row(std::int64_t i) const { return data_ + i * strides_[0]; }
+  /// Rows [begin, end) of the outermost dimension.
+  TensorView rows(std::int64_t begin, std::int64_t end) const {
+    check_range(0, begin, end);
+    TensorView v = *this;
+    v.data_ = data_ + begin * strides_[0];
+    v.shape_.dims[0] = end - begin;
+    return v;
+  }
+  /// Columns [begin, end) of the innermost dimension (the same rows, a narrower window of each).
+  TensorView cols(std::int64_t begin, std::int64_t end) const {
+    const int last = shape_.rank - 1;
+    check_range(last, begin, end);
+    TensorView v = *this;
+    v.data_ = data_ + begin * strides_[std::size_t(last)];
+    v.shape_.dims[std::size_t(last)] = end - begin;
+    return v;
+  }
+  /// A contiguous view's elements as one span.
+  std::span<T> span() const {
+    if (!contiguous()) fail(ErrorKind::invalid_argument, "tensor", "a strided view ", shape_.str(), " is not one span");
+    return {data_, std::size_t(numel())};
+  }
+
+ private:
+  void check_range(int d, std::int64_t begin, std::int64_t end) const {
+    if (d < 0 || begin < 0 || end < begin || end > shape_[d])
+      fail(ErrorKind::invalid_argument, "tensor", "range [", begin, ", ", end, ") of dimension ", d, " is outside ",
+           shape_.str());
+  }
+
+  T* data_ = nullptr;
+  Shape shape_{};
+  std::array<std::int64_t, max_rank> strides_{};
 };
 
 /// A row-major tensor of T, owning (constructed from a shape) or viewing (Tensor::view).
@@ -119,11 +218,7 @@ class Tensor {
   /// Element access by index; the number of indices must equal the rank.
   template <typename... I>
   T& operator()(I... idx) const {
-    static_assert(sizeof...(I) <= max_rank);
-    const std::array<std::int64_t, sizeof...(I)> ix{std::int64_t(idx)...};
-    std::int64_t off = 0;
-    for (std::size_t k = 0; k < ix.size(); ++k) off += ix[k] * strides_[k];
-    return data_[off];
+    return as_view()(idx...);
   }
 
   /// Pointer to row i of the outermost dimension.
@@ -136,29 +231,17 @@ class Tensor {
     return Tensor<T>::view(data_, s);
   }
 
-  /// Zero-copy Eigen view of a rank-2 tensor as a row-major matrix (rank 1: one row).
-  auto matrix() const {
-    using M = Eigen::Matrix<value_type, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    using Mapped = std::conditional_t<std::is_const_v<T>, const M, M>;
-    const std::int64_t rows = rank() == 2 ? dim(0) : 1;
-    const std::int64_t cols = rank() == 2 ? dim(1) : numel();
-    return Eigen::Map<Mapped>(data_, Eigen::Index(rows), Eigen::Index(cols));
-  }
-  /// Zero-copy Eigen view of all elements as a column vector.
-  auto vector() const {
-    using V = Eigen::Matrix<value_type, Eigen::Dynamic, 1>;
-    using Mapped = std::conditional_t<std::is_const_v<T>, const V, V>;
-    return Eigen::Map<Mapped>(data_, Eigen::Index(numel()));
+  /// The elements as a TensorView (writable unless T is const), and as a read-only one.
+  TensorView<T> as_view() const { return TensorView<T>(data_, shape_, strides_); }
+  operator TensorView<T>() const { return as_view(); }
+  operator TensorView<const T>() const
+    requires(!std::is_const_v<T>)
+  {
+    return as_view();
   }
 
  private:
-  void set_strides() {
-    std::int64_t s = 1;
-    for (int i = shape_.rank - 1; i >= 0; --i) {
-      strides_[std::size_t(i)] = s;
-      s *= shape_[i];
-    }
-  }
+  void set_strides() { strides_ = TensorView<T>(data_, shape_).strides(); }
 
   Shape shape_{};
   std::array<std::int64_t, max_rank> strides_{};

@@ -19,6 +19,7 @@
 #include "loom/model/config.hpp"
 #include "loom/model/convert.hpp"
 #include "loom/model/weights.hpp"
+#include "loom/tokenizer/bpe_pre_types.hpp"
 #include "loom/tokenizer/tokenizer.hpp"
 
 namespace loom::io {
@@ -210,7 +211,7 @@ inline void write_gguf_model(const std::filesystem::path& path, const Config& c,
   auto vec = [&](const std::string& name, const TensorRef& t) {
     if (!t.empty()) g.add_tensor(name, DType::f32, t.shape, detail::f32_bytes(t));
   };
-  auto qk = [&](const std::string& name, const Linear& l, int heads) {
+  auto qk = [&](const std::string& name, const nn::Linear& l, int heads) {
     if (permute) {
       g.add_tensor(name + ".weight", l.weight.dtype, l.weight.shape, detail::permute_heads(l.weight, heads, want_interleaved));
       if (!l.bias.empty()) {

@@ -54,8 +54,8 @@ using tensor_table::When;
 
 using L = LayerWeights;
 using W = Weights;
-using N = NormWeights;
-using Lin = Linear;
+using N = nn::NormWeights;
+using Lin = nn::Linear;
 
 // Shared by llama and qwen2 (and Mistral, which llama.cpp converts to `llama`).
 inline constexpr Entry llama_tensors[] = {

@@ -3,7 +3,9 @@
 // As in candle: HfConfig mirrors the config.json fields by their own names (optional fields are
 // optional, both spellings of a field are kept as written), every field is type-checked while
 // parsing, and ONE function, `to_config`, turns it into loom's Config for the supported
-// architectures: GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM.
+// architectures: GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM. What
+// differs between them (defaults, norm, positions, biases, window rule) is one row each in
+// `detail::hf_arch_rows`.
 //
 // Errors: Error(format, "hf_config") for malformed JSON, wrong JSON types, missing or
 // inconsistent fields (the message names the file and the key); Error(unsupported, "hf_config")
@@ -25,7 +27,7 @@
 #include "loom/error.hpp"
 #include "loom/io/mapped_file.hpp"
 #include "loom/limits.hpp"
-#include "loom/io/safetensors.hpp"  // detail::parse_json_unique_keys, detail::json_type
+#include "loom/io/json_text.hpp"
 #include "loom/model/config.hpp"
 
 namespace loom::io {
@@ -307,154 +309,101 @@ inline HfGenerationConfig read_hf_generation_config(const std::filesystem::path&
 
 namespace detail {
 
-/// Which supported architecture a config describes (`architectures[0]`, else `model_type`).
-inline HfArch hf_arch(const HfConfig& c) {
-  struct Known {
-    std::string_view architecture, model_type;
-    HfArch arch;
-  };
-  static constexpr Known known[] = {{"GPT2LMHeadModel", "gpt2", HfArch::gpt2},
-                                    {"LlamaForCausalLM", "llama", HfArch::llama},
-                                    {"MistralForCausalLM", "mistral", HfArch::mistral},
-                                    {"Qwen2ForCausalLM", "qwen2", HfArch::qwen2}};
+/// How each supported architecture reads config.json: the transformers config class's defaults
+/// and the knobs that are fixed per architecture rather than written in the file (candle's
+/// per-model config structs, as rows). to_config reads everything else the same way for all.
+enum class HfBiases {
+  all,        ///< every projection has a bias (GPT-2)
+  from_keys,  ///< `attention_bias` (q, k, v, o) and `mlp_bias` (LLaMA)
+  qkv,        ///< q, k and v only (Qwen2)
+  none,       ///< no biases (Mistral)
+};
+enum class HfWindow {
+  none,            ///< no sliding window
+  sliding_window,  ///< `sliding_window` on every layer when given (Mistral)
+  qwen2_layers,    ///< `use_sliding_window` on layers >= `max_window_layers` (Qwen2)
+};
+struct HfArchRow {
+  std::string_view architecture, model_type;  ///< `architectures[0]`, `model_type`
+  HfArch arch;
+  const char* name;           ///< Config::architecture
+  std::int64_t default_ctx;   ///< max_position_embeddings when absent
+  double default_eps;         ///< rms_norm_eps / layer_norm_epsilon when absent
+  const char* default_act;    ///< hidden_act / activation_function when absent
+  NormKind norm;
+  PositionKind position;      ///< learned absolute positions, or half-split RoPE read from the rope keys
+  bool gated_ffn;
+  bool reads_kv_heads;        ///< num_key_value_heads and head_dim are read (else n_heads and dim / n_heads)
+  bool default_ffn_4x;        ///< a missing intermediate size means 4 × dim
+  bool default_tied;          ///< tie_word_embeddings when absent
+  HfBiases biases;
+  HfWindow window;
+};
+
+inline constexpr HfArchRow hf_arch_rows[] = {
+    // architecture, model_type, arch, name, ctx, eps, act, norm, position, gated, kv heads, 4x, tied, biases, window
+    {"GPT2LMHeadModel", "gpt2", HfArch::gpt2, "gpt2", 1024, 1e-5, "gelu_new", NormKind::layer_norm,
+     PositionKind::learned, false, false, true, true, HfBiases::all, HfWindow::none},
+    {"LlamaForCausalLM", "llama", HfArch::llama, "llama", 2048, 1e-6, "silu", NormKind::rms_norm, PositionKind::rope,
+     true, true, false, false, HfBiases::from_keys, HfWindow::none},
+    {"MistralForCausalLM", "mistral", HfArch::mistral, "mistral", 131072, 1e-6, "silu", NormKind::rms_norm,
+     PositionKind::rope, true, true, false, false, HfBiases::none, HfWindow::sliding_window},
+    {"Qwen2ForCausalLM", "qwen2", HfArch::qwen2, "qwen2", 32768, 1e-6, "silu", NormKind::rms_norm, PositionKind::rope,
+     true, true, false, false, HfBiases::qkv, HfWindow::qwen2_layers},
+};
+
+/// The row of the architecture a config describes (`architectures[0]`, else `model_type`).
+inline const HfArchRow& hf_arch_row(const HfConfig& c) {
   if (!c.architectures.empty()) {
-    for (const Known& k : known)
-      if (c.architectures.front() == k.architecture) return k.arch;
+    for (const HfArchRow& k : hf_arch_rows)
+      if (c.architectures.front() == k.architecture) return k;
     fail(ErrorKind::unsupported, "hf_config", "'", c.source, "': architecture '", c.architectures.front(),
          "' is not supported (loom reads GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
   }
   if (c.model_type) {
-    for (const Known& k : known)
-      if (*c.model_type == k.model_type) return k.arch;
+    for (const HfArchRow& k : hf_arch_rows)
+      if (*c.model_type == k.model_type) return k;
     fail(ErrorKind::unsupported, "hf_config", "'", c.source, "': model_type '", *c.model_type, "' is not supported");
   }
   fail(ErrorKind::format, "hf_config", "'", c.source, "': missing required key 'architectures' (or 'model_type')");
 }
 
+/// Which supported architecture a config describes.
+inline HfArch hf_arch(const HfConfig& c) { return hf_arch_row(c).arch; }
+
 }  // namespace detail
 
-/// Converts a parsed config.json to loom's Config: picks the field among its spellings (two
-/// spellings that disagree are an error), applies the architecture's defaults, and checks every
-/// value. Throws Error(format) naming the key for missing/inconsistent values and
-/// Error(unsupported) naming the architecture, activation or RoPE type loom does not implement.
-inline Config to_config(const HfConfig& hf) {
-  using detail::HfArch;
-  const HfArch arch = detail::hf_arch(hf);
-  const bool gpt2 = arch == HfArch::gpt2;
-  auto bad = [&](const auto&... parts) { fail(ErrorKind::format, "hf_config", "'", hf.source, "': ", parts...); };
-  auto unsupported = [&](const auto&... parts) {
-    fail(ErrorKind::unsupported, "hf_config", "'", hf.source, "': ", parts...);
-  };
+namespace detail {
 
-  // A field under either of its spellings: {value, the key it came from}.
-  struct Field {
-    std::optional<std::int64_t> value;
-    std::string key;
-    std::string alt = {};  ///< the other spelling, for "missing" messages
-  };
-  auto either = [&](const std::optional<std::int64_t>& a, const char* ka, const std::optional<std::int64_t>& b,
-                    const char* kb) -> Field {
-    if (a && b && *a != *b) bad("keys '", ka, "' (", *a, ") and '", kb, "' (", *b, ") disagree");
-    if (a) return {a, ka};
-    if (b) return {b, kb};
-    return {std::nullopt, ka, kb};
-  };
-  auto required = [&](const Field& f) -> std::int64_t {
-    if (!f.value) bad("missing required key '", f.key, "'", f.alt.empty() ? std::string() : " (or '" + f.alt + "')");
-    return *f.value;
-  };
-  auto positive32 = [&](std::int64_t v, const std::string& key) -> std::int32_t {
-    if (v <= 0 || v > std::numeric_limits<std::int32_t>::max())
-      bad("key '", key, "' = ", v, ": expected a positive 32-bit integer");
-    return std::int32_t(v);
-  };
+/// Error(format, "hf_config") naming the file.
+template <typename... Parts>
+[[noreturn]] void hf_bad(const HfConfig& hf, const Parts&... parts) {
+  fail(ErrorKind::format, "hf_config", "'", hf.source, "': ", parts...);
+}
+/// Error(unsupported, "hf_config") naming the file.
+template <typename... Parts>
+[[noreturn]] void hf_unsupported(const HfConfig& hf, const Parts&... parts) {
+  fail(ErrorKind::unsupported, "hf_config", "'", hf.source, "': ", parts...);
+}
+/// `v` as a positive 32-bit integer; Error(format) naming `key` otherwise.
+inline std::int32_t hf_positive32(const HfConfig& hf, std::int64_t v, const std::string& key) {
+  if (v <= 0 || v > std::numeric_limits<std::int32_t>::max())
+    hf_bad(hf, "key '", key, "' = ", v, ": expected a positive 32-bit integer");
+  return std::int32_t(v);
+}
 
-  Config c;
-  c.architecture = gpt2 ? "gpt2" : arch == HfArch::llama ? "llama" : arch == HfArch::mistral ? "mistral" : "qwen2";
-
-  const Field vocab{hf.vocab_size, "vocab_size"};
-  c.vocab_size = positive32(required(vocab), vocab.key);
-  const Field dim = either(hf.hidden_size, "hidden_size", hf.n_embd, "n_embd");
-  c.dim = positive32(required(dim), dim.key);
-  const Field layers = either(hf.num_hidden_layers, "num_hidden_layers", hf.n_layer, "n_layer");
-  c.n_layers = positive32(required(layers), layers.key);
-  const Field heads = either(hf.num_attention_heads, "num_attention_heads", hf.n_head, "n_head");
-  c.n_heads = positive32(required(heads), heads.key);
-
-  if (gpt2 || !hf.num_key_value_heads) {
-    c.n_kv_heads = c.n_heads;
-  } else {
-    c.n_kv_heads = positive32(*hf.num_key_value_heads, "num_key_value_heads");
-    if (c.n_heads % c.n_kv_heads != 0)
-      bad("key '", heads.key, "' (", c.n_heads, ") is not a multiple of 'num_key_value_heads' (", c.n_kv_heads, ")");
-  }
-  if (hf.head_dim && !gpt2) {
-    c.head_dim = positive32(*hf.head_dim, "head_dim");
-  } else {
-    if (c.dim % c.n_heads != 0)
-      bad("key '", dim.key, "' (", c.dim, ") is not divisible by '", heads.key, "' (", c.n_heads, ")");
-    c.head_dim = c.dim / c.n_heads;
-  }
-
-  const Field ffn = either(hf.intermediate_size, "intermediate_size", hf.n_inner, "n_inner");
-  c.ffn_dim = positive32(gpt2 && !ffn.value ? std::int64_t(4) * c.dim : required(ffn), ffn.value ? ffn.key : "n_inner");
-
-  const Field ctx = either(hf.max_position_embeddings, "max_position_embeddings", hf.n_positions, "n_positions");
-  // Defaults of the transformers config classes when the key is absent.
-  const std::int64_t default_ctx = gpt2 ? 1024 : arch == HfArch::llama ? 2048 : arch == HfArch::mistral ? 131072 : 32768;
-  c.max_seq_len = positive32(ctx.value.value_or(default_ctx), ctx.value ? ctx.key : "max_position_embeddings");
-
-  // Norm.
-  if (hf.rms_norm_eps && hf.layer_norm_epsilon && *hf.rms_norm_eps != *hf.layer_norm_epsilon)
-    bad("keys 'rms_norm_eps' (", *hf.rms_norm_eps, ") and 'layer_norm_epsilon' (", *hf.layer_norm_epsilon,
-        ") disagree");
-  const double eps = hf.rms_norm_eps.value_or(hf.layer_norm_epsilon.value_or(gpt2 ? 1e-5 : 1e-6));
-  if (!(eps >= 0)) bad("key '", hf.rms_norm_eps ? "rms_norm_eps" : "layer_norm_epsilon", "' = ", eps, ": expected >= 0");
-  c.norm = gpt2 ? NormKind::layer_norm : NormKind::rms_norm;
-  c.norm_eps = float(eps);
-
-  // Activation and feed-forward.
-  if (hf.hidden_act && hf.activation_function && *hf.hidden_act != *hf.activation_function)
-    bad("keys 'hidden_act' ('", *hf.hidden_act, "') and 'activation_function' ('", *hf.activation_function,
-        "') disagree");
-  const std::string act = hf.hidden_act.value_or(hf.activation_function.value_or(gpt2 ? "gelu_new" : "silu"));
-  const char* act_key = hf.hidden_act ? "hidden_act" : "activation_function";
-  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast")
-    c.activation = Activation::gelu_tanh;
-  else if (act == "gelu")
-    c.activation = Activation::gelu_erf;
-  else if (act == "silu" || act == "swish")
-    c.activation = Activation::silu;
-  else if (act == "relu")
-    c.activation = Activation::relu;
-  else
-    unsupported("key '", act_key, "': activation '", act, "' is not supported (gelu_new, gelu, silu, relu)");
-  c.gated_ffn = !gpt2;
-
-  // Biases.
-  switch (arch) {
-    case HfArch::gpt2: c.qkv_bias = c.out_bias = c.ffn_bias = true; break;
-    case HfArch::llama:
-      c.qkv_bias = c.out_bias = hf.attention_bias.value_or(false);
-      c.ffn_bias = hf.mlp_bias.value_or(false);
-      break;
-    case HfArch::mistral: c.qkv_bias = c.out_bias = c.ffn_bias = false; break;
-    case HfArch::qwen2:
-      c.qkv_bias = true;
-      c.out_bias = c.ffn_bias = false;
-      break;
-  }
-  c.tied_embeddings = hf.tie_word_embeddings.value_or(gpt2);
-
-  // Positions.
-  if (gpt2) {
-    c.position = PositionKind::learned;
+/// Positions: GPT-2's learned table (and its attention-scaling keys), or half-split RoPE with
+/// its theta, scaling and partial rotary factor.
+inline void read_positions(const HfConfig& hf, Config& c) {
+  auto bad = [&](const auto&... parts) { hf_bad(hf, parts...); };
+  auto unsupported = [&](const auto&... parts) { hf_unsupported(hf, parts...); };
+  auto positive32 = [&](std::int64_t v, const std::string& key) { return hf_positive32(hf, v, key); };
+  if (c.position == PositionKind::learned) {
     if (hf.scale_attn_weights && !*hf.scale_attn_weights)
       unsupported("key 'scale_attn_weights': unscaled attention (false) is not supported");
     if (hf.scale_attn_by_inverse_layer_idx && *hf.scale_attn_by_inverse_layer_idx)
       unsupported("key 'scale_attn_by_inverse_layer_idx': true is not supported");
   } else {
-    c.position = PositionKind::rope;
     c.rope_layout = RopeLayout::half_split;
     const HfRopeParameters* params = hf.rope_parameters ? &*hf.rope_parameters : nullptr;
     if (params && params->rope_theta && hf.rope_theta && *params->rope_theta != *hf.rope_theta)
@@ -515,19 +464,129 @@ inline Config to_config(const HfConfig& hf) {
       c.rope_dim = rd == c.head_dim ? 0 : rd;
     }
   }
+}
 
-  // Sliding-window attention.
-  if (arch == HfArch::mistral && hf.sliding_window) {
-    c.sliding_window = positive32(*hf.sliding_window, "sliding_window");
-  } else if (arch == HfArch::qwen2 && hf.use_sliding_window.value_or(false) && hf.sliding_window) {
+/// The sliding window, by the architecture's rule.
+inline void read_sliding_window(const HfConfig& hf, const HfArchRow& arch, Config& c) {
+  if (arch.window == HfWindow::sliding_window && hf.sliding_window) {
+    c.sliding_window = hf_positive32(hf, *hf.sliding_window, "sliding_window");
+  } else if (arch.window == HfWindow::qwen2_layers && hf.use_sliding_window.value_or(false) && hf.sliding_window) {
     // transformers' Qwen2: layers i >= max_window_layers use the window (default 28).
     const std::int64_t first = hf.max_window_layers.value_or(28);
     if (first <= 0)
-      c.sliding_window = positive32(*hf.sliding_window, "sliding_window");
+      c.sliding_window = hf_positive32(hf, *hf.sliding_window, "sliding_window");
     else if (first < c.n_layers)
-      unsupported("keys 'use_sliding_window'/'max_window_layers': a sliding window on layers ", first, "..",
-                  c.n_layers - 1, " only is not supported");
+      hf_unsupported(hf, "keys 'use_sliding_window'/'max_window_layers': a sliding window on layers ", first, "..",
+                     c.n_layers - 1, " only is not supported");
   }
+}
+
+}  // namespace detail
+
+/// Converts a parsed config.json to loom's Config: picks the field among its spellings (two
+/// spellings that disagree are an error), applies the architecture's defaults, and checks every
+/// value. Throws Error(format) naming the key for missing/inconsistent values and
+/// Error(unsupported) naming the architecture, activation or RoPE type loom does not implement.
+inline Config to_config(const HfConfig& hf) {
+  const detail::HfArchRow& arch = detail::hf_arch_row(hf);
+  auto bad = [&](const auto&... parts) { detail::hf_bad(hf, parts...); };
+  auto unsupported = [&](const auto&... parts) { detail::hf_unsupported(hf, parts...); };
+
+  // A field under either of its spellings: {value, the key it came from}.
+  struct Field {
+    std::optional<std::int64_t> value;
+    std::string key;
+    std::string alt = {};  ///< the other spelling, for "missing" messages
+  };
+  auto either = [&](const std::optional<std::int64_t>& a, const char* ka, const std::optional<std::int64_t>& b,
+                    const char* kb) -> Field {
+    if (a && b && *a != *b) bad("keys '", ka, "' (", *a, ") and '", kb, "' (", *b, ") disagree");
+    if (a) return {a, ka};
+    if (b) return {b, kb};
+    return {std::nullopt, ka, kb};
+  };
+  auto required = [&](const Field& f) -> std::int64_t {
+    if (!f.value) bad("missing required key '", f.key, "'", f.alt.empty() ? std::string() : " (or '" + f.alt + "')");
+    return *f.value;
+  };
+  auto positive32 = [&](std::int64_t v, const std::string& key) { return detail::hf_positive32(hf, v, key); };
+
+  Config c;
+  c.architecture = arch.name;
+
+  const Field vocab{hf.vocab_size, "vocab_size"};
+  c.vocab_size = positive32(required(vocab), vocab.key);
+  const Field dim = either(hf.hidden_size, "hidden_size", hf.n_embd, "n_embd");
+  c.dim = positive32(required(dim), dim.key);
+  const Field layers = either(hf.num_hidden_layers, "num_hidden_layers", hf.n_layer, "n_layer");
+  c.n_layers = positive32(required(layers), layers.key);
+  const Field heads = either(hf.num_attention_heads, "num_attention_heads", hf.n_head, "n_head");
+  c.n_heads = positive32(required(heads), heads.key);
+
+  if (!arch.reads_kv_heads || !hf.num_key_value_heads) {
+    c.n_kv_heads = c.n_heads;
+  } else {
+    c.n_kv_heads = positive32(*hf.num_key_value_heads, "num_key_value_heads");
+    if (c.n_heads % c.n_kv_heads != 0)
+      bad("key '", heads.key, "' (", c.n_heads, ") is not a multiple of 'num_key_value_heads' (", c.n_kv_heads, ")");
+  }
+  if (hf.head_dim && arch.reads_kv_heads) {
+    c.head_dim = positive32(*hf.head_dim, "head_dim");
+  } else {
+    if (c.dim % c.n_heads != 0)
+      bad("key '", dim.key, "' (", c.dim, ") is not divisible by '", heads.key, "' (", c.n_heads, ")");
+    c.head_dim = c.dim / c.n_heads;
+  }
+
+  const Field ffn = either(hf.intermediate_size, "intermediate_size", hf.n_inner, "n_inner");
+  c.ffn_dim = positive32(arch.default_ffn_4x && !ffn.value ? std::int64_t(4) * c.dim : required(ffn),
+                         ffn.value ? ffn.key : "n_inner");
+
+  const Field ctx = either(hf.max_position_embeddings, "max_position_embeddings", hf.n_positions, "n_positions");
+  c.max_seq_len = positive32(ctx.value.value_or(arch.default_ctx), ctx.value ? ctx.key : "max_position_embeddings");
+
+  // Norm.
+  if (hf.rms_norm_eps && hf.layer_norm_epsilon && *hf.rms_norm_eps != *hf.layer_norm_epsilon)
+    bad("keys 'rms_norm_eps' (", *hf.rms_norm_eps, ") and 'layer_norm_epsilon' (", *hf.layer_norm_epsilon,
+        ") disagree");
+  const double eps = hf.rms_norm_eps.value_or(hf.layer_norm_epsilon.value_or(arch.default_eps));
+  if (!(eps >= 0)) bad("key '", hf.rms_norm_eps ? "rms_norm_eps" : "layer_norm_epsilon", "' = ", eps, ": expected >= 0");
+  c.norm = arch.norm;
+  c.norm_eps = float(eps);
+
+  // Activation and feed-forward.
+  if (hf.hidden_act && hf.activation_function && *hf.hidden_act != *hf.activation_function)
+    bad("keys 'hidden_act' ('", *hf.hidden_act, "') and 'activation_function' ('", *hf.activation_function,
+        "') disagree");
+  const std::string act = hf.hidden_act.value_or(hf.activation_function.value_or(arch.default_act));
+  const char* act_key = hf.hidden_act ? "hidden_act" : "activation_function";
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast")
+    c.activation = Activation::gelu_tanh;
+  else if (act == "gelu")
+    c.activation = Activation::gelu_erf;
+  else if (act == "silu" || act == "swish")
+    c.activation = Activation::silu;
+  else if (act == "relu")
+    c.activation = Activation::relu;
+  else
+    unsupported("key '", act_key, "': activation '", act, "' is not supported (gelu_new, gelu, silu, relu)");
+  c.gated_ffn = arch.gated_ffn;
+
+  // Biases.
+  switch (arch.biases) {
+    case detail::HfBiases::all: c.qkv_bias = c.out_bias = c.ffn_bias = true; break;
+    case detail::HfBiases::from_keys:
+      c.qkv_bias = c.out_bias = hf.attention_bias.value_or(false);
+      c.ffn_bias = hf.mlp_bias.value_or(false);
+      break;
+    case detail::HfBiases::qkv: c.qkv_bias = true; break;
+    case detail::HfBiases::none: break;
+  }
+  c.tied_embeddings = hf.tie_word_embeddings.value_or(arch.default_tied);
+
+  c.position = arch.position;
+  detail::read_positions(hf, c);
+  detail::read_sliding_window(hf, arch, c);
 
   c.validate("hf_config");
   (void)hf.special_tokens();  // range-checks the ids

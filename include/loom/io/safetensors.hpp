@@ -40,64 +40,6 @@ namespace loom::io {
 
 namespace detail {
 
-/// Parses `text` as JSON and rejects duplicate keys in any object (nlohmann's DOM parser silently
-/// keeps the last one). Throws Error(format, area) naming `source`, `what` ("header", "config")
-/// and the key (with the path of the enclosing object when nested).
-inline nlohmann::json parse_json_unique_keys(std::string_view text, std::string_view area, std::string_view source,
-                                             std::string_view what) {
-  using json = nlohmann::json;
-  check_json_depth(text, area, source, what);
-  struct Level {
-    std::set<std::string, std::less<>> keys;
-    std::string last_key;
-  };
-  std::vector<Level> stack;
-  std::optional<std::string> duplicate;  // first duplicate key, with its location
-  auto callback = [&](int /*depth*/, json::parse_event_t event, json& parsed) -> bool {
-    switch (event) {
-      case json::parse_event_t::object_start: stack.emplace_back(); break;
-      case json::parse_event_t::object_end:
-        if (!stack.empty()) stack.pop_back();
-        break;
-      case json::parse_event_t::key:
-        if (!stack.empty() && parsed.is_string()) {
-          Level& top = stack.back();
-          top.last_key = parsed.get<std::string>();
-          if (!top.keys.insert(top.last_key).second && !duplicate) {
-            std::string where;
-            for (std::size_t i = 0; i + 1 < stack.size(); ++i) where += (where.empty() ? "" : ".") + stack[i].last_key;
-            duplicate = "duplicate key '" + top.last_key + "'" + (where.empty() ? "" : " in object '" + where + "'");
-          }
-        }
-        break;
-      default: break;
-    }
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true, /*ignore_comments=*/false);
-  } catch (const json::exception& e) {
-    fail(ErrorKind::format, area, "'", source, "': ", what, " is not valid JSON: ", e.what());
-  }
-  if (duplicate) fail(ErrorKind::format, area, "'", source, "': ", what, ": ", *duplicate);
-  return j;
-}
-
-/// A readable name of a JSON value's type for messages ("string", "number", ...).
-inline std::string json_type(const nlohmann::json& j) {
-  if (j.is_number_unsigned() || j.is_number_integer()) return "integer";
-  if (j.is_number_float()) return "number";
-  return j.type_name();
-}
-
-/// A short rendering of a JSON value for messages (truncated).
-inline std::string json_brief(const nlohmann::json& j) {
-  std::string s = j.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
-
 /// Safetensors dtype name → loom DType for the supported ones.
 inline std::optional<DType> safetensors_dtype(std::string_view s) {
   if (s == "F32") return DType::f32;
@@ -113,16 +55,6 @@ inline bool known_unsupported_safetensors_dtype(std::string_view s) {
       "BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "C64",
       "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"};
   return std::find(names.begin(), names.end(), s) != names.end();
-}
-
-/// A JSON value as a non-negative integer (no floats, no negatives).
-inline std::optional<std::uint64_t> json_non_negative(const nlohmann::json& j) {
-  if (j.is_number_unsigned()) return j.get<std::uint64_t>();
-  if (j.is_number_integer()) {
-    const std::int64_t v = j.get<std::int64_t>();
-    if (v >= 0) return std::uint64_t(v);
-  }
-  return std::nullopt;
 }
 
 /// The little-endian uint64 at the start of a safetensors file.

@@ -7,27 +7,17 @@
 #include <string>
 
 #include "loom/error.hpp"
+#include "loom/nn/shapes.hpp"
 
 namespace loom {
 
-enum class NormKind { layer_norm, rms_norm };
+// The architecture knobs the nn blocks define (nn/shapes.hpp), under the names loaders use.
+using nn::Activation;
+using nn::NormKind;
+using nn::RopeLayout;
+using nn::RopeScaling;
+using nn::RopeScalingKind;
 enum class PositionKind { learned, sinusoidal, rope, alibi, none };
-/// Which dimensions RoPE rotates together inside a head.
-enum class RopeLayout {
-  interleaved,  ///< pairs (2i, 2i+1): llama2.c, GGUF llama
-  half_split,   ///< pairs (i, i + d/2), "rotate_half": HF LLaMA, GPT-NeoX, GGUF qwen2
-};
-enum class Activation { gelu_tanh, gelu_erf, silu, relu };
-enum class RopeScalingKind { none, linear, llama3 };
-
-/// RoPE frequency scaling (position interpolation).
-struct RopeScaling {
-  RopeScalingKind kind = RopeScalingKind::none;
-  float factor = 1.0f;                     ///< linear: positions divided by factor; llama3: wavelength factor
-  float low_freq_factor = 1.0f;            ///< llama3 only
-  float high_freq_factor = 4.0f;           ///< llama3 only
-  std::int32_t original_max_position = 8192;  ///< llama3 only
-};
 
 struct Config {
   std::string architecture = "llama";  ///< informational: "llama", "gpt2", "qwen2", "mistral", ...
@@ -60,6 +50,18 @@ struct Config {
   std::int32_t q_dim() const { return n_heads * head_dim; }
   std::int32_t kv_dim() const { return n_kv_heads * head_dim; }
   std::int32_t rotary_dim() const { return rope_dim > 0 ? rope_dim : head_dim; }
+
+  // The shapes of the nn blocks this architecture is made of.
+  nn::NormShape norm_shape() const { return {norm, norm_eps}; }
+  nn::FeedForwardShape feed_forward_shape() const { return {activation, gated_ffn}; }
+  nn::RopeShape rope_shape() const { return {rope_layout, head_dim, rotary_dim(), rope_theta, rope_scaling}; }
+  /// `alibi_slopes`: n_heads slopes when position is alibi (nn::alibi_slopes); `rope`: when
+  /// position is rope (an nn::Rope of rope_shape()); null otherwise.
+  nn::AttentionShape attention_shape(const float* alibi_slopes = nullptr, const nn::Rope* rope = nullptr) const {
+    return {n_heads, n_kv_heads, head_dim, sliding_window, alibi_slopes, rope};
+  }
+  /// A Config stands for its KV cache shape (nn::KVCache(config, capacity)).
+  operator nn::KVCacheShape() const { return {n_layers, n_kv_heads, head_dim}; }
 
   /// Throws Error(format, area) naming the first inconsistent field.
   void validate(std::string_view area = "config") const {

@@ -187,7 +187,7 @@ inline Weights convert_weights(const Weights& w, const WeightFormat& format, Thr
     const std::int64_t cols = in_out ? m.rows() : m.cols();
     return convert_matrix(m, in_out, matrix_type(format, role, layer, n_layers, cols), out.storage, pool);
   };
-  auto linear = [&](Linear& l, MatrixRole role, int layer) {
+  auto linear = [&](nn::Linear& l, MatrixRole role, int layer) {
     if (l.empty()) return;
     l.weight = convert(l.weight, l.in_out, role, layer);
     l.in_out = false;
@@ -197,7 +197,7 @@ inline Weights convert_weights(const Weights& w, const WeightFormat& format, Thr
     linear(l.wqkv, MatrixRole::attn_qkv, i);
     linear(l.wv, MatrixRole::attn_v, i);
     linear(l.w_down, MatrixRole::ffn_down, i);
-    for (Linear* x : {&l.wq, &l.wk, &l.wo, &l.w_gate, &l.w_up}) linear(*x, MatrixRole::other, i);
+    for (nn::Linear* x : {&l.wq, &l.wk, &l.wo, &l.w_gate, &l.w_up}) linear(*x, MatrixRole::other, i);
   }
   // As llama.cpp: a token embedding shared with the output takes the output's type.
   const bool tied = w.output.weight.data == w.token_embedding.data;

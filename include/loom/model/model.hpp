@@ -2,7 +2,7 @@
 //
 // One forward() serves the prompt (n tokens at once, as matrix-matrix products) and decoding
 // (one token). The model is immutable after construction and can be shared by any number of
-// sessions; each caller brings its own KVCache, Activations (scratch) and ThreadPool.
+// sessions; each caller brings its own nn::KVCache, Activations (scratch) and ThreadPool.
 #pragma once
 
 #include <algorithm>
@@ -17,10 +17,13 @@
 #include "loom/model/config.hpp"
 #include "loom/model/weights.hpp"
 #include "loom/nn/attention.hpp"
+#include "loom/nn/embedding.hpp"
+#include "loom/nn/feed_forward.hpp"
 #include "loom/nn/kv_cache.hpp"
 #include "loom/nn/linear.hpp"
 #include "loom/nn/norm.hpp"
 #include "loom/nn/position.hpp"
+#include "loom/nn/workspace.hpp"
 #include "loom/tensor.hpp"
 
 namespace loom {
@@ -35,9 +38,8 @@ class Activations {
   /// Bytes reserve(c, n_tokens, kv_capacity, n_threads) allocates, computed before allocating
   /// (saturates at UINT64_MAX instead of overflowing).
   static std::uint64_t bytes_needed(const Config& c, std::int64_t n_tokens, std::int64_t kv_capacity, int n_threads) {
-    const long double per_token = 3.0L * c.dim + c.q_dim() + 2.0L * c.kv_dim() + c.q_dim() + 2.0L * c.ffn_dim + c.vocab_size;
-    const long double floats = per_token * (long double)n_tokens +
-                               (long double)n_threads * (long double)attention_floats(c, kv_capacity);
+    const long double per_token = 3.0L * c.dim + c.vocab_size;
+    const long double floats = per_token * (long double)n_tokens + (long double)block_floats(c, n_tokens, kv_capacity, n_threads);
     const long double bytes = floats * sizeof(float);
     return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
   }
@@ -47,22 +49,22 @@ class Activations {
     kv_capacity_ = std::max(kv_capacity_, kv_capacity);
     n_threads_ = std::max(n_threads_, n_threads);
     const std::int64_t n = max_tokens_;
-    x.assign(std::size_t(n * c.dim), 0.0f);
-    xb.assign(std::size_t(n * c.dim), 0.0f);
-    xb2.assign(std::size_t(n * c.dim), 0.0f);
-    qkv.assign(std::size_t(n * (c.q_dim() + 2 * c.kv_dim())), 0.0f);
-    att.assign(std::size_t(n * c.q_dim()), 0.0f);
-    hb.assign(std::size_t(n * c.ffn_dim), 0.0f);
-    hb2.assign(std::size_t(n * c.ffn_dim), 0.0f);
+    residual.assign(std::size_t(n * c.dim), 0.0f);
+    normed.assign(std::size_t(n * c.dim), 0.0f);
+    block_out.assign(std::size_t(n * c.dim), 0.0f);
     logits.assign(std::size_t(n * c.vocab_size), 0.0f);
-    scores.assign(std::size_t(std::int64_t(n_threads_) * attention_floats(c, kv_capacity_)), 0.0f);
+    block_scratch.assign(std::size_t(block_floats(c, n, kv_capacity_, n_threads_)), 0.0f);
   }
-  /// scores: per thread, the attention scores of one group of query heads (nn::attention's scratch).
-  std::vector<float> x, xb, xb2, qkv, att, hb, hb2, logits, scores;
+  std::vector<float> residual;       ///< (n, dim) the residual stream x
+  std::vector<float> normed;         ///< (n, dim) norm(x), a block's input
+  std::vector<float> block_out;      ///< (n, dim) a block's output, added to x
+  std::vector<float> logits;         ///< (n, vocab)
+  std::vector<float> block_scratch;  ///< the nn blocks' scratch: attention's q | k | v, heads and scores; the FFN's hidden rows
 
  private:
-  static std::int64_t attention_floats(const Config& c, std::int64_t kv_capacity) {
-    return nn::attention_scratch_floats({c.n_heads, c.n_kv_heads, c.head_dim}, kv_capacity);
+  static std::int64_t block_floats(const Config& c, std::int64_t n, std::int64_t kv_capacity, int n_threads) {
+    return std::max(nn::self_attention_scratch_floats(c.attention_shape(), n, kv_capacity, n_threads),
+                    nn::feed_forward_scratch_floats(c.feed_forward_shape(), c.ffn_dim, n));
   }
 
   std::int64_t max_tokens_ = 0, kv_capacity_ = 0;
@@ -77,11 +79,11 @@ class Model {
     config_.validate();
     validate_weights(config_, weights_, "model");
     for (auto& l : weights_.layers) {
-      for (NormWeights* nw : {&l.attn_norm, &l.ffn_norm}) make_f32(*nw);
-      for (Linear* lin : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) make_f32(lin->bias);
+      for (nn::NormWeights* nw : {&l.attn_norm, &l.ffn_norm}) make_f32(*nw);
+      for (nn::Linear* lin : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) make_f32(lin->bias);
     }
     make_f32(weights_.final_norm);
-    if (config_.position == PositionKind::rope) rope_ = nn::Rope(config_);
+    if (config_.position == PositionKind::rope) rope_ = nn::Rope(config_.rope_shape());
     if (config_.position == PositionKind::alibi) alibi_ = nn::alibi_slopes(config_.n_heads);
   }
 
@@ -97,7 +99,7 @@ class Model {
   /// `kv` (which must hold exactly positions [0, start_pos) that matter; later ones are
   /// overwritten). Returns logits [1, vocab] for the last position or [n, vocab] for all, viewing
   /// `act.logits` (valid until the next call with the same Activations).
-  Tensor<const float> forward(std::span<const std::int32_t> tokens, std::int32_t start_pos, KVCache& kv,
+  Tensor<const float> forward(std::span<const std::int32_t> tokens, std::int32_t start_pos, nn::KVCache& kv,
                               Activations& act, Logits which = Logits::last, ThreadPool* pool = nullptr) const {
     const Config& c = config_;
     const std::int64_t n = std::int64_t(tokens.size());
@@ -115,84 +117,43 @@ class Model {
     const int threads = pool ? pool->size() : 1;
     act.reserve(c, n, kv.capacity(), threads);
 
-    const std::int64_t dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ld_qkv = qd + 2 * kvd, ffn = c.ffn_dim;
-    float* x = act.x.data();      // (n, dim) residual stream
-    float* xb = act.xb.data();    // (n, dim) normalized input of a block
-    float* xb2 = act.xb2.data();  // (n, dim) block output
-    float* qkv = act.qkv.data();  // (n, q_dim + 2 kv_dim)
-    float* att = act.att.data();  // (n, q_dim)
-    float* hb = act.hb.data();    // (n, ffn_dim)
-    float* hb2 = act.hb2.data();  // (n, ffn_dim)
+    const std::int64_t dim = c.dim;
+    const TensorView<float> x(act.residual.data(), Shape{n, dim});  // (n, dim) residual stream
+    const TensorView<float> h(act.normed.data(), Shape{n, dim});    // (n, dim) norm(x)
+    const TensorView<float> y(act.block_out.data(), Shape{n, dim});  // (n, dim) block output
+    const nn::Workspace ws{act.block_scratch, pool};
 
-    // Embeddings (+ absolute positions).
-    for (std::int64_t t = 0; t < n; ++t) {
-      float* xt = x + t * dim;
-      kernels::row_to_f32(weights_.token_embedding, tokens[std::size_t(t)], xt);
-      if (c.position == PositionKind::learned) {
-        float* pe = xb;  // scratch row
-        kernels::row_to_f32(weights_.position_embedding, start_pos + t, pe);
-        kernels::add({xt, std::size_t(dim)}, {pe, std::size_t(dim)});
-      } else if (c.position == PositionKind::sinusoidal) {
-        nn::sinusoidal_embedding(start_pos + t, xb, dim);
-        kernels::add({xt, std::size_t(dim)}, {xb, std::size_t(dim)});
-      }
-    }
+    nn::embed(weights_.token_embedding, tokens, x);  // (n, dim)
+    if (c.position == PositionKind::learned) nn::add_learned_positions(weights_.position_embedding, start_pos, x, ws);
+    if (c.position == PositionKind::sinusoidal) nn::add_sinusoidal_positions(start_pos, x, ws);
 
-    const nn::AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim, c.sliding_window,
-                                   alibi_.empty() ? nullptr : alibi_.data()};
+    const nn::NormShape norm_shape = c.norm_shape();
+    const nn::FeedForwardShape ffn_shape = c.feed_forward_shape();
+    const nn::AttentionShape attn_shape = c.attention_shape(alibi_.empty() ? nullptr : alibi_.data(),
+                                                            c.position == PositionKind::rope ? &rope_ : nullptr);
     for (std::int32_t l = 0; l < c.n_layers; ++l) {
       const LayerWeights& w = weights_.layers[std::size_t(l)];
-
-      // Attention block: x += wo · attention(norm(x))
-      norm(w.attn_norm, x, xb, n);
-      if (!w.wqkv.empty()) {
-        nn::linear(xb, n, dim, w.wqkv, qkv, ld_qkv, pool);  // (n, q | k | v)
-      } else {
-        const nn::LinearOutput outs[] = {{&w.wq, qkv, ld_qkv},               // (n, q_dim)
-                                         {&w.wk, qkv + qd, ld_qkv},          // (n, kv_dim)
-                                         {&w.wv, qkv + qd + kvd, ld_qkv}};  // (n, kv_dim)
-        nn::linear_same_input(xb, n, dim, outs, pool);
-      }
-      for (std::int64_t t = 0; t < n; ++t) {
-        float* q = qkv + t * ld_qkv;
-        float* k = q + qd;
-        const std::int32_t p = start_pos + std::int32_t(t);
-        if (c.position == PositionKind::rope) {
-          rope_.apply(q, c.n_heads, p);
-          rope_.apply(k, c.n_kv_heads, p);
-        }
-        kv.store(l, p, k, k + kvd);  // converted to the cache's type
-      }
-      nn::attention(qkv, ld_qkv, int(n), start_pos, kv, l, shape, att, qd, act.scores.data(), pool);
-      nn::linear(att, n, qd, w.wo, xb2, dim, pool);  // (n, dim)
-      kernels::add({x, std::size_t(n * dim)}, {xb2, std::size_t(n * dim)});
-
-      // Feed-forward block: x += down(act(gate(h)) * up(h)) or down(act(up(h))), h = norm(x)
-      norm(w.ffn_norm, x, xb, n);
-      if (c.gated_ffn) {
-        const nn::LinearOutput outs[] = {{&w.w_gate, hb, ffn}, {&w.w_up, hb2, ffn}};  // (n, ffn_dim) each
-        nn::linear_same_input(xb, n, dim, outs, pool);
-        activate({hb, std::size_t(n * ffn)});
-        for (std::int64_t i = 0; i < n * ffn; ++i) hb[i] *= hb2[i];
-      } else {
-        nn::linear(xb, n, dim, w.w_up, hb2, ffn, pool);  // (n, ffn_dim)
-        activate({hb2, std::size_t(n * ffn)});
-        std::swap(hb, hb2);
-      }
-      nn::linear(hb, n, ffn, w.w_down, xb2, dim, pool);  // (n, dim)
-      kernels::add({x, std::size_t(n * dim)}, {xb2, std::size_t(n * dim)});
+      // x += attention(norm(x))
+      nn::norm(norm_shape, w.attn_norm, x, h);
+      nn::self_attention(attn_shape, w.attention(), h, {kv, l, start_pos}, y, ws);
+      nn::add(x, y);
+      // x += feed_forward(norm(x))
+      nn::norm(norm_shape, w.ffn_norm, x, h);
+      nn::feed_forward(ffn_shape, w.feed_forward(), h, y, ws);
+      nn::add(x, y);
     }
     kv.commit(start_pos + std::int32_t(n));
 
-    // Final norm and output projection, for the last row or all rows.
+    // Output head: final norm and projection, for the last row or all rows.
     const std::int64_t first = which == Logits::all ? 0 : n - 1, rows = n - first;
-    norm(weights_.final_norm, x + first * dim, xb, rows);
-    nn::linear(xb, rows, dim, weights_.output, act.logits.data(), c.vocab_size, pool);  // (rows, vocab)
-    return Tensor<const float>::view(act.logits.data(), Shape{rows, c.vocab_size});
+    const TensorView<float> logits(act.logits.data(), Shape{rows, c.vocab_size});
+    nn::norm(norm_shape, weights_.final_norm, x.rows(first, n), h.rows(0, rows));
+    nn::linear(h.rows(0, rows), weights_.output, logits, pool);  // (rows, vocab)
+    return Tensor<const float>::view(logits.data(), logits.shape());
   }
 
   /// Convenience for tests and one-off use: forward() with fresh scratch, returning an owning copy.
-  Tensor<float> logits(std::span<const std::int32_t> tokens, std::int32_t start_pos, KVCache& kv,
+  Tensor<float> logits(std::span<const std::int32_t> tokens, std::int32_t start_pos, nn::KVCache& kv,
                        Logits which = Logits::last, ThreadPool* pool = nullptr) const {
     Activations act;
     const Tensor<const float> view = forward(tokens, start_pos, kv, act, which, pool);
@@ -202,27 +163,6 @@ class Model {
   }
 
  private:
-  void norm(const NormWeights& nw, const float* in, float* out, std::int64_t rows) const {
-    const std::int64_t d = config_.dim;
-    const auto* w = reinterpret_cast<const float*>(nw.weight.data);
-    const auto* b = nw.bias.empty() ? nullptr : reinterpret_cast<const float*>(nw.bias.data);
-    for (std::int64_t t = 0; t < rows; ++t) {
-      if (config_.norm == NormKind::rms_norm)
-        nn::rms_norm(in + t * d, w, config_.norm_eps, out + t * d, d);
-      else
-        nn::layer_norm(in + t * d, w, b, config_.norm_eps, out + t * d, d);
-    }
-  }
-
-  void activate(std::span<float> v) const {
-    switch (config_.activation) {
-      case Activation::silu: kernels::apply_silu(v); break;
-      case Activation::gelu_tanh: kernels::apply_gelu_tanh(v); break;
-      case Activation::gelu_erf: kernels::apply_gelu_erf(v); break;
-      case Activation::relu: kernels::apply_relu(v); break;
-    }
-  }
-
   /// Replaces a small stored vector by an f32 copy owned by the model (norm scales, biases).
   void make_f32(TensorRef& t) {
     if (t.empty() || t.dtype == DType::f32) return;
@@ -232,7 +172,7 @@ class Model {
     t = TensorRef{DType::f32, t.shape, reinterpret_cast<const std::byte*>(buf->data()), buf->size() * sizeof(float)};
     weights_.storage.push_back(buf);
   }
-  void make_f32(NormWeights& nw) {
+  void make_f32(nn::NormWeights& nw) {
     make_f32(nw.weight);
     make_f32(nw.bias);
   }

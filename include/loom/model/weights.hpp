@@ -10,6 +10,8 @@
 
 #include "loom/error.hpp"
 #include "loom/model/config.hpp"
+#include "loom/nn/attention.hpp"
+#include "loom/nn/feed_forward.hpp"
 #include "loom/nn/linear.hpp"
 #include "loom/nn/norm.hpp"
 #include "loom/tensor.hpp"
@@ -17,19 +19,23 @@
 namespace loom {
 
 struct LayerWeights {
-  NormWeights attn_norm;
-  Linear wqkv;  ///< fused [q | k | v] projection (GPT-2); when empty, wq/wk/wv are used
-  Linear wq, wk, wv, wo;
-  NormWeights ffn_norm;
-  Linear w_gate, w_up, w_down;  ///< w_gate only for gated FFN (SwiGLU)
+  nn::NormWeights attn_norm;
+  nn::Linear wqkv;  ///< fused [q | k | v] projection (GPT-2); when empty, wq/wk/wv are used
+  nn::Linear wq, wk, wv, wo;
+  nn::NormWeights ffn_norm;
+  nn::Linear w_gate, w_up, w_down;  ///< w_gate only for gated FFN (SwiGLU)
+
+  /// The layer's two blocks' weights as nn takes them (pointers into this struct).
+  nn::AttentionWeights attention() const { return {&wqkv, &wq, &wk, &wv, &wo}; }
+  nn::FeedForwardWeights feed_forward() const { return {w_gate.empty() ? nullptr : &w_gate, &w_up, &w_down}; }
 };
 
 struct Weights {
   TensorRef token_embedding;     ///< [vocab, dim]
   TensorRef position_embedding;  ///< [max_seq_len, dim], learned positions only
   std::vector<LayerWeights> layers;
-  NormWeights final_norm;
-  Linear output;  ///< [vocab, dim]; views the token embedding when tied
+  nn::NormWeights final_norm;
+  nn::Linear output;  ///< [vocab, dim]; views the token embedding when tied
 
   /// Owners of the memory the views point into (mapped files, converted buffers).
   std::vector<std::shared_ptr<const void>> storage;
@@ -54,11 +60,11 @@ inline void validate_weights(const Config& c, const Weights& w, std::string_view
   expect_shape(w.token_embedding, {v, d}, area, "token_embedding");
   if (c.position == PositionKind::learned)
     expect_shape(w.position_embedding, {c.max_seq_len, d}, area, "position_embedding");
-  auto norm = [&](const NormWeights& n, const std::string& name) {
+  auto norm = [&](const nn::NormWeights& n, const std::string& name) {
     expect_shape(n.weight, {d}, area, name + ".weight");
     if (c.norm == NormKind::layer_norm) expect_shape(n.bias, {d}, area, name + ".bias");
   };
-  auto linear = [&](const Linear& l, std::int64_t out, std::int64_t in, bool bias, const std::string& name) {
+  auto linear = [&](const nn::Linear& l, std::int64_t out, std::int64_t in, bool bias, const std::string& name) {
     expect_shape(l.weight, l.in_out ? Shape{in, out} : Shape{out, in}, area, name + ".weight");
     if (bias) expect_shape(l.bias, {out}, area, name + ".bias");
     if (!l.bias.empty() && l.bias.dtype != DType::f32 && l.bias.dtype != DType::f16 && l.bias.dtype != DType::bf16)

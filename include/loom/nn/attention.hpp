@@ -21,15 +21,26 @@
 #include "loom/kernels/row_products.hpp"
 #include "loom/kernels/thread_pool.hpp"
 #include "loom/nn/kv_cache.hpp"
+#include "loom/nn/linear.hpp"
+#include "loom/nn/position.hpp"
+#include "loom/nn/shapes.hpp"
+#include "loom/nn/workspace.hpp"
+#include "loom/tensor.hpp"
 
 namespace loom::nn {
 
-struct AttentionShape {
-  int n_heads = 0;
-  int n_kv_heads = 0;  ///< divides n_heads; query head h reads KV head h / (n_heads / n_kv_heads)
-  int head_dim = 0;
-  int window = 0;                       ///< attend to the last `window` positions only (0 ⇒ all)
-  const float* alibi_slopes = nullptr;  ///< per query head, or null
+/// Where attention reads: one layer of a KV cache, and the position of the first query row.
+struct KVRead {
+  const KVCache& cache;
+  int layer = 0;
+  int pos = 0;
+};
+/// Where self_attention appends its keys and values (then reads them as KVRead).
+struct KVWrite {
+  KVCache& cache;
+  int layer = 0;
+  int pos = 0;
+  operator KVRead() const { return {cache, layer, pos}; }
 };
 
 namespace detail {
@@ -49,50 +60,70 @@ inline std::int64_t attention_scratch_floats(const AttentionShape& s, std::int64
 
 namespace detail {
 
-/// The `group` query heads q (group, head_dim) that share one KV head, against its keys and
-/// values at positions lo .. lo+m−1: key tiles from the one holding lo (k_tiles; lo is
-/// `skip` positions into it), values v from position lo (rows head_dim apart). Writes out
-/// (group, head_dim). `distance` is lo − p, the (non-positive) offset of the first position
-/// from the query's. scores: rows of ld_s >= skip + m rounded up to a whole tile.
+/// One work item: the `group` query heads q (group, head_dim) that share one KV head, against
+/// its keys and values at positions lo .. lo+m−1.
 template <typename T>
-void attend_group(const float* q, const T* k_tiles, int skip, const T* v, int m, int group, int head_dim,
-                  float scale, const float* slopes, int distance, float* scores, std::int64_t ld_s, float* out) {
-  const int tiles = int(kernels::key_tiles_for(skip + m));
-  kernels::dot_tiles(q, head_dim, group, k_tiles, tiles, head_dim, scores, ld_s);  // (group, 16·tiles)
-  for (int g = 0; g < group; ++g) {
-    float* row = scores + g * ld_s + skip;
-    if (slopes) {
-      const float slope = slopes[g];
-      for (int j = 0; j < m; ++j) row[j] = row[j] * scale + slope * float(distance + j);
-    } else {
-      for (int j = 0; j < m; ++j) row[j] *= scale;
-    }
-    kernels::softmax(std::span<float>(row, std::size_t(m)));
-  }
-  std::fill_n(out, std::int64_t(group) * head_dim, 0.0f);
-  kernels::weighted_rows_add(scores + skip, ld_s, group, v, head_dim, m, head_dim, out, head_dim);  // (group, head_dim)
-}
+struct GroupItem {
+  const float* q;       ///< (group, head_dim)
+  const T* k_tiles;     ///< key tiles from the one holding lo
+  int skip;             ///< lo's place in its tile
+  const T* v;           ///< values from position lo (rows head_dim apart)
+  int m;                ///< positions attended
+  const float* slopes;  ///< the group's ALiBi slopes, or null
+  int distance;         ///< lo − p, the (non-positive) offset of the first position from the query's
+  float* out;           ///< (group, head_dim)
+};
+
+/// The sizes every item of one attention() call shares; scores: rows of ld_s >= skip + m rounded
+/// up to a whole tile.
+struct GroupSizes {
+  int group, head_dim;
+  float scale;
+  float* scores;
+  std::int64_t ld_s;
+};
 
 template <typename T>
-void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
-                     const AttentionShape& s, float* out, std::int64_t ldo, float* scratch, ThreadPool* pool) {
+void attend_group(const GroupItem<T>& it, const GroupSizes& g) {
+  const int tiles = int(kernels::key_tiles_for(it.skip + it.m));
+  kernels::dot_tiles(it.q, g.head_dim, g.group, it.k_tiles, tiles, g.head_dim, g.scores, g.ld_s);  // (group, 16·tiles)
+  for (int h = 0; h < g.group; ++h) {
+    float* row = g.scores + h * g.ld_s + it.skip;
+    if (it.slopes) {
+      const float slope = it.slopes[h];
+      for (int j = 0; j < it.m; ++j) row[j] = row[j] * g.scale + slope * float(it.distance + j);
+    } else {
+      for (int j = 0; j < it.m; ++j) row[j] *= g.scale;
+    }
+    kernels::softmax(std::span<float>(row, std::size_t(it.m)));
+  }
+  std::fill_n(it.out, std::int64_t(g.group) * g.head_dim, 0.0f);
+  kernels::weighted_rows_add(g.scores + it.skip, g.ld_s, g.group, it.v, g.head_dim, it.m, g.head_dim, it.out,
+                             g.head_dim);  // (group, head_dim)
+}
+
+/// Every (query row, KV head) item of attention(), split over the pool's threads.
+template <typename T>
+void attention_items(const AttentionShape& s, TensorView<const float> q, const KVRead& kv, TensorView<float> out,
+                     float* scratch, ThreadPool* pool) {
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
-  const std::int64_t ld_s = score_row_floats(kv.capacity());
+  const std::int64_t ld_s = score_row_floats(kv.cache.capacity());
   auto run = [&](std::int64_t b, std::int64_t e, int thread) {
-    float* scores = scratch + std::int64_t(thread) * group * ld_s;
+    const GroupSizes sizes{group, s.head_dim, scale, scratch + std::int64_t(thread) * group * ld_s, ld_s};
     for (std::int64_t item = b; item < e; ++item) {
       const int t = int(item / s.n_kv_heads), kvh = int(item % s.n_kv_heads);
-      const int p = pos + t;  // absolute position of this query row
+      const int p = kv.pos + t;  // absolute position of this query row
       const int lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0;
       const std::int64_t head0 = std::int64_t(kvh) * group * s.head_dim;  // first query head of the group
       const int tile = lo / kernels::key_tile;
-      attend_group(q + t * ldq + head0, kv.key_tiles<T>(layer, kvh, tile), lo - tile * kernels::key_tile,
-                   kv.values<T>(layer, kvh, lo), p - lo + 1, group, s.head_dim, scale,
-                   s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, scores, ld_s, out + t * ldo + head0);
+      attend_group<T>({q.row(t) + head0, kv.cache.key_tiles<T>(kv.layer, kvh, tile), lo - tile * kernels::key_tile,
+                       kv.cache.values<T>(kv.layer, kvh, lo), p - lo + 1,
+                       s.alibi_slopes ? s.alibi_slopes + kvh * group : nullptr, lo - p, out.row(t) + head0},
+                      sizes);
     }
   };
-  const std::int64_t items = std::int64_t(n) * s.n_kv_heads;
+  const std::int64_t items = q.n_rows() * s.n_kv_heads;
   if (pool)
     pool->parallel_for(items, run);
   else
@@ -101,24 +132,72 @@ void attention_items(const float* q, std::int64_t ldq, int n, int pos, const KVC
 
 }  // namespace detail
 
-/// Attention of n query rows at absolute positions pos .. pos+n−1 against the cached keys and
-/// values of `layer`, which must already hold positions [0, pos + n).
-///   q:       [n, n_heads·head_dim], row stride ldq
-///   out:     [n, n_heads·head_dim], row stride ldo
-///   scratch: pool-size × attention_scratch_floats(s, kv.capacity()) floats
-inline void attention(const float* q, std::int64_t ldq, int n, int pos, const KVCache& kv, int layer,
-                      const AttentionShape& s, float* out, std::int64_t ldo, float* scratch, ThreadPool* pool) {
+/// Attention of the query rows q [n, n_heads·head_dim] at absolute positions kv.pos .. kv.pos+n−1
+/// against the cached keys and values of kv.layer, which must already hold positions
+/// [0, kv.pos + n). Writes out [n, n_heads·head_dim]. Rows of q and out may be strided (q is
+/// usually the q columns of a fused projection). Scratch: threads × attention_scratch_floats(s,
+/// cache capacity) floats.
+inline void attention(const AttentionShape& s, TensorView<const float> q, const KVRead& kv, TensorView<float> out,
+                      const Workspace& ws) {
+  const KVCache& cache = kv.cache;
+  const int n = int(q.n_rows()), pos = kv.pos;
   if (s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 || s.n_heads % s.n_kv_heads != 0 ||
-      s.n_kv_heads != kv.n_kv_heads() || s.head_dim != kv.head_dim())
+      s.n_kv_heads != cache.n_kv_heads() || s.head_dim != cache.head_dim())
     fail(ErrorKind::invalid_argument, "attention", s.n_heads, " heads, ", s.n_kv_heads, " KV heads of dimension ",
-         s.head_dim, " do not match a cache of ", kv.n_kv_heads(), " KV heads of dimension ", kv.head_dim());
-  if (n < 0 || pos < 0 || std::int64_t(pos) + n > kv.capacity())
+         s.head_dim, " do not match a cache of ", cache.n_kv_heads(), " KV heads of dimension ", cache.head_dim());
+  if (pos < 0 || std::int64_t(pos) + n > cache.capacity())
     fail(ErrorKind::invalid_argument, "attention", "positions [", pos, ", ", std::int64_t(pos) + n,
-         ") are outside the cache of ", kv.capacity());
-  if (kv.type() == DType::f16)
-    detail::attention_items<f16>(q, ldq, n, pos, kv, layer, s, out, ldo, scratch, pool);
+         ") are outside the cache of ", cache.capacity());
+  detail::expect_rows(q, n, s.q_dim(), "attention queries");
+  detail::expect_rows(out, n, s.q_dim(), "attention output");
+  float* scratch = ws.take(ws.threads() * attention_scratch_floats(s, cache.capacity()), "attention").data();
+  if (cache.type() == DType::f16)
+    detail::attention_items<f16>(s, q, kv, out, scratch, ws.pool);
   else
-    detail::attention_items<float>(q, ldq, n, pos, kv, layer, s, out, ldo, scratch, pool);
+    detail::attention_items<float>(s, q, kv, out, scratch, ws.pool);
+}
+
+/// The projections of an attention block: fused [q | k | v] (GPT-2), or q, k and v apart.
+struct AttentionWeights {
+  const Linear* qkv = nullptr;  ///< [q_dim + 2·kv_dim, dim]; when null (or empty), q, k and v are used
+  const Linear* q = nullptr;    ///< [q_dim, dim]
+  const Linear* k = nullptr;    ///< [kv_dim, dim]
+  const Linear* v = nullptr;    ///< [kv_dim, dim]
+  const Linear* out = nullptr;  ///< [dim, q_dim]
+};
+
+/// Floats of scratch self_attention() needs for n rows against a cache of `capacity` positions
+/// with `threads` threads: the scores, the projected rows [n, q | k | v] and the heads' output [n, q].
+inline std::int64_t self_attention_scratch_floats(const AttentionShape& s, std::int64_t n, std::int64_t capacity,
+                                                  int threads) {
+  return threads * attention_scratch_floats(s, capacity) + n * (2 * s.q_dim() + 2 * s.kv_dim());
+}
+
+/// The attention block of a transformer layer: out [n, dim] = wo · attention(q, k, v) with
+/// [q | k | v] = x·W (x [n, dim], usually normalized), RoPE applied to q and k (with s.rope, when
+/// set), and the keys and values stored in kv.cache at kv.layer, positions kv.pos ... The cache
+/// must have made room for them (KVCache::reserve_append). Scratch: self_attention_scratch_floats().
+inline void self_attention(const AttentionShape& s, const AttentionWeights& w, TensorView<const float> x, const KVWrite& kv, TensorView<float> out, const Workspace& ws) {
+  const std::int64_t n = x.n_rows(), qd = s.q_dim(), kvd = s.kv_dim(), ld = qd + 2 * kvd;
+  const std::int64_t score_floats = ws.threads() * attention_scratch_floats(s, kv.cache.capacity());
+  const std::span<float> scratch = ws.take(self_attention_scratch_floats(s, n, kv.cache.capacity(), ws.threads()),
+                                           "self-attention");
+  const TensorView<float> qkv(scratch.data() + score_floats, Shape{n, ld});             // (n, q | k | v)
+  const TensorView<float> heads(scratch.data() + score_floats + n * ld, Shape{n, qd});  // (n, q_dim)
+  const TensorView<float> q = qkv.cols(0, qd), k = qkv.cols(qd, qd + kvd), v = qkv.cols(qd + kvd, ld);
+  if (w.qkv && !w.qkv->empty()) {
+    linear(x, *w.qkv, qkv, ws.pool);
+  } else {
+    const LinearOutput outs[] = {{w.q, q}, {w.k, k}, {w.v, v}};
+    linear_same_input(x, outs, ws.pool);
+  }
+  if (s.rope) {
+    s.rope->apply(q, kv.pos);
+    s.rope->apply(k, kv.pos);
+  }
+  kv.cache.store(kv.layer, kv.pos, k, v);  // converted to the cache's type
+  attention(s, q, kv, heads, {scratch.first(std::size_t(score_floats)), ws.pool});
+  linear(heads, *w.out, out, ws.pool);  // (n, dim)
 }
 
 }  // namespace loom::nn

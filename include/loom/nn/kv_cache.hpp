@@ -27,16 +27,17 @@
 #include "loom/huge_pages.hpp"
 #include "loom/kernels/ops.hpp"
 #include "loom/kernels/row_products.hpp"
-#include "loom/model/config.hpp"
+#include "loom/nn/shapes.hpp"
+#include "loom/tensor.hpp"
 
-namespace loom {
+namespace loom::nn {
 
 class KVCache {
  public:
   KVCache() = default;
-  /// Preallocates room for `capacity` positions of the model described by `c`, stored as `type`
-  /// (f32 or f16; Error(unsupported) for any other type).
-  KVCache(const Config& c, std::int32_t capacity, DType type = DType::f32)
+  /// Preallocates room for `capacity` positions of a model of shape `c` (a Config converts to its
+  /// KVCacheShape), stored as `type` (f32 or f16; Error(unsupported) for any other type).
+  KVCache(const KVCacheShape& c, std::int32_t capacity, DType type = DType::f32)
       : n_layers_(c.n_layers), n_heads_(c.n_kv_heads), head_dim_(c.head_dim), kv_dim_(c.kv_dim()),
         capacity_(capacity), rows_(padded(capacity)), type_(type) {
     const std::size_t elem = element_bytes(type);
@@ -57,9 +58,9 @@ class KVCache {
     return block_bytes(type);
   }
 
-  /// Bytes a cache of `capacity` positions of `type` for the model `c` allocates, computed before
-  /// allocating (saturates at UINT64_MAX instead of overflowing).
-  static std::uint64_t bytes_needed(const Config& c, std::int32_t capacity, DType type = DType::f32) {
+  /// Bytes a cache of `capacity` positions of `type` for a model of shape `c` allocates, computed
+  /// before allocating (saturates at UINT64_MAX instead of overflowing).
+  static std::uint64_t bytes_needed(const KVCacheShape& c, std::int32_t capacity, DType type = DType::f32) {
     const long double bytes = 2.0L * c.n_layers * (long double)padded(capacity) * c.kv_dim() * element_bytes(type);
     return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
   }
@@ -73,6 +74,15 @@ class KVCache {
   DType type() const { return type_; }
   std::uint64_t bytes() const { return data_.size(); }
 
+  /// Writes the keys and values of rows k, v [n, kv_dim] (head after head in each row; strided
+  /// views such as the k and v columns of a fused projection) of `layer` at positions pos .. pos+n−1,
+  /// converted to type(). The positions must have been made room for with reserve_append().
+  void store(std::int32_t layer, std::int32_t pos, TensorView<const float> k, TensorView<const float> v) {
+    if (k.n_cols() != kv_dim_ || v.n_cols() != kv_dim_ || k.n_rows() != v.n_rows())
+      fail(ErrorKind::invalid_argument, "kv_cache", "keys ", k.shape().str(), " and values ", v.shape().str(),
+           " are not rows of ", kv_dim_);
+    for (std::int64_t t = 0; t < k.n_rows(); ++t) store(layer, pos + std::int32_t(t), k.row(t), v.row(t));
+  }
   /// Writes the keys `k` and values `v` (kv_dim floats each: head after head) of `layer` at
   /// position `pos`, converted to type(). The position must have been made room for with
   /// reserve_append().
@@ -192,4 +202,4 @@ class KVCache {
   HugePageBuffer data_;  // zero-filled, 2 MiB-aligned: attention streams it every token
 };
 
-}  // namespace loom
+}  // namespace loom::nn

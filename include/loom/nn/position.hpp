@@ -8,7 +8,9 @@
 #include <numbers>
 #include <vector>
 
-#include "loom/model/config.hpp"
+#include "loom/error.hpp"
+#include "loom/nn/shapes.hpp"
+#include "loom/tensor.hpp"
 
 namespace loom::nn {
 
@@ -45,12 +47,12 @@ inline std::vector<float> alibi_slopes(int n_heads) {
 class Rope {
  public:
   Rope() = default;
-  explicit Rope(const Config& c) : layout_(c.rope_layout), head_dim_(c.head_dim), rot_dim_(c.rotary_dim()) {
+  explicit Rope(const RopeShape& shape) : layout_(shape.layout), head_dim_(shape.head_dim), rot_dim_(shape.rotary_dim) {
     const int half = rot_dim_ / 2;
     inv_freq_.resize(std::size_t(half));
     for (int i = 0; i < half; ++i) {
-      double f = std::pow(double(c.rope_theta), -2.0 * i / rot_dim_);
-      const RopeScaling& s = c.rope_scaling;
+      double f = std::pow(double(shape.theta), -2.0 * i / rot_dim_);
+      const RopeScaling& s = shape.scaling;
       if (s.kind == RopeScalingKind::linear) {
         f /= s.factor;  // position interpolation: pos / factor
       } else if (s.kind == RopeScalingKind::llama3) {
@@ -84,6 +86,15 @@ class Rope {
         v[b] = x0 * s + x1 * c;
       }
     }
+  }
+
+  /// Rotates every head of every row of x [n, heads·head_dim] (rows may be strided, e.g. the q or
+  /// k columns of a fused projection), row t at position pos + t.
+  void apply(TensorView<float> x, std::int64_t pos) const {
+    if (head_dim_ <= 0 || x.n_cols() % head_dim_ != 0)
+      fail(ErrorKind::invalid_argument, "nn", "RoPE over rows of ", x.n_cols(), " is not whole heads of ", head_dim_);
+    const int heads = int(x.n_cols() / head_dim_);
+    for (std::int64_t t = 0; t < x.n_rows(); ++t) apply(x.row(t), heads, pos + t);
   }
 
   const std::vector<double>& inv_freq() const { return inv_freq_; }
