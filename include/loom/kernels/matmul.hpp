@@ -106,9 +106,7 @@ inline constexpr std::int64_t row_block = 64;
 
 /// Output rows per GEMM of the batched path (its fixed blocks, converted to f32 one at a time
 /// for f16 / bf16 / quantized weights). Every block's product packs the whole input x again, so
-/// longer blocks pay that less often. loom-bench tinyllama-1.1b pp128, Intel Xeon (Emerald
-/// Rapids), 1 / 2 threads, 64 -> 128 rows: f32 55.1 / 105.2 -> 58.0 / 113.9 t/s, f16 51.1 / 97.8
-/// -> 52.8 / 103.0, q4_0 46.6 / 90.4 -> 49.6 / 95.4 (256: f32 60.7 / 109.8, f16 53.4 / 100.0).
+/// longer blocks pay that less often (measurements: docs/performance-notes.md, "GEMM row blocks").
 inline constexpr std::int64_t gemm_row_block = 128;
 
 /// The decode input for n rows of x (row stride ldx) times weights of type t with `in` columns:
@@ -226,8 +224,7 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   if (is_quantized(w.dtype) && detail::int8_gemm(w.dtype)) return detail::matmul_int8(x, n, ldx, w, y, ldy, pool);
   if (detail::bf16_gemm(w.dtype, in)) return detail::matmul_bf16(x, n, ldx, w, in_out, y, ldy, pool);
   // f32 weights need no conversion buffer, so wide matrices take blocks twice as long (their
-  // count depends on the shape only, never on the threads). tinyllama-1.1b f32 pp128 @ d0, Intel
-  // Xeon, runs alternated, 1 / 2 threads: 57.0-57.5 / 112.0-114.2 -> 58.9-59.1 / 114.8-117.2 t/s.
+  // count depends on the shape only, never on the threads; docs/performance-notes.md).
   const std::int64_t block = w.dtype == DType::f32 && out >= 1024 ? 2 * detail::gemm_row_block : detail::gemm_row_block;
   // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
   // thread runs them, so that every output is computed the same way for any thread count.

@@ -58,14 +58,10 @@ inline void f64_to_f32(const std::byte* src, float* dst, std::int64_t n) {
 
 // A quantized type's row: its reference quantizer (or nullptr), the dot product of each level,
 // its dequantization (reference; AVX-512 where written), and its decode row limit (reference
-// level and AVX2, then AVX-512). Below AVX-512 the limits were measured with
-// bench/bench_quant.cpp at 2048×2048 on one core: up to them the integer dots beat dequantizing
-// 128-row blocks for the f32 GEMM (Q6_K's scalar dequantization is slower than its dots up to 128
-// rows). At AVX-512 the alternative is the integer GEMM (kernels/level/gemm_int8.inl), whose
-// packing costs about as much as 2-3 rows of dots: 5632×2048 weights, 2 threads, AMD EPYC Zen 4,
-// dots / integer GEMM in ms: Q8_0 n8 2.3 / 3.4, n12 3.7 / 3.9, n16 4.9 / 2.2; Q4_0 n12 2.8 / 3.1,
-// n16 3.8 / 3.5; Q4_K n8 2.0 / 2.0, n12 5.7 / 4.7; Q6_K n12 5.3 / 5.2; Q2_K n24 6.3 / 7.9,
-// n32 8.5 / 8.8.
+// level and AVX2, then AVX-512): up to them the integer dots beat the GEMM path, which below
+// AVX-512 dequantizes 128-row blocks for the f32 GEMM and at AVX-512 is the integer GEMM
+// (kernels/level/gemm_int8.inl), whose packing costs about as much as 2-3 rows of dots. How they
+// were measured: docs/performance-notes.md, "Decode row limits".
 #if LOOM_X86
 #define LOOM_QUANT_ROW(T, quantize, dot_scalar, dot_avx2, dot_avx512, dequant, dequant_avx512, rows, rows_avx512) \
   TypeKernels {                                                                                                     \

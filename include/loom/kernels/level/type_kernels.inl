@@ -23,10 +23,8 @@ float dot_bytes(std::int64_t n, const std::byte* w, const std::byte* act) {
 /// The integer path for quantized weights: outputs [r0, r1) of y[n, out] = x[n, in] · Wᵀ, with
 /// `act` the n rows of x quantized by quantize_activation_for<T>. Every output is one dot product
 /// whatever range it falls in, so results do not depend on threads. Rows alternate between the
-/// two halves of the range: two streams far apart, as the f32/f16 decode reads them. Measured on
-/// this project's machine with loom-bench (tinyllama shape, 1 thread, tg32 @ d512, runs
-/// alternated): Q4_0 33.0-36.0 -> 39.1-39.4 t/s; Q4_K 32.4 -> 28.0 ms per token (whole forward);
-/// Q8_0 (once its dot product read DRAM at the probe's rate) 26.2-26.7 -> 27.0-29.4 t/s.
+/// two halves of the range: two streams far apart, as the f32/f16 decode reads them
+/// (docs/performance-notes.md, "Two row streams in the integer decode").
 template <auto Dot, typename Block, typename Act>
 void quant_rows(const DecodeInput& in, const TensorRef& w, float* y, std::int64_t ldy, std::int64_t r0,
                 std::int64_t r1) {

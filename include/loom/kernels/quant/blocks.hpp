@@ -122,10 +122,8 @@ inline void check_multiple(std::int64_t n, std::int64_t block, const char* what)
 }
 
 /// How far ahead of the block being multiplied the dot products ask for their row's bytes.
-/// Hardware prefetchers alone leave a core short of misses in flight on some machines: one core
-/// of an Intel Xeon (Emerald Rapids) of this project's read 2048-wide rows from DRAM at 10.4-12.4
-/// GB/s with none, 14.5-15.3 with 1024 bytes ahead and 14.8-15.3 with 2048-4096 (the probe reads
-/// 17): Q8_0 12.4 -> 15.3, Q4_0 11.1 -> 15.0, Q4_K 10.4 -> 14.8, Q6_K 10.7 -> 15.0.
+/// Hardware prefetchers alone leave a core short of misses in flight on some machines
+/// (measurements: docs/performance-notes.md, "Software prefetch distance").
 inline constexpr std::size_t quant_prefetch_distance = 2048;
 
 /// Prefetches the cache lines of [p + distance, p + distance + bytes) into L1 (one request per

@@ -96,9 +96,8 @@ inline __m512 block_scales_512(const Block* b, int count, f16 Block::*field = &B
 ///
 /// The scales are built per 4 blocks (136 bytes), not per 16: a block's FMA waits for its
 /// scale, and with scales of 16 blocks every FMA of those 544 bytes waits for the last of their
-/// 9 cache lines, so from DRAM the core holds fewer lines in flight. One core, 2048-wide rows
-/// from 1 GB of huge-page memory: 27.7-29.1 GB/s with scales per 16 blocks, 33.0-33.6 (the read
-/// probe's rate) per 4; in L2 45.4 → 48.4 GB/s.
+/// 9 cache lines, so from DRAM the core holds fewer lines in flight (docs/performance-notes.md,
+/// "Q8_0 scales per 4 blocks").
 inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
   const std::int64_t nb = n / qk8_0;
   const __m512i bias = _mm512_set1_epi8(char(0x80));
@@ -183,9 +182,8 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
 }
 
 /// The n bytes at p (n = 8, 16, 32 or 64) in the low bytes of a vector, the others zero: one plain
-/// load. (On the Intel Xeon a masked load costs a vector uop beside the load: Q4_0 decode on one
-/// core, loom-bench tg32, runs alternated, 82.1-82.6 -> 83.6-84.2 % of bandwidth with the 8-byte
-/// tails of its quads loaded plain instead of masked.)
+/// load. (On the Intel Xeon a masked load costs a vector uop beside the load;
+/// docs/performance-notes.md, "Plain loads for short tails".)
 template <int n>
 inline __m512i load_bytes(const std::uint8_t* p) {
   static_assert(n == 8 || n == 16 || n == 32 || n == 64);

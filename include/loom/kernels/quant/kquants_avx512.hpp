@@ -178,11 +178,9 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
 }
 
 /// Q4_0 row → f32 as dequantize_row_q4_0 computes it (d times q − 8), a block per step: the low
-/// nibbles are weights 0-15, the high ones 16-31. The scalar loop took ~18 % of a Q4_0 prompt
-/// pass (tinyllama-1.1b shape, pp128); with this one, 2 / 1 threads: 95.5 / 49.0 -> 106.4 / 54.4
-/// t/s. (Q8_0's scalar loop is vectorized by the compiler: the same intrinsics gained ~1 %.)
-/// IQ4_NL the same way, its nibbles mapped through the table by one byte shuffle (pp128, 2 / 1
-/// threads: 62 / 62 -> 81 / 81 % of GEMM).
+/// nibbles are weights 0-15, the high ones 16-31 (the scalar loop took ~18 % of a Q4_0 prompt
+/// pass; docs/performance-notes.md, "SIMD dequantization"). IQ4_NL the same way, its nibbles
+/// mapped through the table by one byte shuffle.
 /// The 32 weights of 16 quant bytes with scale d: (byte − zero)·d for the nibble − 8, or for the
 /// table types the table's value + 128 (one byte shuffle) − 128; low nibbles to o, high to o + 16.
 template <typename Block>
