@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <iterator>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -62,6 +64,17 @@ inline std::int64_t parse_int(std::string_view flag, std::string_view v, std::in
   if (x < lo || x > hi)
     throw UsageError(std::string(flag) + ": " + std::string(v) + " is outside [" + std::to_string(lo) + ", " +
                      std::to_string(hi) + "]");
+  return x;
+}
+
+/// A non-negative integer up to 2^64 - 1 (a seed).
+inline std::uint64_t parse_u64(std::string_view flag, std::string_view v) {
+  std::uint64_t x = 0;
+  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (v.empty() || ec == std::errc::invalid_argument || p != v.data() + v.size())
+    throw UsageError(std::string(flag) + ": expected a non-negative integer, got '" + std::string(v) + "'");
+  if (ec == std::errc::result_out_of_range)
+    throw UsageError(std::string(flag) + ": " + std::string(v) + " is outside [0, " + std::to_string(UINT64_MAX) + "]");
   return x;
 }
 
@@ -122,11 +135,82 @@ class Args {
     if (done()) throw UsageError(std::string(flag) + ": missing value");
     return next();
   }
+  /// The next argument without taking it, if there is one.
+  std::optional<std::string_view> peek() const {
+    return done() ? std::nullopt : std::optional<std::string_view>(args_[i_]);
+  }
 
  private:
   std::vector<std::string_view> args_;
   std::size_t i_ = 0;
 };
+
+/// `text` with llama.cpp's escape sequences replaced (its string_process_escapes, which `-e`
+/// applies to the prompt): \n \r \t \' \" \\ and \xHH (exactly two hex digits: one byte).
+/// Anything else after a backslash, a \x without two hex digits and a backslash at the very end
+/// stay as written. (llama.cpp reads the two characters after \x with strtol, which would also
+/// take " 5" or "-1"; only hex digits count here.)
+inline std::string process_escapes(std::string_view text) {
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  };
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\\' || i + 1 == text.size()) {
+      out += text[i];
+      continue;
+    }
+    const char c = text[++i];
+    switch (c) {
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case '\'': case '"': case '\\': out += c; break;
+      default:
+        if (c == 'x' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
+          out += char(hex(text[i + 1]) * 16 + hex(text[i + 2]));
+          i += 2;
+        } else {
+          out += '\\';
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+/// llama.cpp's flags that mean nothing on loom (GPU offload, memory locking, flash attention,
+/// batch sizes), accepted so that llama.cpp command lines run unchanged. When `flag` is one of
+/// them, takes its value from `args` (checked as llama.cpp checks it: a missing or malformed
+/// value is a UsageError) and returns the one-line note to print; otherwise returns nothing.
+inline std::optional<std::string> ignored_llama_flag(std::string_view flag, Args& args) {
+  const std::string f(flag);
+  if (flag == "-ngl" || flag == "--gpu-layers" || flag == "--n-gpu-layers") {
+    const std::string_view v = args.value(flag);  // N, or newer llama.cpp's 'auto' / 'all'
+    if (v != "auto" && v != "all") parse_int(flag, v, INT32_MIN, INT32_MAX);
+    return f + " " + std::string(v) + " ignored: loom runs on the CPU, there are no GPU layers to offload";
+  }
+  if (flag == "--mlock") return f + " ignored: loom memory-maps the weights and does not lock them in RAM";
+  if (flag == "-fa" || flag == "--flash-attn") {
+    // A bare flag in older llama.cpp; a value on|off|auto (or 1|0|-1) in llama.cpp since 2025.
+    static constexpr std::string_view values[] = {"on", "off", "auto", "enabled", "disabled", "1", "0", "-1"};
+    std::string note = f;
+    if (const std::optional<std::string_view> v = args.peek()) {
+      if (std::find(std::begin(values), std::end(values), *v) != std::end(values))
+        note += " " + std::string(args.next());
+      else if (v->empty() || v->front() != '-')
+        throw UsageError(f + ": expected on, off or auto, got '" + std::string(*v) + "'");
+    }
+    return note + " ignored: loom has one attention implementation on the CPU";
+  }
+  if (flag == "-b" || flag == "--batch-size" || flag == "-ub" || flag == "--ubatch-size") {
+    const std::string_view v = args.value(flag);
+    parse_int(flag, v, INT32_MIN, INT32_MAX);
+    return f + " " + std::string(v) + " ignored: loom evaluates the whole prompt in one batch";
+  }
+  return std::nullopt;
+}
 
 }  // namespace loom::cli
 

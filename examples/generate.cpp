@@ -3,10 +3,13 @@
 //   generate -m MODEL [-z TOKENIZER] [-p TEXT | -f FILE | --prompt-ids 1,2,3] [-n N] [options]
 //   generate -m MODEL --chat [--system TEXT] [--chat-template NAME]
 //
-// Options and their parser live in generate_args.hpp. Flags follow llama.cpp's names. Timings go
-// to stderr; with --ids the generated ids are printed as one JSON array on the last line of
-// stdout. Bad flags or values exit with status 2. Ctrl-C stops generation cleanly (a second
-// Ctrl-C ends the program).
+// Options and their parser live in generate_args.hpp. Flags follow llama.cpp's names. The prompt
+// is echoed before the generated text (--no-display-prompt: not); timings and the seed used go to
+// stderr; with --ids the generated ids are printed as one JSON array on the last line of stdout.
+// Bad flags or values exit with status 2. Ctrl-C stops generation cleanly (a second Ctrl-C ends
+// the program). Piped into --chat (stdin not a terminal), every non-empty line is a turn, to EOF.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -67,7 +70,7 @@ void prefetch_with_progress(const std::filesystem::path& model) {
 }
 
 void print_timings(const loom::Model& model, int threads, double load_seconds, const loom::GenerateStats& stats,
-                   bool stopped_by_string) {
+                   bool stopped_by_string, std::uint64_t seed) {
   std::fprintf(stderr, "\nload time      = %10.2f ms\n", load_seconds * 1e3);
   std::fprintf(stderr, "prompt eval    = %10.2f ms / %5d tokens (%8.2f tokens/s)\n", stats.prompt_seconds * 1e3,
                stats.prompt_tokens, stats.prompt_tokens_per_second());
@@ -86,6 +89,7 @@ void print_timings(const loom::Model& model, int threads, double load_seconds, c
   const char* why = stopped_by_string ? "stop string" : g_interrupted ? "interrupted" : loom::to_string(stats.stop);
   std::fprintf(stderr, "kernels        : %s\n", loom::cpu_features().summary().c_str());
   std::fprintf(stderr, "stopped        : %s\n", why);
+  std::fprintf(stderr, "seed           = %llu\n", static_cast<unsigned long long>(seed));
   if (stats.context_shifts) std::fprintf(stderr, "context shifts : %d\n", stats.context_shifts);
 }
 
@@ -112,6 +116,9 @@ int run(const Options& o) {
   params.sampler = loaded.sampler;
   for (const auto& f : o.sampler_flags) f(params.sampler);
   params.sampler.validate();
+  // The random seed is drawn here rather than in the sampler, so that the timing block can print
+  // it and `-s` can repeat the run (default_seed itself would mean "random" again).
+  while (params.sampler.seed == loom::default_seed) params.sampler.seed = loom::Rng::resolve_seed(loom::default_seed);
   params.max_new_tokens = o.n_predict;
   params.ignore_eos = o.ignore_eos;
   params.end_of_generation = loaded.end_of_generation;
@@ -123,8 +130,18 @@ int run(const Options& o) {
     if (!tok) throw loom::Error(loom::ErrorKind::invalid_argument, "generate", "--chat needs a tokenizer (-z TOKENIZER)");
     const loom::ChatFormat format = o.chat_template.empty() ? loom::detect_chat_format(loaded.chat_template)
                                                             : loom::chat_format_from_name(o.chat_template);
-    std::fprintf(stderr, "chat template: %s. Empty line or Ctrl-D ends the chat; Ctrl-C stops a reply.\n",
-                 std::string(loom::to_string(format)).c_str());
+    // From a terminal an empty line ends the chat; piped, every non-empty line is a turn until EOF.
+    const bool piped = !isatty(STDIN_FILENO);
+    std::fprintf(stderr, "chat template: %s. %s; Ctrl-C stops a reply.\n", std::string(loom::to_string(format)).c_str(),
+                 piped ? "Reading turns from stdin to its end (empty lines skipped)" : "Empty line or Ctrl-D ends the chat");
+    auto read_turn = [piped](std::string& line) {
+      while (std::getline(std::cin, line)) {
+        if (piped && !line.empty() && line.back() == '\r') line.pop_back();  // CRLF input
+        if (!line.empty()) return true;
+        if (!piped) return false;
+      }
+      return false;
+    };
     loom::ChatSession chat(session, *tok, format, o.system);
     loom::GenerateStats stats;
     bool first = true, stopped_by_string = false;
@@ -135,7 +152,7 @@ int run(const Options& o) {
         std::fprintf(stderr, "> %s\n", line.c_str());
       } else {
         std::fprintf(stderr, "\n> ");
-        if (!std::getline(std::cin, line) || line.empty()) break;
+        if (!read_turn(line)) break;
       }
       first = false;
       g_interrupted = 0;
@@ -148,7 +165,7 @@ int run(const Options& o) {
       if (!stopped_by_string) std::cout << filter.finish();
       std::cout << std::endl;
     }
-    print_timings(model, o.threads, load_seconds, stats, stopped_by_string);
+    print_timings(model, o.threads, load_seconds, stats, stopped_by_string, params.sampler.seed);
     return 0;
   }
 
@@ -179,8 +196,15 @@ int run(const Options& o) {
   std::vector<std::int32_t> generated;
   std::optional<loom::StreamDecoder> decoder;
   if (tok) {
+    // The prompt is echoed as llama-cli does: decoded from its tokens (--prompt-ids too), control
+    // tokens such as BOS left out. Not echoed, it still decides e.g. the leading-space rule.
     decoder.emplace(*tok);
-    decoder->skip(prompt);  // the prompt is not printed, but it decides e.g. the leading-space rule
+    if (o.display_prompt) {
+      for (std::int32_t id : prompt) std::cout << decoder->push(id);
+      std::cout << std::flush;
+    } else {
+      decoder->skip(prompt);
+    }
   }
   loom::cli::StopFilter filter(o.stop);
   bool stopped_by_string = false;
@@ -202,7 +226,7 @@ int run(const Options& o) {
     std::cout << "]\n";
   }
   std::cout << std::flush;
-  print_timings(model, o.threads, load_seconds, stats, stopped_by_string);
+  print_timings(model, o.threads, load_seconds, stats, stopped_by_string, params.sampler.seed);
   return 0;
 }
 
@@ -211,6 +235,7 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   return loom::cli::run_tool("generate", [&] {
     const Options o = loom::cli::parse(argc, argv);
+    for (const std::string& note : o.notes) std::fprintf(stderr, "generate: note: %s\n", note.c_str());
     if (o.help) {
       loom::cli::usage(stdout);
       return 0;

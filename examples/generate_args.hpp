@@ -37,6 +37,10 @@ struct Options {
   bool chat = false;           ///< --chat: interactive conversation through the chat template
   std::string system;          ///< --system: the system message of the conversation
   std::string chat_template;   ///< --chat-template NAME: force a template family
+  bool escape = false;         ///< -e/--escape: process_escapes() on the prompt (-p or -f) and --stop
+  bool display_prompt = true;  ///< echo the prompt before the generated text (--no-display-prompt: off)
+  /// One-line notes for stderr: llama.cpp flags that loom ignores, flags that act only with another.
+  std::vector<std::string> notes;
 };
 
 /// Prints the usage text with the default values.
@@ -49,10 +53,14 @@ inline void usage(std::FILE* out) {
                "  -p TEXT                 prompt text (BOS added as the tokenizer prescribes)\n"
                "  -f FILE                 read the prompt text from FILE\n"
                "  --prompt-ids 1,2,3      prompt token ids, used exactly as given (no BOS added)\n"
+               "  -e, --escape            process escapes in the prompt and --stop: \\n \\r \\t \\' \\\" \\\\ \\xHH\n"
+               "                          (--no-escape: leave them as written, the default)\n"
+               "  --no-display-prompt     do not print the prompt before the generated text (the prompt is\n"
+               "                          echoed by default, decoded from its tokens, as llama-cli does)\n"
                "  -n N                    tokens to generate (default: -1 = until end of text or full context)\n"
                "  -c N                    context size (default: 0 = the model's)\n"
                "  -t N                    threads (default: 1)\n"
-               "  -s SEED                 RNG seed (default: random)\n"
+               "  -s SEED                 RNG seed (default: random; the seed used is printed with the timings)\n"
                "  --temp T                temperature, 0 = greedy (default: %.2f)\n"
                "  --top-k K               top-k, 0 = off (default: %d)\n"
                "  --top-p P               top-p, 1 = off (default: %.2f)\n"
@@ -79,6 +87,9 @@ inline void usage(std::FILE* out) {
                "  --chat                  interactive chat through the model's chat template (-p: first message)\n"
                "  --system TEXT           system message for --chat\n"
                "  --chat-template NAME    force a template: chatml, llama2, llama3, mistral, zephyr, phi3\n"
+               "  -ngl, --gpu-layers N, --mlock, -fa [on|off|auto], -b N, -ub N (and their long forms)\n"
+               "                          llama.cpp's GPU, memory-locking and batch flags: accepted and ignored,\n"
+               "                          with a note on stderr\n"
                "  -h, --help              this help\n",
                double(d.temperature), d.top_k, double(d.top_p), double(d.min_p), double(d.repeat_penalty),
                d.repeat_last_n, double(d.presence_penalty), double(d.frequency_penalty));
@@ -133,7 +144,7 @@ inline Options parse(int argc, char** argv) {
     } else if (f == "-t" || f == "--threads") {
       o.threads = std::int32_t(parse_int(f, args.value(f), 1, 1024));
     } else if (f == "-s" || f == "--seed") {
-      set_sampler(&loom::SamplerParams::seed, std::uint64_t(parse_int(f, args.value(f), 0, INT64_MAX)));
+      set_sampler(&loom::SamplerParams::seed, parse_u64(f, args.value(f)));  // any seed the timings print
     } else if (f == "--temp") {
       set_sampler(&loom::SamplerParams::temperature, parse_float(f, args.value(f)));
     } else if (f == "--top-k") {
@@ -180,6 +191,14 @@ inline Options parse(int argc, char** argv) {
       o.chat = true;
     } else if (f == "--system") {
       o.system = args.value(f);
+    } else if (f == "-e" || f == "--escape") {
+      o.escape = true;
+    } else if (f == "--no-escape") {
+      o.escape = false;
+    } else if (f == "--no-display-prompt") {
+      o.display_prompt = false;
+    } else if (std::optional<std::string> note = ignored_llama_flag(f, args)) {
+      o.notes.push_back(std::move(*note));
     } else if (f == "--chat-template") {
       o.chat_template = args.value(f);
       try {
@@ -199,6 +218,13 @@ inline Options parse(int argc, char** argv) {
   if (o.model.empty()) throw UsageError("-m MODEL is required (see -h)");
   if (o.prompt_ids && o.has_prompt) throw UsageError("--prompt-ids and -p/-f are mutually exclusive");
   if (o.chat && o.prompt_ids) throw UsageError("--chat takes text (-p), not --prompt-ids");
+  if (!o.chat && !o.system.empty()) o.notes.emplace_back("--system has no effect without --chat (ignored)");
+  if (!o.chat && !o.chat_template.empty()) o.notes.emplace_back("--chat-template has no effect without --chat (ignored)");
+  if (!o.context_shift && o.n_keep > 0) o.notes.emplace_back("--keep has no effect without --context-shift (ignored)");
+  if (o.escape) {
+    o.prompt = process_escapes(o.prompt);
+    for (std::string& s : o.stop) s = process_escapes(s);
+  }
   loom::SamplerParams check;
   for (const auto& f : o.sampler_flags) f(check);
   try {

@@ -1,6 +1,6 @@
 // perplexity: how well a model predicts a text file.
 //
-//   perplexity -m MODEL -f TEXT [-c CTX] [--stride N] [-t THREADS] [-z TOKENIZER]
+//   perplexity -m MODEL -f TEXT [-c CTX] [--stride N] [--chunks N] [-t THREADS] [-z TOKENIZER]
 //
 // The whole file is tokenized once (BOS added when the tokenizer prescribes it, special tokens
 // in the text not parsed). Each window of up to CTX tokens is evaluated from an empty KV cache in
@@ -21,6 +21,9 @@
 // reaches the end of the text. With S = CTX the windows do not overlap and every token but the
 // first of each window is scored: the method tools/train_demo.py uses for the validation loss
 // of models/tiny-shakespeare.
+//
+// --chunks N (llama.cpp's flag): only the first N chunks (with --stride, windows) are evaluated;
+// -1, the default, evaluates them all.
 //
 // Progress goes to stderr. The last line on stdout is `PPL = x ± y`, x = exp(mean NLL) and y its
 // standard error as llama.cpp estimates it: y = x * sqrt((mean(NLL²) - mean(NLL)²) / (n - 1)).
@@ -46,6 +49,8 @@ namespace {
 struct Options {
   std::string model, tokenizer, file;
   std::int32_t n_ctx = 0, stride = 0, threads = 1;
+  std::int32_t chunks = -1;        ///< --chunks: at most this many chunks or windows (-1: all)
+  std::vector<std::string> notes;  ///< llama.cpp flags accepted and ignored, one line each
 };
 
 void usage(std::FILE* out) {
@@ -57,7 +62,10 @@ void usage(std::FILE* out) {
                "  -c N            tokens per window (default: 0 = the model's context)\n"
                "  --stride N      sliding windows N tokens apart, scoring each token once (N = CTX: non-overlapping);\n"
                "                  default: llama.cpp's method (CTX-token chunks, second half of each scored)\n"
+               "  --chunks N      evaluate at most the first N chunks (with --stride: windows) (default: -1 = all)\n"
                "  -t N            threads (default: 1)\n"
+               "  -ngl N, --mlock, -fa [on|off|auto], -b N, -ub N (and their long forms)\n"
+               "                  llama.cpp's GPU, memory-locking and batch flags: accepted and ignored (a note on stderr)\n"
                "  -h, --help      this help\n");
 }
 
@@ -80,8 +88,13 @@ Options parse(int argc, char** argv) {
       o.n_ctx = std::int32_t(parse_int(f, args.value(f), 0, INT32_MAX));
     } else if (f == "--stride") {
       o.stride = std::int32_t(parse_int(f, args.value(f), 1, INT32_MAX));
+    } else if (f == "--chunks") {
+      o.chunks = std::int32_t(parse_int(f, args.value(f), -1, INT32_MAX));
+      if (o.chunks == 0) throw UsageError("--chunks: 0 chunks would score nothing (-1 evaluates them all)");
     } else if (f == "-t" || f == "--threads") {
       o.threads = std::int32_t(parse_int(f, args.value(f), 1, 1024));
+    } else if (std::optional<std::string> note = ignored_llama_flag(f, args)) {
+      o.notes.push_back(std::move(*note));
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "' (see -h)");
     }
@@ -149,13 +162,16 @@ int run(const Options& o) {
       if (e == n) break;
     }
   }
+  const std::size_t all_windows = windows.size();
+  if (o.chunks > 0 && windows.size() > std::size_t(o.chunks)) windows.resize(std::size_t(o.chunks));
   std::size_t to_score = 0;
   for (const Window& w : windows) to_score += w.end > w.first ? w.end - w.first : 0;
   if (to_score == 0)
     loom::fail(loom::ErrorKind::invalid_argument, "perplexity", "no token would be scored (", windows.size(),
                " windows of ", n_ctx, " tokens; llama.cpp's method scores positions CTX/2+1 .. CTX-1): use a larger -c, "
                "or --stride");
-  std::fprintf(stderr, "perplexity: %zu windows of %d tokens, %s, %d thread%s\n", windows.size(), n_ctx,
+  std::fprintf(stderr, "perplexity: %zu windows of %d tokens%s, %s, %d thread%s\n", windows.size(), n_ctx,
+               windows.size() < all_windows ? (" (--chunks; the text has " + std::to_string(all_windows) + ")").c_str() : "",
                o.stride ? ("stride " + std::to_string(o.stride)).c_str() : "llama.cpp chunks (second half scored)",
                o.threads, o.threads == 1 ? "" : "s");
 
@@ -210,5 +226,9 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return loom::cli::run_tool("perplexity", [&] { return run(parse(argc, argv)); });
+  return loom::cli::run_tool("perplexity", [&] {
+    const Options o = parse(argc, argv);
+    for (const std::string& note : o.notes) std::fprintf(stderr, "perplexity: note: %s\n", note.c_str());
+    return run(o);
+  });
 }

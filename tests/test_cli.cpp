@@ -8,7 +8,9 @@
 #include <string>
 
 #include <loom/io/gguf.hpp>
+#include <loom/load.hpp>
 
+#include "../examples/cli.hpp"
 #include "fixtures.hpp"
 
 #ifndef LOOM_GENERATE_BIN
@@ -55,10 +57,24 @@ std::string last_line(const std::string& s) {
 #ifndef LOOM_CONVERT_BIN
 #define LOOM_CONVERT_BIN ""
 #endif
+#ifndef LOOM_PERPLEXITY_BIN
+#define LOOM_PERPLEXITY_BIN ""
+#endif
 
 const std::string gen = LOOM_GENERATE_BIN;
 const std::string tokenize = LOOM_TOKENIZE_BIN;
 const std::string convert = LOOM_CONVERT_BIN;
+const std::string perplexity = LOOM_PERPLEXITY_BIN;
+
+// How many times `needle` occurs in `s`.
+std::size_t count_of(const std::string& s, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = s.find(needle); at != std::string::npos; at = s.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// Runs `cmd` with its stderr (only) captured: {status, stderr}.
+Result stderr_of(const std::string& cmd) { return sh("(" + cmd + " 2>&1 >/dev/null)"); }
 
 TEST(Cli, GenerateGreedyStories260KMatchesRunC) {
   ASSERT_FALSE(gen.empty()) << "generate was not built";
@@ -230,7 +246,7 @@ std::filesystem::path demo_model() { return std::filesystem::path(LOOM_SOURCE_DI
 // --stop: the printed text is the text generated without it, cut just before the stop string.
 TEST(Cli, StopStringEndsGenerationAndIsNotPrinted) {
   ASSERT_FALSE(gen.empty());
-  const std::string base = gen + " -m " + quote(demo_model()) + " -p ROMEO: -n 80 --temp 0.8 -s 3";
+  const std::string base = gen + " -m " + quote(demo_model()) + " -p ROMEO: -n 80 --temp 0.8 -s 3 --no-display-prompt";
   const Result full = sh(base);
   ASSERT_EQ(full.status, 0);
   const std::string text = full.out;
@@ -279,6 +295,168 @@ TEST(Cli, ConvertWritesMixesAndRejectsBadFlags) {
   EXPECT_EQ(sh(convert + " -m " + quote(demo_model())).status, 2);  // no --out
   EXPECT_EQ(sh(convert + " -m /nonexistent/model --out " + quote(out)).status, 1);
   std::filesystem::remove(out);
+}
+
+}  // namespace
+
+namespace {
+
+// llama.cpp's GPU, memory-locking, flash-attention and batch flags are accepted with one note
+// each on stderr and change nothing; a missing or malformed value still exits 2.
+TEST(Cli, LlamaCppFlagsWithoutMeaningAreAcceptedWithANote) {
+  ASSERT_FALSE(gen.empty());
+  const std::string base = gen + " -m " + quote(demo_model()) + " -p ROMEO: -n 12 --temp 0";
+  const std::string flags = " -ngl 99 --n-gpu-layers 0 --gpu-layers all --mlock -fa --flash-attn on -fa off -fa -1"
+                            " -b 512 --batch-size 64 -ub 128 --ubatch-size 32";
+  const Result plain = sh(base), with = sh(base + flags);
+  ASSERT_EQ(plain.status, 0);
+  ASSERT_EQ(with.status, 0);
+  EXPECT_EQ(with.out, plain.out);
+  const Result notes = stderr_of(base + flags);
+  EXPECT_EQ(count_of(notes.out, "generate: note: "), 12u) << notes.out;
+  for (const char* note : {"note: -ngl 99 ignored: loom runs on the CPU", "note: --gpu-layers all ignored",
+                           "note: --mlock ignored", "note: -fa ignored", "note: --flash-attn on ignored",
+                           "note: -fa -1 ignored", "note: -b 512 ignored", "note: --ubatch-size 32 ignored"})
+    EXPECT_NE(notes.out.find(note), std::string::npos) << note << "\n" << notes.out;
+  EXPECT_EQ(sh(base + " -fa").status, 0);  // a bare -fa at the end (llama.cpp before its values)
+  for (const char* bad : {" -ngl", " -ngl many", " --n-gpu-layers", " --gpu-layers 1.5", " -b", " -b big",
+                          " --batch-size", " -ub", " --ubatch-size 1.5", " -fa maybe", " --flash-attn yes"})
+    EXPECT_EQ(sh(base + bad).status, 2) << bad;
+}
+
+// -e processes llama.cpp's escapes in the prompt (and --stop); without it they stay as written.
+TEST(Cli, EscapeProcessesThePromptAsLlamaCpp) {
+  using loom::cli::process_escapes;
+  EXPECT_EQ(process_escapes(R"(a\nb\tc\rd)"), "a\nb\tc\rd");
+  EXPECT_EQ(process_escapes(R"(\'\"\\)"), "'\"\\");
+  EXPECT_EQ(process_escapes(R"(\\n)"), "\\n");  // an escaped backslash, then a plain n
+  EXPECT_EQ(process_escapes(R"(\x41\x7a!)"), "Az!");
+  EXPECT_EQ(process_escapes(R"(\x4)"), "\\x4");    // fewer than two hex digits: kept
+  EXPECT_EQ(process_escapes(R"(\x4g)"), "\\x4g");  // not hex: kept
+  EXPECT_EQ(process_escapes(R"(\q \)"), "\\q \\");  // unknown escape and a final backslash: kept
+  EXPECT_EQ(process_escapes(""), "");
+
+  ASSERT_FALSE(gen.empty());
+  const std::string m = gen + " -m " + quote(demo_model()) + " -n 12 --temp 0";
+  const Result escaped = sh(m + R"( -e -p 'ROMEO:\nJULIET:\x21')");
+  const Result real = sh(m + " -p \"$(printf 'ROMEO:\\nJULIET:!')\"");
+  ASSERT_EQ(escaped.status, 0);
+  ASSERT_EQ(real.status, 0);
+  EXPECT_EQ(escaped.out, real.out);
+  EXPECT_EQ(escaped.out.rfind("ROMEO:\nJULIET:!", 0), 0u) << escaped.out;
+  const Result literal = sh(m + R"( -p 'ROMEO:\nJULIET:\x21')");
+  EXPECT_EQ(literal.out.rfind(R"(ROMEO:\nJULIET:\x21)", 0), 0u) << literal.out;
+  EXPECT_EQ(sh(m + R"( -e --no-escape -p 'ROMEO:\nJULIET:\x21')").out, literal.out);
+  // --stop takes the escapes too: -e --stop '\n' ends at the first generated line break.
+  const std::string sampled = gen + " -m " + quote(demo_model()) + " -p ROMEO: -n 80 --temp 0.8 -s 3 --no-display-prompt";
+  const std::string text = sh(sampled).out;
+  const std::size_t nl = text.find('\n');
+  ASSERT_LT(nl + 1, text.size()) << "the sample has no line break before its end: " << text;
+  EXPECT_EQ(sh(sampled + R"( -e --stop '\n')").out, text.substr(0, nl) + "\n");
+}
+
+// The prompt is echoed before the generated text (decoded from its tokens, so --prompt-ids echo
+// the same text); --no-display-prompt leaves it out; --ids stays the last line either way.
+TEST(Cli, PromptIsEchoedAndIdsStayOnTheLastLine) {
+  ASSERT_FALSE(gen.empty());
+  const std::string m = gen + " -m " + quote(demo_model()) + " -n 16 --temp 0 --ids";
+  const Result echoed = sh(m + " -p ROMEO:");
+  ASSERT_EQ(echoed.status, 0);
+  EXPECT_EQ(echoed.out.rfind("ROMEO:", 0), 0u) << echoed.out;
+  const auto ids = nlohmann::json::parse(last_line(echoed.out));
+  EXPECT_EQ(ids.size(), 16u);
+  const Result quiet = sh(m + " -p ROMEO: --no-display-prompt");
+  ASSERT_EQ(quiet.status, 0);
+  EXPECT_EQ("ROMEO:" + quiet.out, echoed.out);
+  // The same prompt as token ids (as -p encodes it): the same output, echo included.
+  const loom::Loaded demo = loom::load(demo_model());
+  ASSERT_TRUE(demo.tokenizer);
+  std::string list;
+  for (std::int32_t id : demo.tokenizer->encode("ROMEO:", /*add_special=*/true)) list += (list.empty() ? "" : ",") + std::to_string(id);
+  EXPECT_EQ(sh(m + " --prompt-ids " + list).out, echoed.out);
+  // A prompt with a line break: the ids are still alone on the last line.
+  const Result two_lines = sh(m + " -e -p 'ROMEO:\\nJULIET:'");
+  ASSERT_EQ(two_lines.status, 0);
+  EXPECT_EQ(nlohmann::json::parse(last_line(two_lines.out)).size(), 16u);
+  EXPECT_EQ(two_lines.out.rfind("ROMEO:\nJULIET:", 0), 0u) << two_lines.out;
+}
+
+// The timing block names the seed; a random one is printed as drawn, and -s with it repeats the run.
+TEST(Cli, SeedIsPrintedAndRepeatsTheRun) {
+  ASSERT_FALSE(gen.empty());
+  const std::string m = gen + " -m " + quote(demo_model()) + " -p ROMEO: -n 24 --temp 0.8";
+  const auto err = std::filesystem::temp_directory_path() / "loom_test_cli_seed.txt";
+  auto seed_in = [&](const std::string& text) {
+    const std::size_t at = text.find("seed           = ");
+    EXPECT_NE(at, std::string::npos) << text;
+    return at == std::string::npos ? std::string() : text.substr(at + 17, text.find('\n', at) - at - 17);
+  };
+  const Result random = sh("(" + m + " 2>" + quote(err) + ")");
+  ASSERT_EQ(random.status, 0);
+  const std::string seed = seed_in(loom::test::read_text(err));
+  ASSERT_FALSE(seed.empty());
+  EXPECT_NE(seed, std::to_string(loom::default_seed));
+  EXPECT_EQ(sh(m + " -s " + seed).out, random.out) << "seed " << seed;
+  EXPECT_EQ(seed_in(stderr_of(m + " -s 3").out), "3");
+  EXPECT_EQ(seed_in(stderr_of(m + " -s 18446744073709551615").out), "18446744073709551615");  // every 64-bit seed
+  EXPECT_EQ(sh(m + " -s 18446744073709551616").status, 2);
+  EXPECT_EQ(seed_in(stderr_of(m + " --temp 0").out).empty(), false);  // greedy too
+}
+
+// perplexity --chunks N evaluates only the first N chunks (windows with --stride), as llama.cpp.
+TEST(Cli, PerplexityChunksLimitsTheChunks) {
+  ASSERT_FALSE(perplexity.empty()) << "perplexity was not built";
+  const std::string base = perplexity + " -m " + quote(demo_model()) + " -f " + quote(demo_model() / "README.md") + " -c 64";
+  const Result three = sh("(" + base + " --chunks 3 -ngl 99 2>&1)");
+  ASSERT_EQ(three.status, 0) << three.out;
+  EXPECT_NE(three.out.find("perplexity: 3 windows of 64 tokens (--chunks; the text has "), std::string::npos) << three.out;
+  EXPECT_NE(three.out.find("perplexity: 93 tokens scored"), std::string::npos) << three.out;  // 3 * (64 - 1 - 32)
+  EXPECT_NE(three.out.find("perplexity: note: -ngl 99 ignored"), std::string::npos) << three.out;
+  const Result all = sh(base), minus_one = sh(base + " --chunks -1"), many = sh(base + " --chunks 100000");
+  ASSERT_EQ(all.status, 0);
+  EXPECT_EQ(minus_one.out, all.out);
+  EXPECT_EQ(many.out, all.out);
+  EXPECT_NE(last_line(three.out), last_line(all.out));
+  const Result strided = sh("(" + base + " --stride 64 --chunks 2 2>&1)");
+  ASSERT_EQ(strided.status, 0) << strided.out;
+  EXPECT_NE(strided.out.find("perplexity: 126 tokens scored"), std::string::npos) << strided.out;  // 2 * (64 - 1)
+  for (const char* bad : {" --chunks 0", " --chunks -2", " --chunks x", " --chunks"})
+    EXPECT_EQ(sh(base + bad).status, 2) << bad;
+}
+
+// --system and --chat-template act only with --chat, --keep only with --context-shift: alone,
+// each says so on stderr (and the run goes on).
+TEST(Cli, FlagsThatActOnlyWithAnotherSaySo) {
+  ASSERT_FALSE(gen.empty());
+  const std::string m = gen + " -m " + quote(demo_model()) + " -p Hi -n 2";
+  const Result alone = stderr_of(m + " --system 'Be brief.' --chat-template chatml --keep 4");
+  EXPECT_EQ(alone.status, 0);
+  for (const char* note : {"generate: note: --system has no effect without --chat",
+                           "generate: note: --chat-template has no effect without --chat",
+                           "generate: note: --keep has no effect without --context-shift"})
+    EXPECT_NE(alone.out.find(note), std::string::npos) << note << "\n" << alone.out;
+  const Result together =
+      stderr_of(m + " --chat --system 'Be brief.' --chat-template chatml --context-shift --keep 4 </dev/null");
+  EXPECT_EQ(together.status, 0);
+  EXPECT_EQ(together.out.find("has no effect"), std::string::npos) << together.out;
+}
+
+// Piped into --chat, every non-empty line is a turn until EOF: empty lines (and CRLF endings) do
+// not end the conversation.
+TEST(Cli, PipedChatReadsTurnsUntilEof) {
+  ASSERT_FALSE(gen.empty());
+  const std::string chat = gen + " -m " + quote(demo_model()) + " --chat --chat-template chatml -n 8 --temp 0";
+  const Result two = sh("printf 'Hello\\nHow are you?\\n' | " + chat);
+  ASSERT_EQ(two.status, 0);
+  const Result gaps = sh("printf '\\nHello\\n\\n\\nHow are you?\\n\\n' | " + chat);
+  EXPECT_EQ(gaps.status, 0);
+  EXPECT_EQ(gaps.out, two.out);
+  EXPECT_EQ(sh("printf 'Hello\\r\\n\\r\\nHow are you?\\r\\n' | " + chat).out, two.out);
+  const Result one = sh("printf 'Hello\\n' | " + chat);
+  EXPECT_NE(one.out, two.out);
+  const Result banner = stderr_of("printf 'Hello\\n\\nHow are you?\\n' | " + chat);
+  EXPECT_NE(banner.out.find("Reading turns from stdin to its end"), std::string::npos) << banner.out;
+  EXPECT_EQ(count_of(banner.out, "\n> "), 3u) << banner.out;  // two turns and the read that meets EOF
 }
 
 }  // namespace
