@@ -27,7 +27,7 @@ void BM_DecodeStories260K(benchmark::State& state) {
   }
   loom::nn::KVCache kv(model->config(), 512);
   loom::Activations act;
-  loom::ThreadPool pool(int(state.range(0)));
+  loom::kernels::ThreadPool pool(int(state.range(0)));
   std::int32_t token = 1;
   for (auto _ : state) {
     if (kv.size() == kv.capacity()) kv.clear();
@@ -46,7 +46,7 @@ void BM_PromptStories260K(benchmark::State& state) {
   }
   loom::nn::KVCache kv(model->config(), 512);
   loom::Activations act;
-  loom::ThreadPool pool(int(state.range(0)));
+  loom::kernels::ThreadPool pool(int(state.range(0)));
   std::vector<std::int32_t> prompt(64);
   for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = std::int32_t(1 + (i * 37) % 511);
   for (auto _ : state) {

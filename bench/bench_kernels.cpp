@@ -44,7 +44,7 @@ Weight make_weight(loom::DType t, std::int64_t rows, std::int64_t cols) {
 void BM_Matmul(benchmark::State& state) {
   const std::int64_t out = state.range(0), in = state.range(1), n = state.range(2);
   const auto dtype = loom::DType(state.range(4));
-  loom::ThreadPool pool(int(state.range(3)));
+  loom::kernels::ThreadPool pool(int(state.range(3)));
   const Weight w = make_weight(dtype, out, in);
   std::vector<float> x(std::size_t(n * in), 0.5f), y(std::size_t(n * out));
   for (auto _ : state) {
@@ -159,7 +159,7 @@ void BM_Attention(benchmark::State& state) {
     kv.store(0, p, k.data(), v.data());
   }
   kv.commit(ctx);
-  loom::ThreadPool pool(int(state.range(1)));
+  loom::kernels::ThreadPool pool(int(state.range(1)));
   const loom::nn::AttentionShape s{32, 4, 64, 0, nullptr};
   std::vector<float> q(32 * 64), out(32 * 64);
   std::vector<float> scratch(std::size_t(pool.size() * loom::nn::attention_scratch_floats(s, ctx)));

@@ -48,7 +48,7 @@ void BM_QuantMatmul(benchmark::State& state) {
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> x(std::size_t(n * in)), y(std::size_t(n * out));
   for (float& v : x) v = dist(rng);
-  loom::ThreadPool pool(int(state.range(3)));
+  loom::kernels::ThreadPool pool(int(state.range(3)));
   for (auto _ : state) {
     loom::kernels::matmul(x.data(), n, in, w.ref, false, y.data(), out, &pool);
     benchmark::DoNotOptimize(y.data());
@@ -83,7 +83,7 @@ void BM_QuantDecodeFromMemory(benchmark::State& state) {
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> x(static_cast<std::size_t>(in)), y(static_cast<std::size_t>(out));
   for (float& v : x) v = dist(rng);
-  loom::ThreadPool pool(int(state.range(2)));
+  loom::kernels::ThreadPool pool(int(state.range(2)));
   for (auto _ : state) {
     for (std::size_t c = 0; c < copies; ++c) {
       const loom::TensorRef w{t, one.ref.shape, all.data() + c * one.bytes.size(), one.bytes.size()};

@@ -312,7 +312,7 @@ int run(const Options& o) {
   if (!o.save.empty()) {
     std::optional<loom::Tokenizer> tok;
     if (!o.vocab.empty()) tok = loom::load_tokenizer(o.vocab, model->config().vocab_size);
-    loom::ThreadPool pool(std::max(1u, std::thread::hardware_concurrency()));
+    loom::kernels::ThreadPool pool(std::max(1u, std::thread::hardware_concurrency()));
     loom::io::GgufExportOptions opt;
     opt.format = parse_type(o.type);
     opt.name = name;
@@ -344,7 +344,7 @@ int run(const Options& o) {
   const loom::kernels::Arithmetic arithmetic = prompt_arithmetic(*model);
   std::map<int, Limits> limits;
   for (int t : o.threads) {
-    loom::ThreadPool pool(t);
+    loom::kernels::ThreadPool pool(t);
     // The limits are re-measured right before every timed run and each run is compared with its
     // own: this machine's bandwidth drifts by tens of percent with its neighbours' load. The
     // bandwidth bound is the faster of a huge-page buffer and the weights' own memory.

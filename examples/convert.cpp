@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   return loom::cli::run_tool("convert", [&] {
     const Options o = parse(argc, argv);
     const loom::Loaded m = loom::load(o.in, o.tokenizer);
-    loom::ThreadPool pool(o.threads);
+    loom::kernels::ThreadPool pool(o.threads);
     loom::io::GgufExportOptions opt;
     opt.format = o.format;
     opt.pool = &pool;

@@ -79,7 +79,7 @@ void print_timings(const loom::Model& model, int threads, double load_seconds, c
   std::fprintf(stderr, "first token    = %10.2f ms\n", stats.first_token_seconds * 1e3);
   if (stats.decode_tokens_per_second() > 0) {
     // How close decoding came to the memory-bandwidth limit: every token reads every weight once.
-    loom::ThreadPool pool(threads);
+    loom::kernels::ThreadPool pool(threads);
     const auto weights = loom::weight_ranges(model);  // read from the very memory decoding read
     const double bandwidth = loom::measure_read_bandwidth(pool, weights, 2);
     const double reads = loom::weight_bytes_per_token(model) * stats.decode_tokens_per_second();
@@ -99,7 +99,7 @@ int run(const Options& o) {
   prefetch_with_progress(o.model);
   loom::Loaded loaded = loom::load(o.model, o.tokenizer);
   if (o.quantize) {
-    loom::ThreadPool pool(o.threads);
+    loom::kernels::ThreadPool pool(o.threads);
     loaded.model = std::make_shared<const loom::Model>(loaded.model->config(),
                                                        loom::convert_weights(loaded.model->weights(), *o.quantize, &pool));
   }

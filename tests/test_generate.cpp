@@ -376,7 +376,7 @@ TEST(SessionMemory, SizesMatchWhatIsAllocated) {
 // ---- errors and threads ----------------------------------------------------------------------
 
 TEST(ThreadPoolErrors, ExceptionInAWorkerReachesTheCallerAndThePoolStaysUsable) {
-  loom::ThreadPool pool(4);
+  loom::kernels::ThreadPool pool(4);
   const auto caller = std::this_thread::get_id();
   for (int round = 0; round < 3; ++round) {
     // The caller holds on to its own index until a worker has thrown (or a second has passed),

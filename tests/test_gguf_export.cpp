@@ -296,7 +296,7 @@ TEST(Convert, WeightFormatNamesRoundTrip) {
 // Conversion on a pool gives the bytes of conversion on the calling thread, for [out, in] and
 // GPT-2's [in, out] matrices and every format.
 TEST(Convert, ThreadsGiveTheSameBytes) {
-  loom::ThreadPool pool(3);
+  loom::kernels::ThreadPool pool(3);
   for (const loom::Config& c : {loom::test::llama_config_256(), loom::test::gpt2_config()}) {
     const loom::Model src = loom::test::random_model(c, 13);
     for (const char* name : {"f16", "q8_0", "q4_0", "iq4_xs", "q6_k", "q4_k_m"}) {

@@ -10,7 +10,7 @@
 #include <loom/dtype.hpp>
 #include <loom/kernels/matmul.hpp>
 #include <loom/kernels/ops.hpp>
-#include <loom/kernels/row_products.hpp>
+#include <loom/kernels/attention_products.hpp>
 #include <loom/kernels/thread_pool.hpp>
 #include <loom/machine.hpp>
 #include <loom/nn/linear.hpp>
@@ -349,7 +349,7 @@ TEST_P(Matmul, MatchesNaiveDouble) {
   const StoredWeight w = in_out ? make_weight(dtype, in, out, 3) : make_weight(dtype, out, in, 3);
   const auto x = random_vector(std::size_t(n * ldx), 4);
   std::vector<float> y(std::size_t(n * ldy), -7.0f), y_ref(y);
-  loom::ThreadPool pool(threads);
+  loom::kernels::ThreadPool pool(threads);
   loom::kernels::matmul(x.data(), n, ldx, w.ref, in_out, y.data(), ldy, &pool);
   loom::kernels::matmul_reference(x.data(), n, ldx, w.ref, in_out, y_ref.data(), ldy);
   for (int t = 0; t < n; ++t) {
@@ -378,7 +378,7 @@ TEST_P(MatmulLongRows, MatchesNaiveDouble) {
   const StoredWeight w = make_weight(dtype, out, in, 11);
   const auto x = random_vector(std::size_t(n * in), 12);
   std::vector<float> y(std::size_t(n * out));
-  loom::ThreadPool pool(threads);
+  loom::kernels::ThreadPool pool(threads);
   loom::kernels::matmul(x.data(), n, in, w.ref, false, y.data(), out, &pool);
   for (int t = 0; t < n; ++t)
     for (std::int64_t o = 0; o < out; ++o) {
@@ -401,7 +401,7 @@ TEST(Matmul, InOutDecodeWithFewInputRowsAndShortOutputs) {
         const StoredWeight w = make_weight(t, in, out, 21);
         const auto x = random_vector(std::size_t(2 * in), 22);
         std::vector<float> y(std::size_t(2 * out));
-        loom::ThreadPool pool(2);
+        loom::kernels::ThreadPool pool(2);
         loom::kernels::matmul(x.data(), 2, in, w.ref, true, y.data(), out, &pool);
         for (std::int64_t r = 0; r < 2; ++r)
           for (std::int64_t o = 0; o < out; ++o) {
@@ -421,7 +421,7 @@ TEST(Matmul, DecodeDoesNotDependOnThreadCount) {
         const StoredWeight w = in_out ? make_weight(t, in, 301, 13) : make_weight(t, 301, in, 13);
         const auto x = random_vector(std::size_t(in), 14);
         std::vector<float> y1(301), y2(301), y3(301);
-        loom::ThreadPool p1(1), p2(2), p3(3);
+        loom::kernels::ThreadPool p1(1), p2(2), p3(3);
         loom::kernels::matmul(x.data(), 1, in, w.ref, in_out, y1.data(), 301, &p1);
         loom::kernels::matmul(x.data(), 1, in, w.ref, in_out, y2.data(), 301, &p2);
         loom::kernels::matmul(x.data(), 1, in, w.ref, in_out, y3.data(), 301, &p3);
@@ -434,7 +434,7 @@ TEST(Matmul, ResultDoesNotDependOnThreadCount) {
   const StoredWeight w = make_weight(loom::DType::f32, 300, 64, 5);
   const auto x = random_vector(64 * 7, 6);
   std::vector<float> y1(300 * 7), y2(300 * 7);
-  loom::ThreadPool p1(1), p2(2);
+  loom::kernels::ThreadPool p1(1), p2(2);
   loom::kernels::matmul(x.data(), 7, 64, w.ref, false, y1.data(), 300, &p1);
   loom::kernels::matmul(x.data(), 7, 64, w.ref, false, y2.data(), 300, &p2);
   EXPECT_EQ(y1, y2);
@@ -444,7 +444,7 @@ TEST(Matmul, ProductsOfTheSameInputInOneCallEqualSeparateOnes) {
   // One parallel call for several weights (a layer's q, k, v): each output bit-identical to its
   // own matmul, for decode sizes and beyond; weights of different types take one call each.
   const std::int64_t in = 300;
-  loom::ThreadPool p3(3);
+  loom::kernels::ThreadPool p3(3);
   for (const std::int64_t n : {std::int64_t(1), loom::kernels::fused_dot_max_rows + 1})
     for (const loom::DType t : {loom::DType::f32, loom::DType::f16, loom::DType::bf16})
       for (const bool mixed : {false, true}) {
@@ -475,7 +475,7 @@ TEST(Linear, SameInputLayersAddTheirBiases) {
   using View = loom::TensorView<float>;
   const loom::TensorView<const float> xv(x.data(), loom::Shape{2, 40});
   const loom::nn::LinearOutput outs[] = {{&a, View(ya.data(), {2, 5})}, {&b, View(yb.data(), {2, 3})}};
-  loom::ThreadPool pool(2);
+  loom::kernels::ThreadPool pool(2);
   loom::nn::linear_same_input(xv, outs, &pool);
   loom::nn::linear(xv, a, View(ra.data(), {2, 5}), &pool);
   loom::nn::linear(xv, b, View(rb.data(), {2, 3}), &pool);
@@ -500,8 +500,8 @@ TEST(Linear, AddsBias) {
 
 // ---- thread pool ------------------------------------------------------------------------------
 
-TEST(ThreadPool, CoversEveryIndexOnceAndRethrows) {
-  loom::ThreadPool pool(3);
+TEST(kernels::ThreadPool, CoversEveryIndexOnceAndRethrows) {
+  loom::kernels::ThreadPool pool(3);
   for (std::int64_t n : {1, 2, 3, 7, 64, 1000}) {
     std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
     pool.parallel_for(n, [&](std::int64_t b, std::int64_t e, int) {
@@ -516,13 +516,13 @@ TEST(ThreadPool, CoversEveryIndexOnceAndRethrows) {
   std::atomic<int> sum{0};
   pool.parallel_for(100, [&](std::int64_t b, std::int64_t e, int) { sum += int(e - b); });
   EXPECT_EQ(sum.load(), 100);
-  EXPECT_THROW(loom::ThreadPool(0), loom::Error);
+  EXPECT_THROW(loom::kernels::ThreadPool(0), loom::Error);
 }
 
 // A thread that stalls inside its first piece (a descheduled core) does not hold up the rest of
 // its range: the others take it over. Every index still runs exactly once.
-TEST(ThreadPool, OthersTakeOverTheRangeOfAStalledThread) {
-  loom::ThreadPool pool(2);
+TEST(kernels::ThreadPool, OthersTakeOverTheRangeOfAStalledThread) {
+  loom::kernels::ThreadPool pool(2);
   constexpr std::int64_t n = 64;
   std::vector<std::atomic<int>> hits(n);
   std::atomic<std::int64_t> by_caller{0};
@@ -540,8 +540,8 @@ TEST(ThreadPool, OthersTakeOverTheRangeOfAStalledThread) {
 
 // Many back-to-back calls with varying numbers of participating threads: no chunk is ever run
 // twice or skipped (a late worker must not mistake one call's job for another's).
-TEST(ThreadPool, RapidCallsWithVaryingParticipants) {
-  loom::ThreadPool pool(4);
+TEST(kernels::ThreadPool, RapidCallsWithVaryingParticipants) {
+  loom::kernels::ThreadPool pool(4);
   std::vector<std::atomic<int>> hits(8);
   std::mt19937 rng(3);
   for (int call = 0; call < 5000; ++call) {
@@ -573,7 +573,7 @@ TEST(BandwidthProbe, ReadsEveryByteOnceForEveryStreamCount) {
     for (int streams : loom::detail::probe_streams)
       EXPECT_EQ(loom::detail::sum_words(buf.data(), n, streams), expected) << n << " bytes, " << streams << " streams";
   }
-  loom::ThreadPool pool(2);
+  loom::kernels::ThreadPool pool(2);
   const loom::ByteRange range{buf.data(), buf.size()};
   EXPECT_GT(loom::measure_read_bandwidth(pool, {&range, 1}, 1), 0.0);
 }
@@ -593,9 +593,12 @@ TEST(CpuFeatures, LevelFollowsTheCpuAndLoomCpu) {
     EXPECT_EQ(f.level, f.best);
   }
   // The levels need what they say: AVX-512 implies AVX2, both need the OS to save the registers.
-  if (f.supports(loom::KernelLevel::avx512))
+  if (f.supports(loom::KernelLevel::avx512)) {
     EXPECT_TRUE(f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.avx512vbmi && f.avx2);
-  if (f.supports(loom::KernelLevel::avx2)) EXPECT_TRUE(f.avx2 && f.fma && f.f16c);
+  }
+  if (f.supports(loom::KernelLevel::avx2)) {
+    EXPECT_TRUE(f.avx2 && f.fma && f.f16c);
+  }
   EXPECT_NE(f.summary().find(std::string(loom::to_string(f.level))), std::string::npos);
 }
 
@@ -701,7 +704,7 @@ TEST(Gemm, Bf16ProductsEqualDoubleOnBf16RoundedOperands) {
   // f16 weights take the bf16 products only with LOOM_BF16=1: the kernel itself is called here.
   const auto& lk = loom::kernels::level_kernels();
   auto bf = [](float v) { return double(loom::to_float(loom::to_bf16(v))); };
-  loom::ThreadPool pool(2);
+  loom::kernels::ThreadPool pool(2);
   for (const auto& [n, k, m] : {std::tuple{13, 1100, 300}, {3, 64, 17}, {29, 514, 129}}) {
     const auto x = random_vector(std::size_t(n * k), std::uint32_t(n + k));
     for (loom::DType t : {loom::DType::f16, loom::DType::bf16})

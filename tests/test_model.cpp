@@ -132,7 +132,7 @@ TEST(Model, LogitsDoNotDependOnThreadCount) {
   for (const Config& c : variants()) {
     for (loom::DType kv_type : {loom::DType::f32, loom::DType::f16}) {
       const loom::Model m = loom::test::random_model(c, 6);
-      loom::ThreadPool p1(1), p2(2), p3(3);
+      loom::kernels::ThreadPool p1(1), p2(2), p3(3);
       loom::nn::KVCache kv(c, 32, kv_type);
       const auto a = m.logits(kTokens, 0, kv, loom::Logits::all, &p1);
       kv.clear();
@@ -176,9 +176,9 @@ TEST(Model, QuantizedWeightsComputeLikeTheirDequantizedCopy) {
       const auto dq = q.logits({&kTokens[i], 1}, std::int32_t(i), k3), df = f.logits({&kTokens[i], 1}, std::int32_t(i), k4);
       decode_diff = std::max(decode_diff, max_rel_diff(dq.data(), df.data(), c.vocab_size));
     }
-    // Activations rounded per 32 values (q8_a) or, for the k-quants, per 256 with one scale (q8_k,
+    // Activations rounded per 32 values (q8_grouped) or, for the k-quants, per 256 with one scale (q8_k,
     // as llama.cpp's): measured 3.0-3.6 % and 5.1-5.5 % of the largest logit.
-    EXPECT_LT(decode_diff, loom::kernels::q8_a_activations(t) ? 0.05 : 0.08) << loom::to_string(t);
+    EXPECT_LT(decode_diff, loom::kernels::q8_grouped_activations(t) ? 0.05 : 0.08) << loom::to_string(t);
     std::printf("  %s: prompt %.3g, decode %.3g of the largest logit from the f32 copy\n",
                 std::string(loom::to_string(t)).c_str(), prompt_diff, decode_diff);
   }

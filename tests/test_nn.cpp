@@ -198,7 +198,7 @@ std::vector<float> run_attention(const AttnCase& a, int n, int window = 0, const
   const loom::nn::AttentionShape s{a.c.n_heads, a.c.n_kv_heads, a.c.head_dim, window, alibi};
   std::vector<float> out(std::size_t((n - first) * qd), NAN);
   std::vector<float> scratch(std::size_t(threads * loom::nn::attention_scratch_floats(s, a.kv.capacity())));
-  loom::ThreadPool pool(threads);
+  loom::kernels::ThreadPool pool(threads);
   const loom::TensorView<const float> q(a.q.data(), loom::Shape{n, qd});
   loom::nn::attention(s, q.rows(first, n), {a.kv, 0, first}, loom::TensorView<float>(out.data(), loom::Shape{n - first, qd}),
                       {scratch, &pool});

@@ -552,8 +552,8 @@ TEST(Quant, ActivationsThatAreNotFiniteGiveDefinedQuants) {
   std::vector<float> x(512, 0.5f);
   x[3] = std::nanf("");
   x[40] = INFINITY;
-  std::vector<block_q8_a> a(1);
-  quantize_row_q8_a(x.data(), a.data(), 512, false);
+  std::vector<block_q8_grouped> a(1);
+  quantize_row_q8_grouped(x.data(), a.data(), 512, false);
   EXPECT_EQ(a[0].d[0], 0.5f / 127.0f);
   EXPECT_EQ(a[0].qs[3], -128);
   EXPECT_EQ(a[0].qs[4], 127);
@@ -575,7 +575,7 @@ TEST(Quant, ActivationOrderIsAPermutation) {
     std::vector<int> seen(512, 0);
     for (int j = 0; j < 16; ++j)
       for (int i = 0; i < 32; ++i) {
-        const int o = loom::kernels::q8_a_offset(halves, j, i);
+        const int o = loom::kernels::q8_grouped_offset(halves, j, i);
         ASSERT_TRUE(o >= 0 && o < 512) << j << " " << i;
         ++seen[std::size_t(o)];
       }
@@ -592,20 +592,20 @@ TEST(Quant, ActivationOrderIsAPermutation) {
   EXPECT_EQ(loom::kernels::q8_k_offset(true, 128 + 96 + 5), 128 + 96 + 5);
   EXPECT_EQ(loom::kernels::q8_k_offset(false, 32), 32);
   // Q4_0's order: values 0-15 of four blocks side by side (one 64-byte load), then values 16-31.
-  EXPECT_EQ(loom::kernels::q8_a_offset(true, 1, 0), 16);
-  EXPECT_EQ(loom::kernels::q8_a_offset(true, 0, 16), 64);
-  EXPECT_EQ(loom::kernels::q8_a_offset(true, 4, 0), 128);
-  EXPECT_EQ(loom::kernels::q8_a_offset(false, 1, 0), 32);
+  EXPECT_EQ(loom::kernels::q8_grouped_offset(true, 1, 0), 16);
+  EXPECT_EQ(loom::kernels::q8_grouped_offset(true, 0, 16), 64);
+  EXPECT_EQ(loom::kernels::q8_grouped_offset(true, 4, 0), 128);
+  EXPECT_EQ(loom::kernels::q8_grouped_offset(false, 1, 0), 32);
 }
 
 TEST(Quant, ActivationBlocks) {
   auto x = random_vector(512, 5, 2.0f);
   for (bool halves : {false, true}) {
     // 480 values: one group of 16 blocks of 32 would hold 512, so the last block must be zero.
-    std::vector<block_q8_a> a(1);
-    std::memset(static_cast<void*>(a.data()), 0x5a, sizeof(block_q8_a));
-    quantize_row_q8_a(x.data(), a.data(), 480, halves);
-    auto q = [&](int b, int j) { return a[0].qs[loom::kernels::q8_a_offset(halves, b, j)]; };
+    std::vector<block_q8_grouped> a(1);
+    std::memset(static_cast<void*>(a.data()), 0x5a, sizeof(block_q8_grouped));
+    quantize_row_q8_grouped(x.data(), a.data(), 480, halves);
+    auto q = [&](int b, int j) { return a[0].qs[loom::kernels::q8_grouped_offset(halves, b, j)]; };
     for (int b = 0; b < 16; ++b) {
       if (b == 15) {
         EXPECT_EQ(a[0].d[b], 0.0f);
@@ -697,7 +697,7 @@ std::vector<std::byte> random_activation(DType t, std::int64_t n, std::uint32_t 
   if (unit) {
     std::mt19937 rng(seed);
     for (auto& v : x) v = float(int(rng() % 255) - 127);  // integers in [−127, 127]
-    for (std::int64_t i = 0; i < n; i += loom::kernels::q8_a_activations(t) ? 32 : 256) x[std::size_t(i)] = 127;
+    for (std::int64_t i = 0; i < n; i += loom::kernels::q8_grouped_activations(t) ? 32 : 256) x[std::size_t(i)] = 127;
   }
   quantize_activation(t, x.data(), a.data(), n);
   return a;
@@ -721,12 +721,12 @@ std::vector<std::pair<const char*, DotFn>> implementations(DType t) {
 double dot_double(DType t, std::int64_t n, const std::byte* w, const std::byte* act) {
   std::vector<float> wf(static_cast<std::size_t>(n)), xf(static_cast<std::size_t>(n));
   dequantize_row(t, w, wf.data(), n);
-  if (loom::kernels::q8_a_activations(t)) {
-    const auto* a = reinterpret_cast<const block_q8_a*>(act);
+  if (loom::kernels::q8_grouped_activations(t)) {
+    const auto* a = reinterpret_cast<const block_q8_grouped*>(act);
     for (std::int64_t i = 0; i < n; ++i) {
-      const block_q8_a& g = a[i / 512];
+      const block_q8_grouped& g = a[i / 512];
       const int j = int(i / 32 % 16);
-      xf[std::size_t(i)] = g.d[j] * float(g.qs[loom::kernels::q8_a_offset(nibble_halves(t), j, int(i % 32))]);
+      xf[std::size_t(i)] = g.d[j] * float(g.qs[loom::kernels::q8_grouped_offset(nibble_halves(t), j, int(i % 32))]);
     }
   } else {
     const auto* a = reinterpret_cast<const block_q8_k*>(act);
@@ -791,7 +791,7 @@ TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
   const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
   std::vector<float> wf(std::size_t(out * in));
   loom::kernels::to_f32(t, wbytes.data(), wf.data(), out * in);
-  loom::ThreadPool pool(2);
+  loom::kernels::ThreadPool pool(2);
   const std::int64_t limit = loom::kernels::quant_dot_max_rows(t);
   for (std::int64_t n : {std::int64_t(1), std::int64_t(3), limit, limit + 1}) {  // integer path, then GEMM
     const std::int64_t ldx = in + 5, ldy = out + 3;
@@ -805,7 +805,7 @@ TEST_P(QuantMatmul, MatchesReferenceAndNaiveDouble) {
       // decode dots use the type's activation blocks, the integer GEMM blocks of 32.
       const bool int8_gemm = n > limit && loom::kernels::detail::int8_gemm(t);
       const bool int_path = n <= limit || int8_gemm;
-      const std::int64_t ab = int8_gemm || loom::kernels::q8_a_activations(t) ? 32 : 256;
+      const std::int64_t ab = int8_gemm || loom::kernels::q8_grouped_activations(t) ? 32 : 256;
       for (std::int64_t o = 0; o < out; ++o) {
         double exact = 0, bound = 0;
         for (std::int64_t b = 0; b < in; b += ab) {
@@ -841,7 +841,7 @@ TEST_P(QuantMatmul, IntegerGemmEqualsDoubleOnQuantizedActivations) {
   const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
   std::vector<float> wf(std::size_t(out * in));
   loom::kernels::to_f32(t, wbytes.data(), wf.data(), out * in);
-  loom::ThreadPool pool(2);
+  loom::kernels::ThreadPool pool(2);
   for (std::int64_t n : {loom::kernels::quant_dot_max_rows(t) + 1, std::int64_t(45), std::int64_t(133)}) {
     const std::int64_t ldx = in + 3, ldy = out + 1;
     auto x = random_vector(std::size_t(n * ldx), std::uint32_t(n) + 5);
@@ -876,7 +876,7 @@ TEST_P(QuantMatmul, ResultDoesNotDependOnThreadCount) {
   const std::int64_t in = 768, out = 200;
   const auto wbytes = random_weights(t, out, in, 9, false);
   const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
-  loom::ThreadPool p1(1), p3(3);
+  loom::kernels::ThreadPool p1(1), p3(3);
   const std::int64_t limit = loom::kernels::quant_dot_max_rows(t);
   for (std::int64_t n : {std::int64_t(1), limit, limit + 1}) {
     const auto x = random_vector(std::size_t(n * in), 11);
@@ -899,9 +899,9 @@ TEST_P(QuantMatmul, ProductsOfTheSameInputInOneCallEqualSeparateOnes) {
   loom::kernels::MatmulOutput products[3];
   std::vector<float> fused[3], separate[3];
   const std::int64_t limit = loom::kernels::quant_dot_max_rows(t);
-  loom::ThreadPool p2(2), p3(3);
+  loom::kernels::ThreadPool p2(2), p3(3);
   for (std::int64_t n : {std::int64_t(1), limit, limit + 1})
-    for (loom::ThreadPool* pool : {static_cast<loom::ThreadPool*>(nullptr), &p2, &p3}) {
+    for (loom::kernels::ThreadPool* pool : {static_cast<loom::kernels::ThreadPool*>(nullptr), &p2, &p3}) {
       const auto x = random_vector(std::size_t(n * in), 17);
       for (int i = 0; i < 3; ++i) {
         bytes[i] = random_weights(t, outs[i], in, 20 + std::uint32_t(i), false);

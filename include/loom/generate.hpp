@@ -358,7 +358,7 @@ class Session {
   }
 
   const Model* model_;
-  ThreadPool pool_;
+  kernels::ThreadPool pool_;
   MemoryLimit limit_;                // what the process may still allocate, when the session was made
   std::uint64_t budget_;             // bytes for KV cache + scratch (0: no limit)
   nn::KVCache kv_;

@@ -62,7 +62,7 @@ inline std::uint64_t sum_words(const std::byte* p, std::size_t n, int streams) {
 /// matrix by output rows, every piece read as that many streams side by side. Given a model's
 /// weights (weight_ranges below) this is the bound for decoding from that very memory, whatever
 /// its pages and placement.
-inline double measure_read_bandwidth(ThreadPool& pool, std::span<const ByteRange> ranges, int passes = 3) {
+inline double measure_read_bandwidth(kernels::ThreadPool& pool, std::span<const ByteRange> ranges, int passes = 3) {
   constexpr std::size_t chunk = 256;  // bytes per parallel_for index
   double bytes = 0;
   for (const ByteRange& r : ranges) bytes += double(r.size);
@@ -105,13 +105,13 @@ inline std::size_t default_probe_bytes() {
 /// bandwidth drifts with what its neighbours do.
 class BandwidthProbe {
  public:
-  explicit BandwidthProbe(ThreadPool& pool, std::size_t bytes = default_probe_bytes()) : buf_(bytes, false) {
+  explicit BandwidthProbe(kernels::ThreadPool& pool, std::size_t bytes = default_probe_bytes()) : buf_(bytes, false) {
     pool.parallel_for(std::int64_t(buf_.capacity() / 4096), [&](std::int64_t b, std::int64_t e, int) {
       for (std::int64_t i = b; i < e; ++i) std::memset(buf_.data() + std::size_t(i) * 4096, int(i & 0x7f), 4096);
     }, 512);
   }
   /// Bytes/s, best of `passes` passes over the buffer.
-  double measure(ThreadPool& pool, int passes = 3) const {
+  double measure(kernels::ThreadPool& pool, int passes = 3) const {
     const ByteRange range{buf_.data(), buf_.capacity()};
     return measure_read_bandwidth(pool, {&range, 1}, passes);
   }
@@ -121,14 +121,14 @@ class BandwidthProbe {
 };
 
 /// Read bandwidth of the machine: best of `passes` passes over a fresh `bytes`-sized buffer.
-inline double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes = default_probe_bytes(), int passes = 3) {
+inline double measure_read_bandwidth(kernels::ThreadPool& pool, std::size_t bytes = default_probe_bytes(), int passes = 3) {
   return BandwidthProbe(pool, bytes).measure(pool, passes);
 }
 
 /// f32 GEMM rate (FLOP/s, best of `reps` after a warm-up) of the prompt path's kernel:
 /// C[2048, 2048] = A · Bᵀ, columns of C split over the pool's threads in fixed blocks (the same way
 /// loom's matmul splits its work).
-inline double measure_gemm_rate(ThreadPool& pool, int size = 2048, int reps = 5) {
+inline double measure_gemm_rate(kernels::ThreadPool& pool, int size = 2048, int reps = 5) {
   const std::size_t elems = std::size_t(size) * std::size_t(size);
   std::vector<float> a(elems), b(elems), c(elems);
   for (std::size_t i = 0; i < elems; ++i) a[i] = float(i % 17) * 0.125f - 1.0f, b[i] = float(i % 13) * 0.25f - 1.5f;
@@ -149,7 +149,7 @@ inline double measure_gemm_rate(ThreadPool& pool, int size = 2048, int reps = 5)
 /// (kernels/level/probe.inl: f32 FMA, int8 vpdpbusd or bf16 vdpbf16ps) for about `seconds`; the
 /// best of `reps` runs. 0 where the level has no such instruction (int8 below AVX-512, bf16 below
 /// AVX-512 or without AVX512_BF16).
-inline double measure_peak(ThreadPool& pool, kernels::Arithmetic a, double seconds = 0.02, int reps = 3) {
+inline double measure_peak(kernels::ThreadPool& pool, kernels::Arithmetic a, double seconds = 0.02, int reps = 3) {
   const auto probe = kernels::level_kernels().peak_multiply_adds;
   if (probe(a, 1) == 0) return 0;
   std::int64_t steps = 1 << 12;
@@ -179,7 +179,7 @@ inline double measure_peak(ThreadPool& pool, kernels::Arithmetic a, double secon
   return best;
 }
 
-inline MachineLimits measure_machine(ThreadPool& pool) {
+inline MachineLimits measure_machine(kernels::ThreadPool& pool) {
   return {measure_read_bandwidth(pool), measure_gemm_rate(pool)};
 }
 

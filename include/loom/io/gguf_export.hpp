@@ -31,7 +31,7 @@ struct GgufExportOptions {
   /// tokenizer.ggml.pre of a byte-level tokenizer (e.g. "smollm"); empty: the first name whose
   /// split rule is the tokenizer's. A name with another split rule is refused.
   std::string pre{};
-  ThreadPool* pool = nullptr;       ///< threads that convert the matrices, when given
+  kernels::ThreadPool* pool = nullptr;       ///< threads that convert the matrices, when given
 };
 
 namespace detail {

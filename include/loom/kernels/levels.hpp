@@ -52,7 +52,7 @@
 
 namespace loom::kernels {
 
-/// Keys per tile of dot_tiles (kernels/row_products.hpp): 16 positions, stored transposed.
+/// Keys per tile of dot_tiles (kernels/attention_products.hpp): 16 positions, stored transposed.
 inline constexpr int key_tile = 16;
 
 /// Tiles that hold `positions` keys (the last one possibly partly used).
@@ -140,7 +140,7 @@ struct LevelTypeKernels {
 /// The kernels of one level that do not depend on a weight type.
 struct LevelKernels {
   KernelLevel level = KernelLevel::scalar;
-  // attention's two products (kernels/row_products.hpp), keys and values f32 or f16
+  // attention's two products (kernels/attention_products.hpp), keys and values f32 or f16
   void (*dot_tiles_f32)(const float*, std::int64_t, int, const float*, int, int, float*, std::int64_t) = nullptr;
   void (*dot_tiles_f16)(const float*, std::int64_t, int, const f16*, int, int, float*, std::int64_t) = nullptr;
   void (*weighted_rows_add_f32)(const float*, std::int64_t, int, const float*, std::int64_t, int, int, float*,

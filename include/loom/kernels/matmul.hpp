@@ -124,7 +124,7 @@ inline DecodeInput decode_input(DType t, const float* x, std::int64_t n, std::in
 }
 
 /// Whether n input rows times a weight of type t take the decode kernels rather than a GEMM.
-inline bool decodes(DType t, std::int64_t n) { return n <= quant_dot_max_rows(t); }
+inline bool uses_row_dots(DType t, std::int64_t n) { return n <= quant_dot_max_rows(t); }
 
 /// Whether weights of type t with `in` values per output take the bf16 GEMM: bf16 weights at the
 /// AVX-512 level with AVX512_BF16 (unless LOOM_BF16=0), f16 weights only with LOOM_BF16=1.
@@ -208,7 +208,7 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   detail::check_weight(w, in_out);
   const std::int64_t in = in_out ? w.rows() : w.cols();
   const std::int64_t out = in_out ? w.cols() : w.rows();
-  if (detail::decodes(w.dtype, n)) {
+  if (detail::uses_row_dots(w.dtype, n)) {
     // f32 / f16 / bf16: check_weight rejects quantized [in, out] weights
     if (in_out) return detail::matmul_in_out_decode(x, n, ldx, w, y, ldy, pool);
     // Quantized once, by the caller, for every thread and piece of the outputs.
@@ -277,7 +277,7 @@ inline void matmul_same_input(const float* x, std::int64_t n, std::int64_t ldx, 
                               ThreadPool* pool = nullptr) {
   if (outputs.empty()) return;
   const DType t = outputs[0].w.dtype;
-  bool shared = outputs.size() > 1 && detail::decodes(t, n);
+  bool shared = outputs.size() > 1 && detail::uses_row_dots(t, n);
   for (const MatmulOutput& o : outputs) {
     detail::check_weight(o.w, false);
     shared = shared && o.w.dtype == t && o.w.cols() == outputs[0].w.cols();

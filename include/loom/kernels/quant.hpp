@@ -68,10 +68,10 @@ inline void quantize_row(DType t, const float* x, std::byte* dst, std::int64_t n
   k.from_f32(x, dst, n);
 }
 
-/// f32 → block_q8_a / block_q8_k activations (the portable level's; every level writes the same
+/// f32 → block_q8_grouped / block_q8_k activations (the portable level's; every level writes the same
 /// bytes).
-inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n, bool halves) {
-  scalar::quantize_row_q8_a(x, y, n, halves);
+inline void quantize_row_q8_grouped(const float* x, block_q8_grouped* y, std::int64_t n, bool halves) {
+  scalar::quantize_row_q8_grouped(x, y, n, halves);
 }
 inline void quantize_row_q8_k(const float* x, block_q8_k* y, std::int64_t n, bool q4_k) {
   scalar::quantize_row_q8_k(x, y, n, q4_k);

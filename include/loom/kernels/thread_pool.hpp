@@ -40,7 +40,7 @@
 
 #include "loom/error.hpp"
 
-namespace loom {
+namespace loom::kernels {
 namespace detail {
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -245,4 +245,4 @@ class ThreadPool {
   std::exception_ptr error_;
 };
 
-}  // namespace loom
+}  // namespace loom::kernels

@@ -143,7 +143,7 @@ inline DType matrix_type(const WeightFormat& f, MatrixRole role, int layer, int 
 /// A new [out, in] matrix of `type` holding the values of `w`; its buffer is added to `storage`.
 /// Rows are converted on the pool's threads when there is one (the same bytes either way).
 inline TensorRef convert_matrix(const TensorRef& w, bool in_out, DType type,
-                                std::vector<std::shared_ptr<const void>>& storage, ThreadPool* pool = nullptr) {
+                                std::vector<std::shared_ptr<const void>>& storage, kernels::ThreadPool* pool = nullptr) {
   const std::int64_t out = in_out ? w.cols() : w.rows(), in = in_out ? w.rows() : w.cols();
   const DType t = storage_type_for(type, in);
   const std::uint64_t rb = *row_bytes(t, in);
@@ -175,7 +175,7 @@ inline TensorRef convert_matrix(const TensorRef& w, bool in_out, DType type,
 /// Weights with every matrix (linear layers, token embedding, output) converted as `format`
 /// says and stored [out, in], on the pool's threads when one is given. The result shares the
 /// small vectors with `w` and keeps `w`'s memory alive.
-inline Weights convert_weights(const Weights& w, const WeightFormat& format, ThreadPool* pool = nullptr) {
+inline Weights convert_weights(const Weights& w, const WeightFormat& format, kernels::ThreadPool* pool = nullptr) {
   const bool mix_base = std::find(std::begin(detail::mix_bases), std::end(detail::mix_bases), format.type) !=
                         std::end(detail::mix_bases);
   if (!detail::convertible_to(format.type) || (format.mix != WeightFormat::Mix::pure && !mix_base))
@@ -211,7 +211,7 @@ inline Weights convert_weights(const Weights& w, const WeightFormat& format, Thr
 
 /// convert_weights with every matrix as `type` (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,
 /// iq4_nl, iq4_xs, q4_k, q5_k, q6_k).
-inline Weights convert_weights(const Weights& w, DType type, ThreadPool* pool = nullptr) {
+inline Weights convert_weights(const Weights& w, DType type, kernels::ThreadPool* pool = nullptr) {
   return convert_weights(w, WeightFormat{type, WeightFormat::Mix::pure}, pool);
 }
 

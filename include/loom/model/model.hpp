@@ -2,7 +2,7 @@
 //
 // One forward() serves the prompt (n tokens at once, as matrix-matrix products) and decoding
 // (one token). The model is immutable after construction and can be shared by any number of
-// sessions; each caller brings its own nn::KVCache, Activations (scratch) and ThreadPool.
+// sessions; each caller brings its own nn::KVCache, Activations (scratch) and kernels::ThreadPool.
 #pragma once
 
 #include <algorithm>
@@ -100,7 +100,7 @@ class Model {
   /// overwritten). Returns logits [1, vocab] for the last position or [n, vocab] for all, viewing
   /// `act.logits` (valid until the next call with the same Activations).
   Tensor<const float> forward(std::span<const std::int32_t> tokens, std::int32_t start_pos, nn::KVCache& kv,
-                              Activations& act, Logits which = Logits::last, ThreadPool* pool = nullptr) const {
+                              Activations& act, Logits which = Logits::last, kernels::ThreadPool* pool = nullptr) const {
     const Config& c = config_;
     const std::int64_t n = std::int64_t(tokens.size());
     if (n == 0) fail(ErrorKind::invalid_argument, "model", "forward() needs at least one token");
@@ -154,7 +154,7 @@ class Model {
 
   /// Convenience for tests and one-off use: forward() with fresh scratch, returning an owning copy.
   Tensor<float> logits(std::span<const std::int32_t> tokens, std::int32_t start_pos, nn::KVCache& kv,
-                       Logits which = Logits::last, ThreadPool* pool = nullptr) const {
+                       Logits which = Logits::last, kernels::ThreadPool* pool = nullptr) const {
     Activations act;
     const Tensor<const float> view = forward(tokens, start_pos, kv, act, which, pool);
     Tensor<float> out(view.shape());

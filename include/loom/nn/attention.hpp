@@ -18,7 +18,7 @@
 #include "loom/dtype.hpp"
 #include "loom/error.hpp"
 #include "loom/kernels/ops.hpp"
-#include "loom/kernels/row_products.hpp"
+#include "loom/kernels/attention_products.hpp"
 #include "loom/kernels/thread_pool.hpp"
 #include "loom/nn/kv_cache.hpp"
 #include "loom/nn/linear.hpp"
@@ -105,7 +105,7 @@ void attend_group(const GroupItem<T>& it, const GroupSizes& g) {
 /// Every (query row, KV head) item of attention(), split over the pool's threads.
 template <typename T>
 void attention_items(const AttentionShape& s, TensorView<const float> q, const KVRead& kv, TensorView<float> out,
-                     float* scratch, ThreadPool* pool) {
+                     float* scratch, kernels::ThreadPool* pool) {
   const int group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(s.head_dim));
   const std::int64_t ld_s = score_row_floats(kv.cache.capacity());

@@ -49,7 +49,7 @@ inline void feed_forward(const FeedForwardShape& s, const FeedForwardWeights& w,
          " block");
   const std::int64_t n = x.n_rows(), hidden = w.up->out_features();
   const std::span<float> scratch = ws.take(feed_forward_scratch_floats(s, hidden, n), "feed-forward");
-  ThreadPool* pool = ws.pool;
+  kernels::ThreadPool* pool = ws.pool;
   const TensorView<float> h(scratch.data(), Shape{n, hidden});  // (n, hidden)
   if (s.gated) {
     const TensorView<float> u(scratch.data() + n * hidden, Shape{n, hidden});  // (n, hidden)

@@ -26,7 +26,7 @@
 #include "loom/error.hpp"
 #include "loom/huge_pages.hpp"
 #include "loom/kernels/ops.hpp"
-#include "loom/kernels/row_products.hpp"
+#include "loom/kernels/attention_products.hpp"
 #include "loom/nn/shapes.hpp"
 #include "loom/tensor.hpp"
 

@@ -48,7 +48,7 @@ inline void add_bias(const Linear& l, TensorView<float> y) {
 }
 
 /// A linear layer: y [n, out] = x [n, in] · Wᵀ + b. Rows of x and y may be strided.
-inline void linear(TensorView<const float> x, const Linear& l, TensorView<float> y, ThreadPool* pool = nullptr) {
+inline void linear(TensorView<const float> x, const Linear& l, TensorView<float> y, kernels::ThreadPool* pool = nullptr) {
   detail::expect_rows(x, x.n_rows(), l.in_features(), "linear input");
   detail::expect_rows(y, x.n_rows(), l.out_features(), "linear output");
   kernels::matmul(x.data(), x.n_rows(), x.ld(), l.weight, l.in_out, y.data(), y.ld(), pool);
@@ -65,7 +65,7 @@ struct LinearOutput {
 /// parallel call for all of them where the kernels allow (kernels::matmul_same_input), else
 /// one `linear` each. Every output equals what `linear` computes.
 inline void linear_same_input(TensorView<const float> x, std::span<const LinearOutput> outputs,
-                              ThreadPool* pool = nullptr) {
+                              kernels::ThreadPool* pool = nullptr) {
   constexpr std::size_t max_outputs = 4;
   bool together = outputs.size() <= max_outputs;
   for (const LinearOutput& o : outputs) together = together && !o.layer->in_out;

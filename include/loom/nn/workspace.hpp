@@ -12,7 +12,7 @@ namespace loom::nn {
 
 struct Workspace {
   std::span<float> scratch;
-  ThreadPool* pool = nullptr;  ///< null: run on the calling thread
+  kernels::ThreadPool* pool = nullptr;  ///< null: run on the calling thread
 
   int threads() const { return pool ? pool->size() : 1; }
   /// The first `floats` floats of the scratch; throws when there are fewer, naming `block`.

@@ -4,7 +4,7 @@
 
 #include "loom/kernels/quant/activation.inl"
 #include "loom/kernels/level/fused.inl"
-#include "loom/kernels/level/row_products.inl"
+#include "loom/kernels/level/attention_products.inl"
 #include "loom/kernels/level/ops.inl"
 #include "loom/kernels/level/gemm.inl"
 #include "loom/kernels/quant/to_int8.inl"

@@ -8,8 +8,8 @@
 /// its block size) into dst, in the order its dot product reads.
 template <DType T>
 void quantize_activation_for(const float* x, std::byte* dst, std::int64_t n) {
-  if constexpr (activation_format_of(T) == ActivationFormat::q8_a)
-    quantize_row_q8_a(x, reinterpret_cast<block_q8_a*>(dst), n, nibble_halves(T));
+  if constexpr (activation_format_of(T) == ActivationFormat::q8_grouped)
+    quantize_row_q8_grouped(x, reinterpret_cast<block_q8_grouped*>(dst), n, nibble_halves(T));
   else
     quantize_row_q8_k(x, reinterpret_cast<block_q8_k*>(dst), n, T == DType::q4_k || T == DType::q5_k);
 }
@@ -92,7 +92,7 @@ inline void copy_f32(const std::byte* src, float* dst, std::int64_t n) { std::me
 template <DType T, auto Dot, auto Dequantize>
 constexpr LevelTypeKernels quant_kernels(std::int64_t decode_max_rows) {
   using Block = block_of_t<T>;
-  using Act = std::conditional_t<activation_format_of(T) == ActivationFormat::q8_a, block_q8_a, block_q8_k>;
+  using Act = std::conditional_t<activation_format_of(T) == ActivationFormat::q8_grouped, block_q8_grouped, block_q8_k>;
   LevelTypeKernels k;
   k.decode_rows = &quant_rows<Dot, Block, Act>;
   k.dot = &dot_bytes<Dot, Block, Act>;

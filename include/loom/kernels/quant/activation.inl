@@ -1,4 +1,4 @@
-// Quantization of f32 activations to the 8-bit blocks the dot products read (block_q8_a for the
+// Quantization of f32 activations to the 8-bit blocks the dot products read (block_q8_grouped for the
 // 32-weight types and IQ4_XS, block_q8_k for the k-quants), compiled once per kernel level:
 // kernels/levels.hpp includes this file in namespace loom::kernels::<level> with LOOM_LEVEL 0
 // (portable), 1 (AVX2) or 2 (AVX-512), inside that level's target region. No include guard.
@@ -43,21 +43,21 @@ inline int quantize16(const float* v, float id, std::int8_t* q) {
   return sum;
 }
 
-/// f32 → block_q8_a groups (n a multiple of 32) in the order q8_a_offset(halves, ...) gives: per
+/// f32 → block_q8_grouped groups (n a multiple of 32) in the order q8_grouped_offset(halves, ...) gives: per
 /// block of 32, d = max|x| / 127 and q = round-to-nearest-even(x / d). Writes ⌈n / 512⌉ groups,
 /// zero-filling the last one's unused blocks. (Both halves of a block are 16 consecutive quants
 /// in either order.)
-inline void quantize_row_q8_a(const float* x, block_q8_a* y, std::int64_t n, bool halves) {
+inline void quantize_row_q8_grouped(const float* x, block_q8_grouped* y, std::int64_t n, bool halves) {
   const std::int64_t nb = n / qk8_0;
-  if (nb % q8_a_group != 0) std::memset(static_cast<void*>(y + nb / q8_a_group), 0, sizeof(block_q8_a));
+  if (nb % q8_grouped_blocks != 0) std::memset(static_cast<void*>(y + nb / q8_grouped_blocks), 0, sizeof(block_q8_grouped));
   for (std::int64_t b = 0; b < nb; ++b) {
-    block_q8_a& g = y[b / q8_a_group];
-    const int j = int(b % q8_a_group);
+    block_q8_grouped& g = y[b / q8_grouped_blocks];
+    const int j = int(b % q8_grouped_blocks);
     const float* v = x + b * qk8_0;
     const float d = abs_max(v, qk8_0) / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    g.sum[j] = quantize16(v, id, g.qs + q8_a_offset(halves, j, 0)) +
-               quantize16(v + 16, id, g.qs + q8_a_offset(halves, j, 16));
+    g.sum[j] = quantize16(v, id, g.qs + q8_grouped_offset(halves, j, 0)) +
+               quantize16(v + 16, id, g.qs + q8_grouped_offset(halves, j, 16));
     g.d[j] = d;
   }
 }

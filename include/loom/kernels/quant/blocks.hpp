@@ -21,9 +21,12 @@
 //         2 high bits in qh; sc_j int8
 //
 // Activations are quantized per weight type: the 32-weight blocks and IQ4_XS (whose sub-blocks
-// are 32-weight blocks) use `block_q8_a` (groups of 16 blocks of 32 values, an f32 scale and the
+// are 32-weight blocks) use `block_q8_grouped` (groups of 16 blocks of 32 values, an f32 scale and the
 // sum of the quants per block), the k-quants use `block_q8_k` (256 values, one f32 scale, sums of
 // every 16) so that a whole super-block is one integer sum.
+//
+// Names: `block32_*` helpers work on any of the 32-weight blocks (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL,
+// and IQ4_XS's 32-weight sub-blocks); `block_q8_grouped` is the grouped activation format above.
 #pragma once
 
 #include <algorithm>
@@ -43,11 +46,11 @@
 namespace loom::kernels {
 
 /// Activations quantized to int8 for the 32-weight blocks, 16 blocks of 32 values (512 values)
-/// per group, laid out for the SIMD dot products: the 512 quants (in the order q8_a_offset
+/// per group, laid out for the SIMD dot products: the 512 quants (in the order q8_grouped_offset
 /// gives), then the 16 scales, then the 16 sums of quants (for the Q4_0 / Q5_0 and signed-byte
-/// offsets and the mins of Q4_1 / Q5_1). Value i of block j: x ≈ d[j]·qs[q8_a_offset(halves, j,
+/// offsets and the mins of Q4_1 / Q5_1). Value i of block j: x ≈ d[j]·qs[q8_grouped_offset(halves, j,
 /// i)]. A row's last group may be partial; its unused blocks are all zero.
-struct block_q8_a {
+struct block_q8_grouped {
   std::int8_t qs[16 * qk8_0];
   float d[16];
   std::int32_t sum[16];
@@ -59,29 +62,29 @@ struct block_q8_k {
   std::int8_t qs[qk_k];
   std::int16_t bsums[qk_k / 16];
 };
-static_assert(sizeof(block_q8_a) == 640);
-inline constexpr std::int64_t q8_a_group = 16;  ///< blocks per block_q8_a
+static_assert(sizeof(block_q8_grouped) == 640);
+inline constexpr std::int64_t q8_grouped_blocks = 16;  ///< blocks per block_q8_grouped
 
-/// Where value i (0..31) of block j (0..15) sits among a block_q8_a's 512 quants. For Q8_0
+/// Where value i (0..31) of block j (0..15) sits among a block_q8_grouped's 512 quants. For Q8_0
 /// weights (`halves` false) each block's 32 values are in order, so one 64-byte load meets two
 /// weight blocks. Q4_0 byte i holds weights i (low nibble) and i + 16 (high nibble), so for Q4_0
 /// (`halves` true) every four blocks store their first 16 values, then their last 16: one
 /// 64-byte load meets the low nibbles of four weight blocks, the next one their high nibbles.
-constexpr int q8_a_offset(bool halves, int j, int i) noexcept {
+constexpr int q8_grouped_offset(bool halves, int j, int i) noexcept {
   return halves ? 128 * (j / 4) + 64 * (i / 16) + 16 * (j % 4) + i % 16 : qk8_0 * j + i;
 }
 static_assert(sizeof(block_q8_k) == 292);
 
-/// Whether activations for weight type w are stored in q8_a_offset's `halves` order: the types
+/// Whether activations for weight type w are stored in q8_grouped_offset's `halves` order: the types
 /// whose 32-weight blocks hold two weights per byte (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS).
 constexpr bool nibble_halves(DType w) noexcept {
   return w == DType::q4_0 || w == DType::q4_1 || w == DType::q5_0 || w == DType::q5_1 || w == DType::iq4_nl ||
          w == DType::iq4_xs;
 }
 
-/// Whether the dot products of weight type w read block_q8_a activations (Q8_0 and the nibble
+/// Whether the dot products of weight type w read block_q8_grouped activations (Q8_0 and the nibble
 /// types above); the other k-quants read block_q8_k.
-constexpr bool q8_a_activations(DType w) noexcept { return w == DType::q8_0 || nibble_halves(w); }
+constexpr bool q8_grouped_activations(DType w) noexcept { return w == DType::q8_0 || nibble_halves(w); }
 
 /// Where value i (0..255) sits among a block_q8_k's quants. Q2_K, Q3_K and Q6_K (`q4_k` false)
 /// read them in order. A Q4_K (and Q5_K) super-block stores sub-blocks 4h, 4h+1, 4h+2, 4h+3 of 32
@@ -95,18 +98,18 @@ constexpr int q8_k_offset(bool q4_k, int i) noexcept {
 }
 
 /// The 8-bit activation blocks a quantized weight type's dot product reads.
-enum class ActivationFormat : std::uint8_t { none, q8_a, q8_k };
+enum class ActivationFormat : std::uint8_t { none, q8_grouped, q8_k };
 
-/// block_q8_a for Q8_0, the 32-weight nibble types and IQ4_XS; block_q8_k for the other k-quants.
+/// block_q8_grouped for Q8_0, the 32-weight nibble types and IQ4_XS; block_q8_k for the other k-quants.
 constexpr ActivationFormat activation_format_of(DType w) noexcept {
   if (!is_quantized(w)) return ActivationFormat::none;
-  return q8_a_activations(w) ? ActivationFormat::q8_a : ActivationFormat::q8_k;
+  return q8_grouped_activations(w) ? ActivationFormat::q8_grouped : ActivationFormat::q8_k;
 }
 
 /// Bytes of quantized activations a row of n values needs for a weight of type w.
 constexpr std::size_t activation_bytes(DType w, std::int64_t n) noexcept {
   switch (activation_format_of(w)) {
-    case ActivationFormat::q8_a: return std::size_t((n / qk8_0 + q8_a_group - 1) / q8_a_group) * sizeof(block_q8_a);
+    case ActivationFormat::q8_grouped: return std::size_t((n / qk8_0 + q8_grouped_blocks - 1) / q8_grouped_blocks) * sizeof(block_q8_grouped);
     case ActivationFormat::q8_k: return std::size_t(n / qk_k) * sizeof(block_q8_k);
     default: return 0;
   }

@@ -47,12 +47,12 @@ template <typename Block>
 concept block_with_table = std::is_same_v<Block, block_iq4_nl> || std::is_same_v<Block, block_iq4_xs>;
 /// 32-weight sub-blocks per block: 8 for IQ4_XS, 1 for the others.
 template <typename Block>
-inline constexpr int q32_per_block = std::is_same_v<Block, block_iq4_xs> ? qk_k / qk4_0 : 1;
+inline constexpr int block32s_per_block = std::is_same_v<Block, block_iq4_xs> ? qk_k / qk4_0 : 1;
 
 /// What a block without a min subtracts from its quants: 8 (4-bit) or 16 (5-bit); 0 with a min
 /// or a table.
 template <typename Block>
-inline constexpr int q32_zero = block_with_min<Block> || block_with_table<Block> ? 0
+inline constexpr int block32_zero = block_with_min<Block> || block_with_table<Block> ? 0
                                 : block_with_high_bits<Block>                  ? 16
                                                                                : 8;
 
@@ -65,7 +65,7 @@ inline std::uint32_t q5_high_bits(const Block& b) {
 
 /// The quant (0..15, or 0..31 with a fifth bit) of weight j (0..31) of a nibble block.
 template <typename Block>
-inline int q32_quant(const Block& b, int j) {
+inline int block32_quant(const Block& b, int j) {
   int q = j < 16 ? (b.qs[j] & 0x0f) : (b.qs[j - 16] >> 4);
   if constexpr (block_with_high_bits<Block>) q |= int(q5_high_bits(b) >> j & 1u) << 4;
   return q;
@@ -74,32 +74,32 @@ inline int q32_quant(const Block& b, int j) {
 /// The integer weight of element j of a nibble block before its scale (and min): q − zero, or
 /// IQ4_NL's table value.
 template <typename Block>
-inline int q32_value(const Block& b, int j) {
+inline int block32_value(const Block& b, int j) {
   if constexpr (block_with_table<Block>)
-    return iq4_nl_values[q32_quant(b, j)];
+    return iq4_nl_values[block32_quant(b, j)];
   else
-    return q32_quant(b, j) - q32_zero<Block>;
+    return block32_quant(b, j) - block32_zero<Block>;
 }
 
 /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL row of n weights (n a multiple of 32) → f32.
 template <typename Block>
-inline void dequantize_row_q32(const Block* x, float* y, std::int64_t n) {
+inline void dequantize_row_block32(const Block* x, float* y, std::int64_t n) {
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     const float d = detail::f16f(x[b].d);
     float* o = y + b * qk4_0;
     if constexpr (block_with_min<Block>) {
       const float m = detail::f16f(x[b].m);
-      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(q32_quant(x[b], j)) + m;
+      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(block32_quant(x[b], j)) + m;
     } else {
-      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(q32_value(x[b], j));
+      for (int j = 0; j < qk4_0; ++j) o[j] = d * float(block32_value(x[b], j));
     }
   }
 }
 
 /// Q4_0 row of n weights (n a multiple of 32) → f32.
-inline void dequantize_row_q4_0(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_q32(x, y, n); }
+inline void dequantize_row_q4_0(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_block32(x, y, n); }
 /// IQ4_NL row of n weights (n a multiple of 32) → f32.
-inline void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, std::int64_t n) { dequantize_row_q32(x, y, n); }
+inline void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, std::int64_t n) { dequantize_row_block32(x, y, n); }
 
 /// The signed scale ls − 32 of sub-block j (0..7) of an IQ4_XS super-block: ls's low 4 bits are
 /// nibble j % 2 of scales_l[j / 2], its high 2 bits are bits 2j, 2j + 1 of scales_h.
@@ -111,7 +111,7 @@ inline int iq4_xs_scale(const block_iq4_xs& b, int j) {
 /// d·(ls_j − 32).
 inline void dequantize_row_iq4_xs(const block_iq4_xs* x, float* y, std::int64_t n) {
   for (std::int64_t b = 0; b < n / qk_k; ++b)
-    for (int j = 0; j < q32_per_block<block_iq4_xs>; ++j) {
+    for (int j = 0; j < block32s_per_block<block_iq4_xs>; ++j) {
       const float dl = detail::f16f(x[b].d) * float(iq4_xs_scale(x[b], j));
       const std::uint8_t* q = x[b].qs + 16 * j;
       float* o = y + b * qk_k + qk4_0 * j;

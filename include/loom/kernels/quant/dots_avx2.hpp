@@ -49,29 +49,29 @@ inline __m256i unpack_nibbles_avx2(const std::uint8_t* p) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
 }
 
-inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_grouped* a) {
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk8_0; ++b) {
     if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(block_q8_0));
-    const block_q8_a& g = a[b / q8_a_group];
-    const std::int64_t k = b % q8_a_group;
+    const block_q8_grouped& g = a[b / q8_grouped_blocks];
+    const std::int64_t k = b % q8_grouped_blocks;
     const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_a_offset(false, int(k), 0)));
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_grouped_offset(false, int(k), 0)));
     const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
     acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
   }
   return hsum_avx2(acc);
 }
 
-inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_a* a) {
+inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_grouped* a) {
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(block_q4_0));
-    const block_q8_a& g = a[b / q8_a_group];
-    const std::int64_t k = b % q8_a_group;
+    const block_q8_grouped& g = a[b / q8_grouped_blocks];
+    const std::int64_t k = b % q8_grouped_blocks;
     const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[b].qs), _mm256_set1_epi8(8));
-    const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, int(k), 16))),
-                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, int(k), 0))));
+    const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, int(k), 16))),
+                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, int(k), 0))));
     const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
     acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
   }
@@ -87,11 +87,11 @@ inline __m256i high_bits_avx2(std::uint32_t qh) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
 }
 
-/// Block k of an activation group in q8_a_offset's `halves` order: values 0-15 in the low lane,
+/// Block k of an activation group in q8_grouped_offset's `halves` order: values 0-15 in the low lane,
 /// 16-31 in the high one (unpack_nibbles_avx2's order).
-inline __m256i q8_a_halves_avx2(const block_q8_a& g, int k) {
-  return _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 16))),
-                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_a_offset(true, k, 0))));
+inline __m256i q8_grouped_halves_avx2(const block_q8_grouped& g, int k) {
+  return _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
 }
 /// 8 int32 lanes of Σ v·x: IQ4_NL's table values v of 32 unpacked nibbles times the activations.
 inline __m256i table_dot_avx2(__m256i nibbles, __m256i x) {
@@ -103,16 +103,16 @@ inline __m256i table_dot_avx2(__m256i nibbles, __m256i x) {
 /// then per block the offset (m, or −zero·d) times the activations' sum. IQ4_NL: the table's
 /// signed values (one byte shuffle) times the activations, as Q8_0's.
 template <typename Block>
-inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
+inline float dot_block32_avx2(std::int64_t n, const Block* w, const block_q8_grouped* a) {
   __m256 acc = _mm256_setzero_ps();
   float off = 0.0f;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(Block));
-    const block_q8_a& g = a[b / q8_a_group];
-    const int k = int(b % q8_a_group);
+    const block_q8_grouped& g = a[b / q8_grouped_blocks];
+    const int k = int(b % q8_grouped_blocks);
     __m256i q = unpack_nibbles_avx2(w[b].qs);
     if constexpr (block_with_high_bits<Block>) q = _mm256_or_si256(q, high_bits_avx2(q5_high_bits(w[b])));
-    const __m256i xq = q8_a_halves_avx2(g, k);
+    const __m256i xq = q8_grouped_halves_avx2(g, k);
     const float d = f16f(w[b].d);
     if constexpr (block_with_table<Block>) {
       acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(table_dot_avx2(q, xq)), _mm256_set1_ps(d * g.d[k]), acc);
@@ -123,20 +123,20 @@ inline float dot_q32_avx2(std::int64_t n, const Block* w, const block_q8_a* a) {
     if constexpr (block_with_min<Block>)
       off += f16f(w[b].m) * g.d[k] * float(g.sum[k]);
     else
-      off -= float(q32_zero<Block>) * d * g.d[k] * float(g.sum[k]);
+      off -= float(block32_zero<Block>) * d * g.d[k] * float(g.sum[k]);
   }
   return hsum_avx2(acc) + off;
 }
 
 /// IQ4_XS: IQ4_NL's product per sub-block of 32, scaled by d·(ls − 32)·d_x.
-inline float dot_iq4_xs_avx2(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) {
+inline float dot_iq4_xs_avx2(std::int64_t n, const block_iq4_xs* w, const block_q8_grouped* a) {
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t s = 0; s < n / qk4_0; ++s) {
-    const block_iq4_xs& b = w[s / q32_per_block<block_iq4_xs>];
-    const int j = int(s % q32_per_block<block_iq4_xs>), k = int(s % q8_a_group);
+    const block_iq4_xs& b = w[s / block32s_per_block<block_iq4_xs>];
+    const int j = int(s % block32s_per_block<block_iq4_xs>), k = int(s % q8_grouped_blocks);
     if (j == 0) prefetch_ahead(&b, sizeof(block_iq4_xs));
-    const block_q8_a& g = a[s / q8_a_group];
-    const __m256 p = _mm256_cvtepi32_ps(table_dot_avx2(unpack_nibbles_avx2(b.qs + 16 * j), q8_a_halves_avx2(g, k)));
+    const block_q8_grouped& g = a[s / q8_grouped_blocks];
+    const __m256 p = _mm256_cvtepi32_ps(table_dot_avx2(unpack_nibbles_avx2(b.qs + 16 * j), q8_grouped_halves_avx2(g, k)));
     acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(b.d) * float(iq4_xs_scale(b, j)) * g.d[k]), acc);
   }
   return hsum_avx2(acc);

@@ -98,7 +98,7 @@ inline __m512 block_scales_512(const Block* b, int count, f16 Block::*field = &B
 /// scale, and with scales of 16 blocks every FMA of those 544 bytes waits for the last of their
 /// 9 cache lines, so from DRAM the core holds fewer lines in flight (docs/performance-notes.md,
 /// "Q8_0 scales per 4 blocks").
-inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8_grouped* a) {
   const std::int64_t nb = n / qk8_0;
   const __m512i bias = _mm512_set1_epi8(char(0x80));
   constexpr float offset = 128.0f;
@@ -108,9 +108,9 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
                                  _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2)};
   __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};  // one per pair: hides the FMA latency
   __m128 acc_off = _mm_setzero_ps();
-  for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
-    const block_q8_a& g = a[g0 / q8_a_group];
-    prefetch_ahead(w + g0, q8_a_group * sizeof(block_q8_0));
+  for (std::int64_t g0 = 0; g0 < nb; g0 += q8_grouped_blocks) {
+    const block_q8_grouped& g = a[g0 / q8_grouped_blocks];
+    prefetch_ahead(w + g0, q8_grouped_blocks * sizeof(block_q8_0));
     // Blocks j .. j+3 of the group (`blocks` of them left in the row).
     auto quad = [&](int j, int blocks) {
       const block_q8_0* wb = w + g0 + j;
@@ -126,7 +126,7 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
         const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[2 * k].qs));
         const __m512i q = two ? join256(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[2 * k + 1].qs)))
                               : _mm512_zextsi256_si512(lo);
-        const __m512i p = products(q, _mm512_loadu_si512(g.qs + q8_a_offset(false, j + 2 * k, 0)));
+        const __m512i p = products(q, _mm512_loadu_si512(g.qs + q8_grouped_offset(false, j + 2 * k, 0)));
         const __m512 s = _mm512_permutexvar_ps(pair_lanes[k], _mm512_zextps128_ps512(scale));
         acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[k]);
       };
@@ -138,9 +138,9 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
         if (blocks == 3) pair(1, false);
       }
     };
-    const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
-    if (blocks == q8_a_group) {
-      for (int j = 0; j < q8_a_group; j += 4) quad(j, 4);
+    const int blocks = int(std::min<std::int64_t>(q8_grouped_blocks, nb - g0));
+    if (blocks == q8_grouped_blocks) {
+      for (int j = 0; j < q8_grouped_blocks; j += 4) quad(j, 4);
     } else {
       for (int j = 0; j < blocks; j += 4) quad(j, blocks - j);
     }
@@ -152,14 +152,14 @@ inline float dot_q8_0_avx512(std::int64_t n, const block_q8_0* w, const block_q8
 /// 4k .. 4k+3 (16 each), d (and m) their scales (mins) as floats, and for 5-bit blocks lo[k] /
 /// hi[k] the fifth bits of those bytes' low / high nibbles (bit 16i + j: weight j / 16 + j of
 /// block 4k+i). Everything past the row's `blocks` is zero.
-struct Q32Group {
+struct Block32Group {
   __m512i q[4];
   __m512 d, m;
   std::uint64_t lo[4], hi[4];
 };
 
 template <typename Block>
-inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
+inline void block32_group(const Block* wb, int blocks, Block32Group& g) {
   auto quants = [&](int b) {
     return b < blocks ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs)) : _mm_setzero_si128();
   };
@@ -167,9 +167,9 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
     const __m512i q01 = _mm512_inserti32x4(_mm512_zextsi128_si512(quants(4 * k)), quants(4 * k + 1), 1);
     g.q[k] = _mm512_inserti32x4(_mm512_inserti32x4(q01, quants(4 * k + 2), 2), quants(4 * k + 3), 3);
   }
-  g.d = blocks == q8_a_group ? block_scales_512(wb, q8_a_group) : block_scales_512(wb, blocks);
+  g.d = blocks == q8_grouped_blocks ? block_scales_512(wb, q8_grouped_blocks) : block_scales_512(wb, blocks);
   if constexpr (block_with_min<Block>)
-    g.m = blocks == q8_a_group ? block_scales_512(wb, q8_a_group, &Block::m) : block_scales_512(wb, blocks, &Block::m);
+    g.m = blocks == q8_grouped_blocks ? block_scales_512(wb, q8_grouped_blocks, &Block::m) : block_scales_512(wb, blocks, &Block::m);
   if constexpr (block_with_high_bits<Block>)
     for (int k = 0; k < 4; ++k) {
       g.lo[k] = g.hi[k] = 0;
@@ -198,7 +198,7 @@ inline __m512i load_bytes(const std::uint8_t* p) {
 }
 
 /// Where byte b of four blocks is in the two vectors (head: their first 64 bytes; tail: bytes from
-/// tail_at) that q32_group's permutes index.
+/// tail_at) that block32_group's permutes index.
 constexpr int head_tail_index(int b, int tail_at) { return b < 64 ? b : 64 + b - tail_at; }
 
 /// The same with AVX-512 VBMI: each four blocks are one 64-byte load (the head) and one of 8, 16,
@@ -207,7 +207,7 @@ constexpr int head_tail_index(int b, int tail_at) { return b < 64 ? b : 64 + b -
 /// permutes their scales, mins and fifth bits.
 template <typename Block>
   requires(4 * sizeof(Block) <= 128)
-inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
+inline void block32_group(const Block* wb, int blocks, Block32Group& g) {
   constexpr int size = int(sizeof(Block));
   constexpr int m_at = [] {
     if constexpr (block_with_min<Block>) return int(offsetof(Block, m));
@@ -257,7 +257,7 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
   }();
   __m512i head[4], tail[4];
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(wb);
-  if (blocks == q8_a_group) {
+  if (blocks == q8_grouped_blocks) {
     for (int k = 0; k < 4; ++k) {
       head[k] = _mm512_loadu_si512(bytes + 4 * size * k);
       tail[k] = load_bytes<tail_load>(bytes + 4 * size * k + tail_at);
@@ -299,8 +299,8 @@ inline void q32_group(const Block* wb, int blocks, Q32Group& g) {
 /// number), whose two 64-byte halves of quant bytes each hold four sub-blocks in the order the
 /// nibble blocks' gather gives; lanes 0-7 / 8-15 of the scales d·(ls_j − 32) come from the first
 /// / second super-block's scale bits by per-lane shifts.
-inline void q32_group(const block_iq4_xs* wb, int blocks, Q32Group& g) {
-  const bool two = blocks > q32_per_block<block_iq4_xs>;
+inline void block32_group(const block_iq4_xs* wb, int blocks, Block32Group& g) {
+  const bool two = blocks > block32s_per_block<block_iq4_xs>;
   for (int k = 0; k < 4; ++k)
     g.q[k] = k < 2 || two ? _mm512_loadu_si512(wb[k / 2].qs + 64 * (k % 2)) : _mm512_setzero_si512();
   std::uint32_t low[2] = {}, high[2] = {};
@@ -325,26 +325,26 @@ inline void q32_group(const block_iq4_xs* wb, int blocks, Q32Group& g) {
 /// bits) are the unsigned q, and Σ (q − zero)·x = Σ q·x − zero·Σ x. IQ4_NL maps its nibbles to
 /// the table's signed values instead, and IQ4_XS likewise per sub-block of 32 (`blocks` below count
 /// sub-blocks). Four blocks per step: their 4×16 quant bytes in one vector,
-/// whose low nibbles meet one 64-byte load of activations (q8_a_offset's `halves` order) and whose
+/// whose low nibbles meet one 64-byte load of activations (q8_grouped_offset's `halves` order) and whose
 /// high nibbles the next; both products accumulate into one int32 vector whose lanes 4k .. 4k+3
 /// belong to block k of the four.
 template <typename Block>
-inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a) {
+inline float dot_block32_avx512(std::int64_t n, const Block* w, const block_q8_grouped* a) {
   // IQ4_NL with VNNI: the table's values + 128 as unsigned bytes, with zero 128 (vpdpbusd sums in
   // 32 bits; without VNNI vpmaddubsw would saturate at 241·127·2, so the values stay signed).
   constexpr bool biased_table = block_with_table<Block>;
-  constexpr int zero = biased_table ? 128 : q32_zero<Block>;
+  constexpr int zero = biased_table ? 128 : block32_zero<Block>;
   const std::int64_t nb = n / qk4_0;
   const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
   const __m512i quad_lanes = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc_off = _mm512_setzero_ps();
-  for (std::int64_t g0 = 0; g0 < nb; g0 += q8_a_group) {
-    const Block* wb = w + g0 / q32_per_block<Block>;
-    const block_q8_a& g = a[g0 / q8_a_group];
-    prefetch_ahead(wb, q8_a_group / q32_per_block<Block> * sizeof(Block));
-    const int blocks = int(std::min<std::int64_t>(q8_a_group, nb - g0));
-    Q32Group u;
-    q32_group(wb, blocks, u);
+  for (std::int64_t g0 = 0; g0 < nb; g0 += q8_grouped_blocks) {
+    const Block* wb = w + g0 / block32s_per_block<Block>;
+    const block_q8_grouped& g = a[g0 / q8_grouped_blocks];
+    prefetch_ahead(wb, q8_grouped_blocks / block32s_per_block<Block> * sizeof(Block));
+    const int blocks = int(std::min<std::int64_t>(q8_grouped_blocks, nb - g0));
+    Block32Group u;
+    block32_group(wb, blocks, u);
     // Scales of the group's blocks (unused ones are zero in g.d), and the offset term: Σ_j
     // scale_j·sum_j (times −zero at the end), or with mins Σ_j m_j·d_x[j]·sum_j.
     const __m512 scale = _mm512_mul_ps(u.d, _mm512_loadu_ps(g.d));
@@ -358,7 +358,7 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
         lo = _mm512_mask_add_epi8(lo, __mmask64(u.lo[k]), lo, bit4);
         hi = _mm512_mask_add_epi8(hi, __mmask64(u.hi[k]), hi, bit4);
       }
-      const std::int8_t* x = g.qs + q8_a_offset(true, 4 * k, 0);  // 64 low halves, then 64 high halves
+      const std::int8_t* x = g.qs + q8_grouped_offset(true, 4 * k, 0);  // 64 low halves, then 64 high halves
       __m512i p;
       if constexpr (block_with_table<Block> && !biased_table) {  // IQ4_NL: the table's signed values
         const __m512i values = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
@@ -383,8 +383,8 @@ inline float dot_q32_avx512(std::int64_t n, const Block* w, const block_q8_a* a)
   const float off = hsum_512(acc_off);
   return hsum_512(_mm512_add_ps(acc0, acc1)) + (block_with_min<Block> ? off : -float(zero) * off);
 }
-inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return dot_q32_avx512(n, w, a); }
-inline float dot_iq4_xs_avx512(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) { return dot_q32_avx512(n, w, a); }
+inline float dot_q4_0_avx512(std::int64_t n, const block_q4_0* w, const block_q8_grouped* a) { return dot_block32_avx512(n, w, a); }
+inline float dot_iq4_xs_avx512(std::int64_t n, const block_iq4_xs* w, const block_q8_grouped* a) { return dot_block32_avx512(n, w, a); }
 
 }  // namespace loom::kernels::detail
 

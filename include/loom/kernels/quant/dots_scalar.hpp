@@ -23,13 +23,13 @@ namespace loom::kernels {
 namespace detail {
 
 /// Σ w·x over n values, Q8_0 weights.
-inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8_a* a) {
+inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8_grouped* a) {
   float sum = 0.0f;
   for (std::int64_t b = 0; b < n / qk8_0; ++b) {
     std::int32_t isum = 0;
-    const block_q8_a& g = a[b / q8_a_group];
-    const std::int64_t k = b % q8_a_group;
-    for (int j = 0; j < qk8_0; ++j) isum += std::int32_t(w[b].qs[j]) * g.qs[q8_a_offset(false, int(k), j)];
+    const block_q8_grouped& g = a[b / q8_grouped_blocks];
+    const std::int64_t k = b % q8_grouped_blocks;
+    for (int j = 0; j < qk8_0; ++j) isum += std::int32_t(w[b].qs[j]) * g.qs[q8_grouped_offset(false, int(k), j)];
     sum += f16f(w[b].d) * g.d[k] * float(isum);
   }
   return sum;
@@ -38,32 +38,32 @@ inline float dot_q8_0_scalar(std::int64_t n, const block_q8_0* w, const block_q8
 /// Σ w·x over n values of a Q4_0 / Q4_1 / Q5_0 / Q5_1 / IQ4_NL row: per block d·d_x·Σ v·x with
 /// v = q − zero (or IQ4_NL's table value), plus m·d_x·Σ x for the blocks with a min.
 template <typename Block>
-inline float dot_q32_scalar(std::int64_t n, const Block* w, const block_q8_a* a) {
+inline float dot_block32_scalar(std::int64_t n, const Block* w, const block_q8_grouped* a) {
   float sum = 0.0f;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     std::int32_t isum = 0;
-    const block_q8_a& g = a[b / q8_a_group];
-    const int k = int(b % q8_a_group);
-    for (int j = 0; j < qk4_0; ++j) isum += q32_value(w[b], j) * g.qs[q8_a_offset(true, k, j)];
+    const block_q8_grouped& g = a[b / q8_grouped_blocks];
+    const int k = int(b % q8_grouped_blocks);
+    for (int j = 0; j < qk4_0; ++j) isum += block32_value(w[b], j) * g.qs[q8_grouped_offset(true, k, j)];
     sum += f16f(w[b].d) * g.d[k] * float(isum);
     if constexpr (block_with_min<Block>) sum += f16f(w[b].m) * g.d[k] * float(g.sum[k]);
   }
   return sum;
 }
-inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8_a* a) { return dot_q32_scalar(n, w, a); }
+inline float dot_q4_0_scalar(std::int64_t n, const block_q4_0* w, const block_q8_grouped* a) { return dot_block32_scalar(n, w, a); }
 
 /// IQ4_XS: per sub-block s of 32 (block s / 8, activation block s % 16 of group s / 16)
 /// d·(ls − 32)·d_x·Σ v·x, as for IQ4_NL.
-inline float dot_iq4_xs_scalar(std::int64_t n, const block_iq4_xs* w, const block_q8_a* a) {
+inline float dot_iq4_xs_scalar(std::int64_t n, const block_iq4_xs* w, const block_q8_grouped* a) {
   float sum = 0.0f;
   for (std::int64_t s = 0; s < n / qk4_0; ++s) {
-    const block_iq4_xs& b = w[s / q32_per_block<block_iq4_xs>];
-    const int j = int(s % q32_per_block<block_iq4_xs>), k = int(s % q8_a_group);
-    const block_q8_a& g = a[s / q8_a_group];
+    const block_iq4_xs& b = w[s / block32s_per_block<block_iq4_xs>];
+    const int j = int(s % block32s_per_block<block_iq4_xs>), k = int(s % q8_grouped_blocks);
+    const block_q8_grouped& g = a[s / q8_grouped_blocks];
     std::int32_t isum = 0;
     for (int i = 0; i < qk4_0; ++i) {
       const std::uint8_t byte = b.qs[16 * j + i % 16];
-      isum += iq4_nl_values[i < 16 ? byte & 0x0f : byte >> 4] * g.qs[q8_a_offset(true, k, i)];
+      isum += iq4_nl_values[i < 16 ? byte & 0x0f : byte >> 4] * g.qs[q8_grouped_offset(true, k, i)];
     }
     sum += f16f(b.d) * float(iq4_xs_scale(b, j)) * g.d[k] * float(isum);
   }

@@ -184,7 +184,7 @@ inline float dot_q6_k_avx512(std::int64_t n, const block_q6_k* w, const block_q8
 /// The 32 weights of 16 quant bytes with scale d: (byte − zero)·d for the nibble − 8, or for the
 /// table types the table's value + 128 (one byte shuffle) − 128; low nibbles to o, high to o + 16.
 template <typename Block>
-inline void dequantize_q32_bytes_avx512(const std::uint8_t* qs, __m512 d, float* o) {
+inline void dequantize_block32_bytes_avx512(const std::uint8_t* qs, __m512 d, float* o) {
   const __m128i m4 = _mm_set1_epi8(0x0f);
   const __m512i zero = _mm512_set1_epi32(block_with_table<Block> ? 128 : 8);
   auto weights = [&](__m128i nibbles) {
@@ -197,19 +197,19 @@ inline void dequantize_q32_bytes_avx512(const std::uint8_t* qs, __m512 d, float*
   _mm512_storeu_ps(o + 16, weights(_mm_and_si128(_mm_srli_epi16(q, 4), m4)));
 }
 template <typename Block>
-inline void dequantize_row_q32_avx512(const Block* x, float* y, std::int64_t n) {
+inline void dequantize_row_block32_avx512(const Block* x, float* y, std::int64_t n) {
   for (std::int64_t b = 0; b < n / qk4_0; ++b)
-    dequantize_q32_bytes_avx512<Block>(x[b].qs, _mm512_set1_ps(f16f(x[b].d)), y + b * qk4_0);
+    dequantize_block32_bytes_avx512<Block>(x[b].qs, _mm512_set1_ps(f16f(x[b].d)), y + b * qk4_0);
 }
-inline void dequantize_row_q4_0_avx512(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_q32_avx512(x, y, n); }
+inline void dequantize_row_q4_0_avx512(const block_q4_0* x, float* y, std::int64_t n) { dequantize_row_block32_avx512(x, y, n); }
 inline void dequantize_row_iq4_nl_avx512(const block_iq4_nl* x, float* y, std::int64_t n) {
-  dequantize_row_q32_avx512(x, y, n);
+  dequantize_row_block32_avx512(x, y, n);
 }
 /// IQ4_XS the same way per sub-block, with scale d·(ls_j − 32) as dequantize_row_iq4_xs computes it.
 inline void dequantize_row_iq4_xs_avx512(const block_iq4_xs* x, float* y, std::int64_t n) {
   for (std::int64_t b = 0; b < n / qk_k; ++b)
-    for (int j = 0; j < q32_per_block<block_iq4_xs>; ++j)
-      dequantize_q32_bytes_avx512<block_iq4_xs>(x[b].qs + 16 * j, _mm512_set1_ps(f16f(x[b].d) * float(iq4_xs_scale(x[b], j))),
+    for (int j = 0; j < block32s_per_block<block_iq4_xs>; ++j)
+      dequantize_block32_bytes_avx512<block_iq4_xs>(x[b].qs + 16 * j, _mm512_set1_ps(f16f(x[b].d) * float(iq4_xs_scale(x[b], j))),
                                                 y + b * qk_k + qk4_0 * j);
 }
 

@@ -56,7 +56,7 @@ inline int truncate_quant(float v, int top) { return int(std::min(float(top), st
 /// Stores the 32 quants q of a nibble block: the low 4 bits of q[j] and q[j + 16] in byte j (low,
 /// high nibble), bit 4 of q[j] in bit j of qh for the 5-bit blocks.
 template <typename Block>
-inline void pack_q32(Block& b, const int* q) {
+inline void pack_block32(Block& b, const int* q) {
   std::uint32_t qh = 0;
   for (int j = 0; j < qk4_0 / 2; ++j) {
     b.qs[j] = std::uint8_t((q[j] & 0x0f) | (q[j + qk4_0 / 2] & 0x0f) << 4);
@@ -71,9 +71,9 @@ inline void pack_q32(Block& b, const int* q) {
 /// magnitude (with its sign), d = m / −zero (zero = 8 or 16), q = min(2·zero − 1, trunc(x / d +
 /// zero + 0.5)), d stored as f16.
 template <typename Block>
-inline void quantize_row_q32_symmetric(const float* x, Block* y, std::int64_t n) {
+inline void quantize_row_block32_symmetric(const float* x, Block* y, std::int64_t n) {
   detail::check_multiple(n, qk4_0, "quantize_row_q4_0 / q5_0");
-  constexpr int zero = q32_zero<Block>;
+  constexpr int zero = block32_zero<Block>;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
     const float* v = x + b * qk4_0;
     const float d = detail::largest_magnitude(v, qk4_0) / -float(zero);
@@ -81,17 +81,17 @@ inline void quantize_row_q32_symmetric(const float* x, Block* y, std::int64_t n)
     y[b].d = to_f16(d);
     int q[qk4_0];
     for (int j = 0; j < qk4_0; ++j) q[j] = detail::truncate_quant(v[j] * id + (float(zero) + 0.5f), 2 * zero - 1);
-    detail::pack_q32(y[b], q);
+    detail::pack_block32(y[b], q);
   }
 }
 
 /// f32 → Q4_0 (n a multiple of 32).
-inline void quantize_row_q4_0(const float* x, block_q4_0* y, std::int64_t n) { quantize_row_q32_symmetric(x, y, n); }
+inline void quantize_row_q4_0(const float* x, block_q4_0* y, std::int64_t n) { quantize_row_block32_symmetric(x, y, n); }
 
 /// f32 → Q4_1 / Q5_1 (n a multiple of 32), as ggml's reference: m = min x, d = (max x − m) / 15
 /// (or / 31), q = min(15 (31), trunc((x − m) / d + 0.5)); d and m stored as f16.
 template <typename Block>
-inline void quantize_row_q32_min(const float* x, Block* y, std::int64_t n) {
+inline void quantize_row_block32_min(const float* x, Block* y, std::int64_t n) {
   detail::check_multiple(n, qk4_0, "quantize_row_q4_1 / q5_1");
   constexpr int top = block_with_high_bits<Block> ? 31 : 15;
   for (std::int64_t b = 0; b < n / qk4_0; ++b) {
@@ -107,7 +107,7 @@ inline void quantize_row_q32_min(const float* x, Block* y, std::int64_t n) {
     y[b].m = to_f16(lo);
     int q[qk4_0];
     for (int j = 0; j < qk4_0; ++j) q[j] = detail::truncate_quant((v[j] - lo) * id + 0.5f, top);
-    detail::pack_q32(y[b], q);
+    detail::pack_block32(y[b], q);
   }
 }
 
@@ -189,7 +189,7 @@ inline void quantize_row_iq4_nl(const float* x, block_iq4_nl* y, std::int64_t n)
     y[b].d = to_f16(d);
     int q[qk4_0];
     for (int j = 0; j < qk4_0; ++j) q[j] = detail::iq4_nearest(id * v[j]);
-    detail::pack_q32(y[b], q);
+    detail::pack_block32(y[b], q);
   }
 }
 
@@ -199,7 +199,7 @@ inline void quantize_row_iq4_nl(const float* x, block_iq4_nl* y, std::int64_t n)
 /// nearest x / (d·(ls_j − 32)).
 inline void quantize_row_iq4_xs(const float* x, block_iq4_xs* y, std::int64_t n) {
   detail::check_multiple(n, qk_k, "quantize_row_iq4_xs");
-  constexpr int subs = q32_per_block<block_iq4_xs>;
+  constexpr int subs = block32s_per_block<block_iq4_xs>;
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     const float* v = x + b * qk_k;
     float s[subs];

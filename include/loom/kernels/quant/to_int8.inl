@@ -94,7 +94,7 @@ void to_int8_row(const std::byte* src, std::int64_t n, std::int8_t* q, float* sc
       scale[b] = detail::f16f(x[b].d);
       if constexpr (block_with_min<Block>) offset[b] = detail::f16f(x[b].m);
       std::int8_t* o = q + b * qk4_0;
-      for (int j = 0; j < qk4_0; ++j) o[j] = std::int8_t(q32_value(x[b], j));
+      for (int j = 0; j < qk4_0; ++j) o[j] = std::int8_t(block32_value(x[b], j));
     }
   }
 }

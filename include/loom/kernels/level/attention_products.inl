@@ -1,4 +1,4 @@
-// Attention's two products (kernels/row_products.hpp), compiled once per kernel level:
+// Attention's two products (kernels/attention_products.hpp), compiled once per kernel level:
 // kernels/levels.hpp includes this file in namespace loom::kernels::<level> with LOOM_LEVEL 0
 // (portable), 1 (AVX2) or 2 (AVX-512), inside that level's target region. No include guard.
 
@@ -263,7 +263,7 @@ void weighted_rows_add_simd(const float* w, std::int64_t ldw, int nw, const T* b
 
 #endif
 
-/// dot_tiles and weighted_rows_add (kernels/row_products.hpp) at this level.
+/// dot_tiles and weighted_rows_add (kernels/attention_products.hpp) at this level.
 template <typename T>
 void dot_tiles_level(const float* a, std::int64_t lda, int na, const T* tiles, int nt, int n, float* s,
                      std::int64_t lds) {
