@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <loom/io/gguf.hpp>
 #include <loom/load.hpp>
@@ -65,6 +66,10 @@ const std::string gen = LOOM_GENERATE_BIN;
 const std::string tokenize = LOOM_TOKENIZE_BIN;
 const std::string convert = LOOM_CONVERT_BIN;
 const std::string perplexity = LOOM_PERPLEXITY_BIN;
+#ifndef LOOM_BATCHED_BIN
+#define LOOM_BATCHED_BIN ""
+#endif
+const std::string batched = LOOM_BATCHED_BIN;
 
 // How many times `needle` occurs in `s`.
 std::size_t count_of(const std::string& s, const std::string& needle) {
@@ -87,6 +92,42 @@ TEST(Cli, GenerateGreedyStories260KMatchesRunC) {
     ASSERT_EQ(r.status, 0) << extra;
     EXPECT_EQ(nlohmann::json::parse(last_line(r.out)), expected) << extra;
   }
+}
+
+/// The last `n` lines of s.
+std::vector<std::string> last_lines(const std::string& s, std::size_t n) {
+  std::vector<std::string> lines;
+  std::string t = s;
+  while (lines.size() < n && !t.empty()) {
+    while (!t.empty() && t.back() == '\n') t.pop_back();
+    const auto nl = t.rfind('\n');
+    lines.insert(lines.begin(), nl == std::string::npos ? t : t.substr(nl + 1));
+    t.resize(nl == std::string::npos ? 0 : nl);
+  }
+  return lines;
+}
+
+// batched --parallel N: every greedy continuation is run.c's; sampled continuation i is
+// generate's with seed + i; one JSON array per continuation on the last N lines.
+TEST(Cli, BatchedContinuationsMatchRunCAndGenerate) {
+  ASSERT_FALSE(batched.empty()) << "batched was not built";
+  LOOM_REQUIRE_FIXTURE(model, "stories260K/stories260K.bin");
+  LOOM_REQUIRE_FIXTURE(ref, "stories260K/greedy_tokens.json");
+  const auto expected = nlohmann::json::parse(loom::test::read_text(ref));
+  const Result r = sh(batched + " -m " + quote(model) + " --temp 0 -n 200 --parallel 3 -t 2 --ids");
+  ASSERT_EQ(r.status, 0);
+  for (const std::string& line : last_lines(r.out, 3)) EXPECT_EQ(nlohmann::json::parse(line), expected);
+  const std::string sampling = " -m " + quote(model) + " --temp 1 --top-k 0 --top-p 1 --min-p 0 -n 40 --ids";
+  const Result b = sh(batched + sampling + " -s 5 --parallel 2");
+  ASSERT_EQ(b.status, 0);
+  const auto lines = last_lines(b.out, 2);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(lines[0]), nlohmann::json::parse(last_line(sh(gen + sampling + " -s 5").out)));
+  EXPECT_EQ(nlohmann::json::parse(lines[1]), nlohmann::json::parse(last_line(sh(gen + sampling + " -s 6").out)));
+  EXPECT_NE(lines[0], lines[1]);
+  EXPECT_EQ(sh(batched + " -m " + quote(model) + " --parallel 0").status, 2);
+  EXPECT_EQ(sh(batched + " -m " + quote(model) + " --parallel").status, 2);
+  EXPECT_EQ(sh(batched + " -m " + quote(model) + " --chat").status, 2);
 }
 
 // Every fixture model's greedy continuation and prompt logits are the same bytes with 1, 2 and 3

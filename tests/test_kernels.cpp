@@ -500,7 +500,7 @@ TEST(Linear, AddsBias) {
 
 // ---- thread pool ------------------------------------------------------------------------------
 
-TEST(kernels::ThreadPool, CoversEveryIndexOnceAndRethrows) {
+TEST(ThreadPool, CoversEveryIndexOnceAndRethrows) {
   loom::kernels::ThreadPool pool(3);
   for (std::int64_t n : {1, 2, 3, 7, 64, 1000}) {
     std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
@@ -521,7 +521,7 @@ TEST(kernels::ThreadPool, CoversEveryIndexOnceAndRethrows) {
 
 // A thread that stalls inside its first piece (a descheduled core) does not hold up the rest of
 // its range: the others take it over. Every index still runs exactly once.
-TEST(kernels::ThreadPool, OthersTakeOverTheRangeOfAStalledThread) {
+TEST(ThreadPool, OthersTakeOverTheRangeOfAStalledThread) {
   loom::kernels::ThreadPool pool(2);
   constexpr std::int64_t n = 64;
   std::vector<std::atomic<int>> hits(n);
@@ -540,7 +540,7 @@ TEST(kernels::ThreadPool, OthersTakeOverTheRangeOfAStalledThread) {
 
 // Many back-to-back calls with varying numbers of participating threads: no chunk is ever run
 // twice or skipped (a late worker must not mistake one call's job for another's).
-TEST(kernels::ThreadPool, RapidCallsWithVaryingParticipants) {
+TEST(ThreadPool, RapidCallsWithVaryingParticipants) {
   loom::kernels::ThreadPool pool(4);
   std::vector<std::atomic<int>> hits(8);
   std::mt19937 rng(3);

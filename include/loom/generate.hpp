@@ -60,6 +60,7 @@ enum class StopReason {
   max_tokens,         ///< max_new_tokens were generated
   context_full,       ///< the KV cache is full: no further token can be evaluated
   callback,           ///< on_token returned false
+  cancelled,          ///< the request was cancelled (BatchSession::cancel)
 };
 
 constexpr const char* to_string(StopReason r) {
@@ -68,6 +69,7 @@ constexpr const char* to_string(StopReason r) {
     case StopReason::max_tokens: return "max tokens";
     case StopReason::context_full: return "context full";
     case StopReason::callback: return "stopped by callback";
+    case StopReason::cancelled: return "cancelled";
   }
   return "unknown";
 }

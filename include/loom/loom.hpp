@@ -12,6 +12,7 @@
 #include "loom/error.hpp"
 #include "loom/kernels/cpu.hpp"
 #include "loom/generate.hpp"
+#include "loom/batch.hpp"
 #include "loom/chat.hpp"
 #include "loom/chat_session.hpp"
 #include "loom/io/gguf.hpp"

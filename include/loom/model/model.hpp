@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "loom/error.hpp"
@@ -22,6 +23,7 @@
 #include "loom/nn/kv_cache.hpp"
 #include "loom/nn/linear.hpp"
 #include "loom/nn/norm.hpp"
+#include "loom/nn/paged_kv_cache.hpp"
 #include "loom/nn/position.hpp"
 #include "loom/nn/workspace.hpp"
 #include "loom/tensor.hpp"
@@ -30,6 +32,14 @@ namespace loom {
 
 /// Which positions forward() returns logits for.
 enum class Logits { last, all };
+
+/// One sequence's part of a batched forward pass: its new tokens, appended after the positions
+/// the paged cache holds for it, and which of their logits to return.
+struct SequenceInput {
+  nn::PagedKVCache::SeqId seq = 0;
+  std::span<const std::int32_t> tokens;
+  Logits which = Logits::last;
+};
 
 /// Scratch memory for forward passes of up to `max_tokens` tokens at once. Grows only when a
 /// larger batch arrives (the prompt); decoding one token at a time allocates nothing.
@@ -60,6 +70,9 @@ class Activations {
   std::vector<float> block_out;      ///< (n, dim) a block's output, added to x
   std::vector<float> logits;         ///< (n, vocab)
   std::vector<float> block_scratch;  ///< the nn blocks' scratch: attention's q | k | v, heads and scores; the FFN's hidden rows
+  std::vector<nn::KVSegment> segments;  ///< a batch's sequences (these three grow to the largest batch, then stay)
+  std::vector<Logits> which;
+  std::vector<std::int32_t> tokens;
 
  private:
   static std::int64_t block_floats(const Config& c, std::int64_t n, std::int64_t kv_capacity, int n_threads) {
@@ -101,55 +114,66 @@ class Model {
   /// `act.logits` (valid until the next call with the same Activations).
   Tensor<const float> forward(std::span<const std::int32_t> tokens, std::int32_t start_pos, nn::KVCache& kv,
                               Activations& act, Logits which = Logits::last, kernels::ThreadPool* pool = nullptr) const {
-    const Config& c = config_;
     const std::int64_t n = std::int64_t(tokens.size());
-    if (n == 0) fail(ErrorKind::invalid_argument, "model", "forward() needs at least one token");
-    for (std::size_t i = 0; i < tokens.size(); ++i)
-      if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
-        fail(ErrorKind::invalid_argument, "model", "token id ", tokens[i], " at index ", i, " is outside [0, ",
-             c.vocab_size, ")");
+    check_tokens(tokens, "");
     if (n > kv.capacity())
       fail(ErrorKind::capacity, "model", n, " tokens do not fit the context size ", kv.capacity());
     kv.reserve_append(start_pos, std::int32_t(n));
-    if (c.position == PositionKind::learned && start_pos + n > c.max_seq_len)
-      fail(ErrorKind::capacity, "model", "position ", start_pos + n - 1, " is beyond the ", c.max_seq_len,
-           " learned positions of this model");
-    const int threads = pool ? pool->size() : 1;
-    act.reserve(c, n, kv.capacity(), threads);
-
-    const std::int64_t dim = c.dim;
-    const TensorView<float> x(act.residual.data(), Shape{n, dim});  // (n, dim) residual stream
-    const TensorView<float> h(act.normed.data(), Shape{n, dim});    // (n, dim) norm(x)
-    const TensorView<float> y(act.block_out.data(), Shape{n, dim});  // (n, dim) block output
-    const nn::Workspace ws{act.block_scratch, pool};
-
-    nn::embed(weights_.token_embedding, tokens, x);  // (n, dim)
-    if (c.position == PositionKind::learned) nn::add_learned_positions(weights_.position_embedding, start_pos, x, ws);
-    if (c.position == PositionKind::sinusoidal) nn::add_sinusoidal_positions(start_pos, x, ws);
-
-    const nn::NormShape norm_shape = c.norm_shape();
-    const nn::FeedForwardShape ffn_shape = c.feed_forward_shape();
-    const nn::AttentionShape attn_shape = c.attention_shape(alibi_.empty() ? nullptr : alibi_.data(),
-                                                            c.position == PositionKind::rope ? &rope_ : nullptr);
-    for (std::int32_t l = 0; l < c.n_layers; ++l) {
-      const LayerWeights& w = weights_.layers[std::size_t(l)];
-      // x += attention(norm(x))
-      nn::norm(norm_shape, w.attn_norm, x, h);
-      nn::self_attention(attn_shape, w.attention(), h, {kv, l, start_pos}, y, ws);
-      nn::add(x, y);
-      // x += feed_forward(norm(x))
-      nn::norm(norm_shape, w.ffn_norm, x, h);
-      nn::feed_forward(ffn_shape, w.feed_forward(), h, y, ws);
-      nn::add(x, y);
-    }
+    check_positions(start_pos, n);
+    act.reserve(config_, n, kv.capacity(), pool ? pool->size() : 1);
+    const nn::KVSegment segment{kv.own_pages(), start_pos, std::int32_t(n)};
+    const Logits whichs[] = {which};
+    const Tensor<const float> logits = run(tokens, {&segment, 1}, whichs, kv, act, pool);
     kv.commit(start_pos + std::int32_t(n));
+    return logits;
+  }
 
-    // Output head: final norm and projection, for the last row or all rows.
-    const std::int64_t first = which == Logits::all ? 0 : n - 1, rows = n - first;
-    const TensorView<float> logits(act.logits.data(), Shape{rows, c.vocab_size});
-    nn::norm(norm_shape, weights_.final_norm, x.rows(first, n), h.rows(0, rows));
-    nn::linear(h.rows(0, rows), weights_.output, logits, pool);  // (rows, vocab)
-    return Tensor<const float>::view(logits.data(), logits.shape());
+  /// Runs several sequences' tokens in one pass (continuous batching): the weight matrices are
+  /// read once for all rows, and each sequence attends to its own positions in `kv`. Each
+  /// input's tokens are appended after the positions kv holds for its sequence (a sequence may
+  /// appear once per call). Returns, for each input in order, the logits of its last token
+  /// ([1, vocab]) or of all its tokens ([n, vocab]), one under the other, viewing `act.logits`.
+  /// Everything is checked before anything changes: on an error no sequence has moved.
+  Tensor<const float> forward(std::span<const SequenceInput> batch, nn::PagedKVCache& kv, Activations& act,
+                              kernels::ThreadPool* pool = nullptr) const {
+    if (batch.empty()) fail(ErrorKind::invalid_argument, "model", "a batch needs at least one sequence");
+    std::int64_t n = 0, pages = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const SequenceInput& in = batch[i];
+      if (!kv.live(in.seq)) fail(ErrorKind::invalid_argument, "model", "batch entry ", i, ": sequence ", in.seq, " does not exist");
+      for (std::size_t j = 0; j < i; ++j)
+        if (batch[j].seq == in.seq)
+          fail(ErrorKind::invalid_argument, "model", "sequence ", in.seq, " appears twice in one batch");
+      check_tokens(in.tokens, detail::cat("batch entry ", i, ": "));
+      const std::int64_t end = std::int64_t(kv.size(in.seq)) + std::int64_t(in.tokens.size());
+      if (end > kv.max_positions())
+        fail(ErrorKind::capacity, "model", "sequence ", in.seq, ": ", end, " positions exceed the context size ",
+             kv.max_positions());
+      check_positions(kv.size(in.seq), std::int64_t(in.tokens.size()));
+      pages += kv.pages_to_append(in.seq, std::int32_t(in.tokens.size()));
+      n += std::int64_t(in.tokens.size());
+    }
+    if (pages > kv.free_pages())
+      fail(ErrorKind::capacity, "model", "the batch needs ", pages, " free KV pages; ", kv.free_pages(), " of ",
+           kv.total_pages(), " are free");
+    act.reserve(config_, n, kv.max_positions(), pool ? pool->size() : 1);
+    if (act.segments.size() < batch.size()) act.segments.resize(batch.size());
+    if (act.which.size() < batch.size()) act.which.resize(batch.size());
+    if (act.tokens.size() < std::size_t(n)) act.tokens.resize(std::size_t(n));
+    std::size_t row = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const SequenceInput& in = batch[i];
+      kv.reserve_append(in.seq, std::int32_t(in.tokens.size()));  // cannot fail: checked above
+      act.segments[i] = {kv.pages(in.seq), kv.size(in.seq), std::int32_t(in.tokens.size())};
+      act.which[i] = in.which;
+      std::copy(in.tokens.begin(), in.tokens.end(), act.tokens.begin() + std::ptrdiff_t(row));
+      row += in.tokens.size();
+    }
+    const Tensor<const float> logits =
+        run({act.tokens.data(), std::size_t(n)}, {act.segments.data(), batch.size()}, {act.which.data(), batch.size()},
+            kv.cache(), act, pool);
+    for (const SequenceInput& in : batch) kv.commit(in.seq, kv.size(in.seq) + std::int32_t(in.tokens.size()));
+    return logits;
   }
 
   /// Convenience for tests and one-off use: forward() with fresh scratch, returning an owning copy.
@@ -163,6 +187,68 @@ class Model {
   }
 
  private:
+  void check_tokens(std::span<const std::int32_t> tokens, const std::string& where) const {
+    if (tokens.empty()) fail(ErrorKind::invalid_argument, "model", where, "forward() needs at least one token");
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+      if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
+        fail(ErrorKind::invalid_argument, "model", where, "token id ", tokens[i], " at index ", i, " is outside [0, ",
+             config_.vocab_size, ")");
+  }
+  void check_positions(std::int64_t start_pos, std::int64_t n) const {
+    if (config_.position == PositionKind::learned && start_pos + n > config_.max_seq_len)
+      fail(ErrorKind::capacity, "model", "position ", start_pos + n - 1, " is beyond the ", config_.max_seq_len,
+           " learned positions of this model");
+  }
+
+  /// The forward pass proper over checked input: `tokens` are the segments' rows one after the
+  /// other; their pages in `cache` have room for them.
+  Tensor<const float> run(std::span<const std::int32_t> tokens, std::span<const nn::KVSegment> segments,
+                          std::span<const Logits> which, nn::KVCache& cache, Activations& act,
+                          kernels::ThreadPool* pool) const {
+    const Config& c = config_;
+    const std::int64_t n = std::int64_t(tokens.size()), dim = c.dim;
+    const TensorView<float> x(act.residual.data(), Shape{n, dim});   // (n, dim) residual stream
+    const TensorView<float> h(act.normed.data(), Shape{n, dim});     // (n, dim) norm(x)
+    const TensorView<float> y(act.block_out.data(), Shape{n, dim});  // (n, dim) block output
+    const nn::Workspace ws{act.block_scratch, pool};
+
+    nn::embed(weights_.token_embedding, tokens, x);  // (n, dim)
+    for (std::int64_t row = 0; const nn::KVSegment& sg : segments) {
+      const TensorView<float> xs = x.rows(row, row + sg.n_rows);
+      if (c.position == PositionKind::learned) nn::add_learned_positions(weights_.position_embedding, sg.pos, xs, ws);
+      if (c.position == PositionKind::sinusoidal) nn::add_sinusoidal_positions(sg.pos, xs, ws);
+      row += sg.n_rows;
+    }
+
+    const nn::NormShape norm_shape = c.norm_shape();
+    const nn::FeedForwardShape ffn_shape = c.feed_forward_shape();
+    const nn::AttentionShape attn_shape = c.attention_shape(alibi_.empty() ? nullptr : alibi_.data(),
+                                                            c.position == PositionKind::rope ? &rope_ : nullptr);
+    for (std::int32_t l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& w = weights_.layers[std::size_t(l)];
+      // x += attention(norm(x))
+      nn::norm(norm_shape, w.attn_norm, x, h);
+      nn::self_attention(attn_shape, w.attention(), h, nn::KVBatch{cache, l, segments}, y, ws);
+      nn::add(x, y);
+      // x += feed_forward(norm(x))
+      nn::norm(norm_shape, w.ffn_norm, x, h);
+      nn::feed_forward(ffn_shape, w.feed_forward(), h, y, ws);
+      nn::add(x, y);
+    }
+
+    // Output head: final norm and projection, for each sequence's last row or all its rows.
+    std::int64_t rows = 0, row = 0;
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+      const std::int64_t end = row + segments[i].n_rows, first = which[i] == Logits::all ? row : end - 1;
+      nn::norm(norm_shape, weights_.final_norm, x.rows(first, end), h.rows(rows, rows + end - first));
+      rows += end - first;
+      row = end;
+    }
+    const TensorView<float> logits(act.logits.data(), Shape{rows, c.vocab_size});
+    nn::linear(h.rows(0, rows), weights_.output, logits, pool);  // (rows, vocab)
+    return Tensor<const float>::view(logits.data(), logits.shape());
+  }
+
   /// Replaces a small stored vector by an f32 copy owned by the model (norm scales, biases).
   void make_f32(TensorRef& t) {
     if (t.empty() || t.dtype == DType::f32) return;

@@ -10,6 +10,14 @@
 // Capacity is rounded up to whole tiles. `size()` positions are valid; the model appends after
 // them, and `rewind(p)` forgets everything from position p on.
 //
+// Pages: the storage is a number of pages of `page_positions()` positions each (a whole number of
+// key tiles), each page holding those positions for every layer and KV head, in the layout above.
+// A single-sequence cache, KVCache(shape, capacity), is one page: the layout described above. A
+// paged cache, KVCache(shape, KVPageCount{...}), is a pool that many sequences share through page
+// tables (nn::PagedKVCache keeps them): position p of a sequence lives in page pages[p / P] at
+// slot p % P. Attention reads a sequence page by page (KVSegment), so sequences of different
+// lengths share one memory budget and forks of one prompt share its pages.
+//
 // Elements are f32 (the default) or f16, chosen at construction: f16 halves the memory and the
 // bytes attention reads per token, at the cost of rounding each key and value to 11 significant
 // bits. Writers hand in f32 rows (`store`), readers get the stored type (`key_tiles<T>`,
@@ -19,6 +27,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -32,23 +42,24 @@
 
 namespace loom::nn {
 
+/// The size of a paged cache: `pages` pages of `page_positions` positions (a multiple of
+/// kernels::key_tile), and the most positions one sequence may hold (its context size).
+struct KVPageCount {
+  std::int32_t pages = 0;
+  std::int32_t page_positions = 64;
+  std::int32_t max_positions = 0;
+};
+
 class KVCache {
  public:
   KVCache() = default;
   /// Preallocates room for `capacity` positions of a model of shape `c` (a Config converts to its
   /// KVCacheShape), stored as `type` (f32 or f16; Error(unsupported) for any other type).
   KVCache(const KVCacheShape& c, std::int32_t capacity, DType type = DType::f32)
-      : n_layers_(c.n_layers), n_heads_(c.n_kv_heads), head_dim_(c.head_dim), kv_dim_(c.kv_dim()),
-        capacity_(capacity), rows_(padded(capacity)), type_(type) {
-    const std::size_t elem = element_bytes(type);
-    if (capacity <= 0) fail(ErrorKind::invalid_argument, "kv_cache", "context size must be positive, got ", capacity);
-    const std::uint64_t per_layer = std::uint64_t(rows_) * std::uint64_t(kv_dim_);
-    const std::uint64_t total = per_layer * 2 * std::uint64_t(n_layers_);
-    if (per_layer / std::uint64_t(rows_) != std::uint64_t(kv_dim_) || total > (std::uint64_t(1) << 40))
-      fail(ErrorKind::capacity, "kv_cache", "a cache of ", capacity, " positions × ", kv_dim_, " × ", n_layers_,
-           " layers is too large");
-    data_ = HugePageBuffer(std::size_t(total) * elem);
-  }
+      : KVCache(c, checked_capacity(capacity), 1, padded(capacity), false, type) {}
+  /// A paged cache: `n.pages` pages that sequences share through page tables (PagedKVCache).
+  KVCache(const KVCacheShape& c, const KVPageCount& n, DType type = DType::f32)
+      : KVCache(c, checked_capacity(n.max_positions), checked_pages(n), n.page_positions, true, type) {}
 
   /// Bytes one stored key or value element takes: 4 for f32, 2 for f16. Throws Error(unsupported)
   /// naming the type for anything else.
@@ -61,7 +72,11 @@ class KVCache {
   /// Bytes a cache of `capacity` positions of `type` for a model of shape `c` allocates, computed
   /// before allocating (saturates at UINT64_MAX instead of overflowing).
   static std::uint64_t bytes_needed(const KVCacheShape& c, std::int32_t capacity, DType type = DType::f32) {
-    const long double bytes = 2.0L * c.n_layers * (long double)padded(capacity) * c.kv_dim() * element_bytes(type);
+    return page_bytes(c, padded(capacity), type);
+  }
+  /// Bytes one page of `page_positions` positions takes (saturating like bytes_needed).
+  static std::uint64_t page_bytes(const KVCacheShape& c, std::int64_t page_positions, DType type = DType::f32) {
+    const long double bytes = 2.0L * c.n_layers * (long double)page_positions * c.kv_dim() * element_bytes(type);
     return bytes >= 1.8e19L ? UINT64_MAX : std::uint64_t(bytes);
   }
 
@@ -73,6 +88,50 @@ class KVCache {
   std::int32_t n_layers() const { return n_layers_; }
   DType type() const { return type_; }
   std::uint64_t bytes() const { return data_.size(); }
+  std::int32_t n_pages() const { return n_pages_; }
+  std::int32_t page_positions() const { return std::int32_t(rows_); }
+  /// The page table of a single-sequence cache ({0}); empty for a paged one.
+  std::span<const std::int32_t> own_pages() const {
+    return !paged_ ? std::span<const std::int32_t>(&first_page_, 1) : std::span<const std::int32_t>();
+  }
+
+  /// Writes rows k, v [n, kv_dim] at positions pos .. pos+n−1 of the sequence whose page table is
+  /// `pages` (position p in page pages[p / page_positions()]), converted to type().
+  void store(std::int32_t layer, std::span<const std::int32_t> pages, std::int32_t pos, TensorView<const float> k,
+             TensorView<const float> v) {
+    if (k.n_cols() != kv_dim_ || v.n_cols() != kv_dim_ || k.n_rows() != v.n_rows())
+      fail(ErrorKind::invalid_argument, "kv_cache", "keys ", k.shape().str(), " and values ", v.shape().str(),
+           " are not rows of ", kv_dim_);
+    if (pos < 0 || std::int64_t(pos) + k.n_rows() > std::int64_t(pages.size()) * rows_ ||
+        std::int64_t(pos) + k.n_rows() > capacity_)
+      fail(ErrorKind::invalid_argument, "kv_cache", "positions [", pos, ", ", std::int64_t(pos) + k.n_rows(),
+           ") are outside the ", pages.size(), " pages of the sequence (at most ", capacity_, " positions)");
+    for (std::int64_t t = 0; t < k.n_rows(); ++t) {
+      const std::int64_t p = pos + t;
+      store_slot(layer, pages[std::size_t(p / rows_)], std::int32_t(p % rows_), k.row(t), v.row(t));
+    }
+  }
+  /// The key tiles of KV head `head` of `layer` in page `page` (page_positions() / key_tile tiles).
+  template <typename T>
+  const T* page_keys(std::int32_t layer, std::int32_t head, std::int32_t page) const {
+    check_type<T>();
+    check_page(layer, head, page);
+    return reinterpret_cast<const T*>(data_.data()) + plane(layer, head, 0, page);
+  }
+  /// The values of KV head `head` of `layer` in page `page`: head_dim elements per slot.
+  template <typename T>
+  const T* page_values(std::int32_t layer, std::int32_t head, std::int32_t page) const {
+    check_type<T>();
+    check_page(layer, head, page);
+    return reinterpret_cast<const T*>(data_.data()) + plane(layer, head, 1, page);
+  }
+  /// Copies page `from` onto page `to` (every layer and head): copy-on-write of a shared page.
+  void copy_page(std::int32_t from, std::int32_t to) {
+    check_page(0, 0, from);
+    check_page(0, 0, to);
+    const std::size_t bytes = data_.size() / std::size_t(n_pages_);
+    std::memmove(data_.data() + std::size_t(to) * bytes, data_.data() + std::size_t(from) * bytes, bytes);
+  }
 
   /// Writes the keys and values of rows k, v [n, kv_dim] (head after head in each row; strided
   /// views such as the k and v columns of a fused projection) of `layer` at positions pos .. pos+n−1,
@@ -88,14 +147,7 @@ class KVCache {
   /// reserve_append().
   void store(std::int32_t layer, std::int32_t pos, const float* k, const float* v) {
     check(layer, 0, pos);
-    for (std::int32_t h = 0; h < n_heads_; ++h) {
-      const float* kh = k + std::int64_t(h) * head_dim_;
-      const float* vh = v + std::int64_t(h) * head_dim_;
-      if (type_ == DType::f16)
-        store_head<f16>(layer, h, pos, kh, vh);
-      else
-        store_head<float>(layer, h, pos, kh, vh);
-    }
+    store_slot(layer, 0, pos, k, v);
   }
 
   /// The keys of KV head `head` of `layer` from tile `tile` (positions 16·tile ..) on, as stored:
@@ -150,7 +202,50 @@ class KVCache {
   void clear() { size_ = 0; }
 
  private:
+  KVCache(const KVCacheShape& c, std::int32_t capacity, std::int32_t n_pages, std::int64_t page_positions, bool paged,
+          DType type)
+      : n_layers_(c.n_layers), n_heads_(c.n_kv_heads), head_dim_(c.head_dim), kv_dim_(c.kv_dim()),
+        capacity_(capacity), rows_(page_positions), n_pages_(n_pages), paged_(paged), type_(type) {
+    if (n_layers_ <= 0 || n_heads_ <= 0 || head_dim_ <= 0)
+      fail(ErrorKind::invalid_argument, "kv_cache", "a cache needs layers, KV heads and a head size, got ", n_layers_,
+           " × ", n_heads_, " × ", head_dim_);
+    const std::uint64_t page = page_bytes(c, rows_, type);
+    if (page == UINT64_MAX || page > (std::uint64_t(1) << 40) / std::uint64_t(n_pages))
+      fail(ErrorKind::capacity, "kv_cache", "a cache of ", n_pages, " × ", rows_, " positions × ", kv_dim_, " × ",
+           n_layers_, " layers is too large");
+    data_ = HugePageBuffer(std::size_t(page) * std::size_t(n_pages));
+  }
+  static std::int32_t checked_capacity(std::int32_t capacity) {
+    if (capacity <= 0) fail(ErrorKind::invalid_argument, "kv_cache", "context size must be positive, got ", capacity);
+    return capacity;
+  }
+  static std::int32_t checked_pages(const KVPageCount& n) {
+    if (n.pages <= 0 || n.page_positions <= 0 || n.page_positions % kernels::key_tile != 0 || n.page_positions > (1 << 20))
+      fail(ErrorKind::invalid_argument, "kv_cache", "a paged cache needs pages > 0 of a positive multiple of ",
+           kernels::key_tile, " positions (at most 2^20), got ", n.pages, " pages of ", n.page_positions);
+    return n.pages;
+  }
+  void check_page(std::int32_t layer, std::int32_t head, std::int32_t page) const {
+    if (layer < 0 || layer >= n_layers_ || head < 0 || head >= n_heads_ || page < 0 || page >= n_pages_)
+      fail(ErrorKind::invalid_argument, "kv_cache", "layer ", layer, ", KV head ", head, ", page ", page,
+           " is outside the cache (", n_layers_, " layers × ", n_heads_, " KV heads × ", n_pages_, " pages)");
+  }
+  /// Writes the key and value rows (kv_dim floats: head after head) at `slot` of `page`.
+  void store_slot(std::int32_t layer, std::int32_t page, std::int32_t slot, const float* k, const float* v) {
+    check_page(layer, 0, page);
+    for (std::int32_t h = 0; h < n_heads_; ++h) {
+      const float* kh = k + std::int64_t(h) * head_dim_;
+      const float* vh = v + std::int64_t(h) * head_dim_;
+      if (type_ == DType::f16)
+        store_head<f16>(layer, h, page, slot, kh, vh);
+      else
+        store_head<float>(layer, h, page, slot, kh, vh);
+    }
+  }
   void check(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
+    if (paged_)
+      fail(ErrorKind::invalid_argument, "kv_cache", "a paged cache is read and written by page (page_keys, page_values, ",
+           "store with a page table), not by position");
     if (layer < 0 || layer >= n_layers_ || head < 0 || head >= n_heads_ || pos < 0 || pos >= capacity_)
       fail(ErrorKind::invalid_argument, "kv_cache", "layer ", layer, ", KV head ", head, ", position ", pos,
            " is outside the cache (", n_layers_, " layers × ", n_heads_, " KV heads × ", capacity_, " positions)");
@@ -163,25 +258,29 @@ class KVCache {
   }
   /// Positions rounded up to whole key tiles.
   static std::int64_t padded(std::int32_t capacity) { return kernels::key_tiles_for(capacity) * kernels::key_tile; }
-  /// First element of the K (which = 0) or V (1) plane of KV head `head` of `layer`.
-  std::size_t plane(std::int32_t layer, std::int32_t head, int which) const {
-    const std::size_t p = (std::size_t(layer) * 2 + std::size_t(which)) * std::size_t(n_heads_) + std::size_t(head);
+  /// First element of the K (which = 0) or V (1) plane of KV head `head` of `layer` in `page`:
+  /// pages one after the other, and in each the planes of every layer, K before V, head by head.
+  std::size_t plane(std::int32_t layer, std::int32_t head, int which, std::int32_t page = 0) const {
+    const std::size_t planes = std::size_t(n_layers_) * 2 * std::size_t(n_heads_);
+    const std::size_t p = std::size_t(page) * planes +
+                          (std::size_t(layer) * 2 + std::size_t(which)) * std::size_t(n_heads_) + std::size_t(head);
     return p * std::size_t(rows_) * std::size_t(head_dim_);
   }
-  /// Element index of element 0 of the key at `pos`: its tile, then the position within it.
-  std::size_t key_index(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
+  /// Element index of element 0 of the key at `pos` of `page`: its tile, then the position within it.
+  std::size_t key_index(std::int32_t layer, std::int32_t head, std::int32_t pos, std::int32_t page = 0) const {
     const std::size_t tile = std::size_t(pos / kernels::key_tile), in_tile = std::size_t(pos % kernels::key_tile);
-    return plane(layer, head, 0) + tile * kernels::key_tile * std::size_t(head_dim_) + in_tile;
+    return plane(layer, head, 0, page) + tile * kernels::key_tile * std::size_t(head_dim_) + in_tile;
   }
-  std::size_t value_index(std::int32_t layer, std::int32_t head, std::int32_t pos) const {
-    return plane(layer, head, 1) + std::size_t(pos) * std::size_t(head_dim_);
+  std::size_t value_index(std::int32_t layer, std::int32_t head, std::int32_t pos, std::int32_t page = 0) const {
+    return plane(layer, head, 1, page) + std::size_t(pos) * std::size_t(head_dim_);
   }
   /// Writes one head's key (scattered into its tile: element d at key_tile·d) and value row.
   template <typename T>
-  void store_head(std::int32_t layer, std::int32_t head, std::int32_t pos, const float* k, const float* v) {
+  void store_head(std::int32_t layer, std::int32_t head, std::int32_t page, std::int32_t slot, const float* k,
+                  const float* v) {
     T* base = reinterpret_cast<T*>(data_.data());
-    T* key = base + key_index(layer, head, pos);
-    T* value = base + value_index(layer, head, pos);
+    T* key = base + key_index(layer, head, slot, page);
+    T* value = base + value_index(layer, head, slot, page);
     if constexpr (std::is_same_v<T, f16>) {
       for (std::int32_t d = 0; d < head_dim_; ++d) key[std::size_t(d) * kernels::key_tile] = to_f16(k[d]);
       kernels::f32_to_f16(v, value, head_dim_);
@@ -196,7 +295,10 @@ class KVCache {
   std::int32_t head_dim_ = 0;
   std::int32_t kv_dim_ = 0;
   std::int32_t capacity_ = 0;
-  std::int64_t rows_ = 0;  ///< positions allocated per head: capacity rounded up to whole key tiles
+  std::int64_t rows_ = 0;  ///< positions per page and head (one page: capacity rounded up to whole key tiles)
+  std::int32_t n_pages_ = 0;
+  bool paged_ = false;     ///< made as a pool of pages (no own_pages())
+  std::int32_t first_page_ = 0;  ///< own_pages() of a single-sequence cache
   std::int32_t size_ = 0;
   DType type_ = DType::f32;
   HugePageBuffer data_;  // zero-filled, 2 MiB-aligned: attention streams it every token
