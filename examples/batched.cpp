@@ -53,21 +53,7 @@ int run(const BatchedArgs& a) {
   const loom::Model& model = *loaded.model;
   const loom::Tokenizer* tok = loaded.tokenizer ? &*loaded.tokenizer : nullptr;
 
-  std::vector<std::int32_t> prompt;
-  if (o.prompt_ids) {
-    prompt = *o.prompt_ids;
-    for (std::int32_t id : prompt)
-      if (id >= model.config().vocab_size)
-        throw loom::cli::UsageError("--prompt-ids: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                                    std::to_string(model.config().vocab_size) + ")");
-  } else if (o.has_prompt) {
-    if (!tok) throw loom::Error(loom::ErrorKind::invalid_argument, "batched",
-                                "a text prompt needs a tokenizer: pass -z TOKENIZER or use --prompt-ids");
-    prompt = tok->encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
-  } else {
-    prompt = {loaded.bos_id >= 0 ? loaded.bos_id : 0};
-  }
-  if (prompt.empty()) throw loom::Error(loom::ErrorKind::invalid_argument, "batched", "the prompt encodes to no tokens");
+  const std::vector<std::int32_t> prompt = loom::cli::prompt_tokens(o, loaded, "batched");
 
   loom::BatchRequest request;
   request.prompt = prompt;

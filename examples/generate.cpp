@@ -169,22 +169,7 @@ int run(const Options& o) {
     return 0;
   }
 
-  std::vector<std::int32_t> prompt;
-  if (o.prompt_ids) {
-    prompt = *o.prompt_ids;
-    for (std::int32_t id : prompt)
-      if (id >= model.config().vocab_size)
-        throw loom::cli::UsageError("--prompt-ids: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                                    std::to_string(model.config().vocab_size) + ")");
-  } else if (o.has_prompt) {
-    if (!tok) throw loom::Error(loom::ErrorKind::invalid_argument, "generate",
-                                "a text prompt needs a tokenizer: pass -z TOKENIZER or use --prompt-ids");
-    prompt = tok->encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
-  } else {
-    prompt = {loaded.bos_id >= 0 ? loaded.bos_id : 0};  // no prompt: start from BOS, as llama2.c does
-  }
-  if (prompt.empty())
-    throw loom::Error(loom::ErrorKind::invalid_argument, "generate", "the prompt encodes to no tokens");
+  const std::vector<std::int32_t> prompt = loom::cli::prompt_tokens(o, loaded, "generate");
   if (!o.dump_logits.empty()) {
     params.on_prompt_logits = [&](const loom::Tensor<const float>& logits) {
       std::ofstream out(o.dump_logits, std::ios::binary);

@@ -235,4 +235,29 @@ inline Options parse(int argc, char** argv) {
   return o;
 }
 
+/// The prompt the options give, as token ids: --prompt-ids exactly as given (ids outside the
+/// vocabulary are a UsageError), -p / -f text encoded with BOS as the tokenizer prescribes, or, with
+/// no prompt, BOS alone (as llama2.c starts). Throws loom::Error naming `tool` when a text prompt
+/// has no tokenizer or encodes to nothing.
+inline std::vector<std::int32_t> prompt_tokens(const Options& o, const loom::Loaded& loaded, const char* tool) {
+  const std::int32_t vocab = loaded.model->config().vocab_size;
+  std::vector<std::int32_t> prompt;
+  if (o.prompt_ids) {
+    prompt = *o.prompt_ids;
+    for (std::int32_t id : prompt)
+      if (id >= vocab)
+        throw UsageError("--prompt-ids: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                         std::to_string(vocab) + ")");
+  } else if (o.has_prompt) {
+    if (!loaded.tokenizer)
+      throw loom::Error(loom::ErrorKind::invalid_argument, tool,
+                        "a text prompt needs a tokenizer: pass -z TOKENIZER or use --prompt-ids");
+    prompt = loaded.tokenizer->encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
+  } else {
+    prompt = {loaded.bos_id >= 0 ? loaded.bos_id : 0};
+  }
+  if (prompt.empty()) throw loom::Error(loom::ErrorKind::invalid_argument, tool, "the prompt encodes to no tokens");
+  return prompt;
+}
+
 }  // namespace loom::cli
