@@ -1,7 +1,7 @@
 // loom-bench: llama-bench's table for loom, plus how close each result is to the machine's limit.
 //
 //   loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])
-//              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [-o md|json]
+//              [-p 128] [-n 64] [-t 2] [-d 0] [-r 3] [--kv-type f32|f16] [--parallel 1,2,4,8,16] [-o md|json]
 //   loom-bench --shape NAME [--type T] --save OUT.gguf [--vocab TOKENIZER]
 //   T (the stored weight type of --shape's random model): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1
 //     iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k, or llama.cpp's mixes q4_k_s q4_k_m q5_k_s q5_k_m
@@ -25,6 +25,18 @@
 // --save writes --shape's random model as GGUF instead of measuring (with the tokenizer of
 // --vocab, e.g. a llama.cpp ggml-vocab-*.gguf of the shape's vocabulary size), so that llama-bench,
 // generate and applications run the very same weights.
+//
+// --parallel B1,B2,... measures batched decoding instead, as llama.cpp's llama-batched-bench (its
+// -npp = -p, -ntg = -n, -npl = the list, prompts not shared): B sequences, each with its own
+// prompt of -p tokens, then -n steps, each one Model::forward of B single-token inputs (one per
+// sequence, each attending to its own pages of one nn::PagedKVCache), the next token of each the
+// argmax of its logits (no sampler). Only the steps are timed: S_TG = B × n ÷ their time, as
+// llama-batched-bench's S_TG. The prompts are evaluated once (untimed) and every run rewinds the
+// sequences to them; the B values of one repetition run one after the other, repetitions alternate
+// them. Printed per B: S_TG, S_TG ÷ B (each sequence's rate), S_TG over the smallest B's, and the
+// two limits of a batched step: the weights it reads once for all B rows (weight bytes per token ×
+// steps/s ÷ bandwidth) and its multiply-adds (layer and output matrices per token × S_TG ÷ the
+// peak of the arithmetic its matrix products use with B rows; attention not counted).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -56,6 +68,7 @@ struct Options {
   loom::DType kv_type = loom::DType::f32;
   std::vector<int> threads{2};
   std::vector<int> depths{0};
+  std::vector<int> parallel;  ///< --parallel: sequences decoded together (empty: the pp / tg table)
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
 
@@ -263,6 +276,12 @@ Options parse(int argc, char** argv) {
         if (d < 0 || d > (1 << 20)) throw UsageError("-d: depths must be in [0, 1048576]");
         o.depths.push_back(d);
       }
+    } else if (f == "--parallel") {
+      o.parallel.clear();
+      for (std::int32_t b : parse_int_list(f, args.value(f))) {
+        if (b < 1 || b > 4096) throw UsageError("--parallel: sequence counts must be in [1, 4096]");
+        o.parallel.push_back(b);
+      }
     } else if (f == "-r") {
       o.reps = int(parse_int(f, args.value(f), 1, 1000));
     } else if (f == "--kv-type") {
@@ -279,11 +298,14 @@ Options parse(int argc, char** argv) {
     } else if (f == "-h" || f == "--help") {
       std::printf(
           "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])\n"
-          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16] [-o md|json]\n"
+          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16]\n"
+          "                  [--parallel 1,2,4,8,16] [-o md|json]\n"
           "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k\n"
           "     q4_k_s q4_k_m q5_k_s q5_k_m (llama.cpp's mixes)\n"
           "       loom-bench --shape NAME [--type T] --save OUT.gguf [--vocab TOKENIZER]\n"
-          "  --save: write the random model as GGUF (with --vocab's tokenizer) instead of measuring\n");
+          "  --save: write the random model as GGUF (with --vocab's tokenizer) instead of measuring\n"
+          "  --parallel: total decode rate of B sequences decoded together, for each B (llama-batched-bench's\n"
+          "     S_TG): each sequence has its own -p token prompt, then -n batched steps are timed\n");
       std::exit(0);
     } else {
       throw UsageError("unknown flag '" + std::string(f) + "'");
@@ -296,7 +318,194 @@ Options parse(int argc, char** argv) {
   }
   if (!o.save.empty() && o.shape.empty()) throw UsageError("--save needs --shape");
   if (!o.vocab.empty() && o.save.empty()) throw UsageError("--vocab needs --save");
+  if (!o.parallel.empty()) {
+    if (o.n_prompt < 1 || o.n_gen < 1) throw UsageError("--parallel needs -p and -n of at least 1");
+    if (o.depths != std::vector<int>{0}) throw UsageError("--parallel: -d is not supported (the depth is -p)");
+  }
   return o;
+}
+
+/// The best read bandwidths seen: of the huge-page buffer, of the weights' own memory, and the faster.
+struct BestReads {
+  double read = 0, buffer = 0, weights = 0;
+  /// Measures both (best of two passes each); returns the faster of this measurement.
+  double measure(const loom::BandwidthProbe& probe, loom::kernels::ThreadPool& pool,
+                 const std::vector<loom::ByteRange>& weight_memory) {
+    const double b = probe.measure(pool, 2), own = loom::measure_read_bandwidth(pool, weight_memory, 2);
+    read = std::max(read, std::max(b, own)), buffer = std::max(buffer, b), weights = std::max(weights, own);
+    return std::max(b, own);
+  }
+};
+
+/// The arithmetic of a batched decoding step's layer matrices with b rows (the largest share of
+/// their parameters decides): integer dot products for quantized weights (the decode kernels up
+/// to their row limit, then the integer GEMM where the level has it; f32 FMA on dequantized
+/// blocks where it has not), bf16 dot products for f16 / bf16 weights where the bf16 GEMM takes
+/// b rows, f32 FMA otherwise (the fused decode dots, the f32 GEMM).
+loom::kernels::Arithmetic step_arithmetic(const loom::Model& m, std::int64_t b) {
+  namespace kd = loom::kernels::detail;
+  double quantized = 0, half = 0, other = 0;
+  loom::DType q = loom::DType::q4_0, h = loom::DType::f16;  // one type of each kind in use
+  for (const auto& l : m.weights().layers)
+    for (const loom::nn::Linear* x : {&l.wqkv, &l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      if (x->empty()) continue;
+      const loom::DType t = x->weight.dtype;
+      const double n = double(x->weight.numel());
+      if (loom::is_quantized(t))
+        quantized += n, q = t;
+      else if (t == loom::DType::f16 || t == loom::DType::bf16)
+        half += n, h = t;
+      else
+        other += n;
+    }
+  if (quantized > half + other)
+    return kd::uses_row_dots(q, b) || kd::int8_gemm(q) ? loom::kernels::Arithmetic::int8 : loom::kernels::Arithmetic::f32;
+  if (half > quantized + other && !kd::uses_row_dots(h, b) && kd::bf16_gemm(h, m.config().dim))
+    return loom::kernels::Arithmetic::bf16;
+  return loom::kernels::Arithmetic::f32;
+}
+
+/// --parallel: llama-batched-bench's S_TG for loom (see the top of this file).
+int run_parallel(const Options& o, const loom::Model& model, const std::string& name) {
+  using Seq = loom::nn::PagedKVCache::SeqId;
+  const auto& c = model.config();
+  const std::int32_t positions = o.n_prompt + o.n_gen;
+  if (positions > c.max_seq_len)
+    throw UsageError("-p " + std::to_string(o.n_prompt) + " plus -n " + std::to_string(o.n_gen) +
+                     " exceeds the model's context length " + std::to_string(c.max_seq_len));
+  const int max_b = *std::max_element(o.parallel.begin(), o.parallel.end());
+  const int min_b = *std::min_element(o.parallel.begin(), o.parallel.end());
+  constexpr std::int32_t page = 64;
+  const loom::nn::KVPageCount count{max_b * ((positions + page - 1) / page), page, positions};
+  const double bytes_per_token = weight_bytes_per_token(model);
+  const double multiply_adds = matmul_params(model);  // per sequence and step: every layer matrix and the output's
+  const std::vector<loom::ByteRange> weights = loom::weight_ranges(model);
+  auto token = [&](std::int64_t i) { return std::int32_t((i * 7919 + 1) % c.vocab_size); };
+  auto argmax = [&](const float* row) {
+    return std::int32_t(std::max_element(row, row + c.vocab_size) - row);
+  };
+
+  struct Row {
+    int threads, b;
+    loom::kernels::Arithmetic arithmetic;
+    Stat tps, bandwidth, peak;  ///< S_TG, and its fractions of the two limits measured right before each run
+  };
+  std::vector<Row> rows;
+  struct Limits {
+    BestReads reads;
+    std::map<loom::kernels::Arithmetic, double> peak;
+  };
+  std::map<int, Limits> limits;
+  using clock = std::chrono::steady_clock;
+  for (int t : o.threads) {
+    loom::kernels::ThreadPool pool(t);
+    const loom::BandwidthProbe probe(pool);
+    auto bandwidth = [&] { return limits[t].reads.measure(probe, pool, weights); };
+    auto peak = [&](loom::kernels::Arithmetic a) {
+      const double p = loom::measure_peak(pool, a, 0.02, 2);
+      limits[t].peak[a] = std::max(limits[t].peak[a], p);
+      return p;
+    };
+    loom::nn::PagedKVCache kv(c, count, max_b, o.kv_type);
+    loom::Activations act;
+    // Every sequence's prompt (its own tokens), evaluated once in batches of up to 512 tokens; the
+    // argmax of its last logits is the first token each run feeds.
+    std::vector<Seq> seqs;
+    const std::size_t n_seqs = std::size_t(max_b);
+    std::vector<std::int32_t> prompts(n_seqs * std::size_t(o.n_prompt)), first(n_seqs);
+    for (std::size_t i = 0; i < prompts.size(); ++i) prompts[i] = token(std::int64_t(i));
+    for (int s = 0; s < max_b; ++s) seqs.push_back(kv.add());
+    std::vector<loom::SequenceInput> inputs;
+    for (int s = 0; s < max_b;) {
+      inputs.clear();
+      const int s0 = s;
+      for (std::int64_t n = 0; s < max_b && (inputs.empty() || n + o.n_prompt <= 512); ++s, n += o.n_prompt)
+        inputs.push_back({seqs[std::size_t(s)], {prompts.data() + std::size_t(s) * std::size_t(o.n_prompt), std::size_t(o.n_prompt)}});
+      const auto logits = model.forward(inputs, kv, act, &pool);
+      for (int i = s0; i < s; ++i) first[std::size_t(i)] = argmax(logits.row(i - s0));
+    }
+
+    std::vector<std::int32_t> next(n_seqs);
+    std::vector<std::vector<double>> tps(o.parallel.size()), bw(o.parallel.size()), pk(o.parallel.size());
+    for (int r = 0; r <= o.reps; ++r) {  // round 0 is the warm-up of every B
+      for (std::size_t k = 0; k < o.parallel.size(); ++k) {
+        const int b = o.parallel[k];
+        const loom::kernels::Arithmetic arithmetic = step_arithmetic(model, b);
+        inputs.clear();
+        for (int s = 0; s < b; ++s) {
+          kv.rewind(seqs[std::size_t(s)], o.n_prompt);
+          next[std::size_t(s)] = first[std::size_t(s)];
+          inputs.push_back({seqs[std::size_t(s)], {&next[std::size_t(s)], 1}});
+        }
+        const double read = r > 0 ? bandwidth() : 0.0, arithmetic_peak = r > 0 ? peak(arithmetic) : 0.0;
+        const auto t0 = clock::now();
+        for (int i = 0; i < o.n_gen; ++i) {
+          const auto logits = model.forward(inputs, kv, act, &pool);  // copies the tokens before `next` changes
+          for (int s = 0; s < b; ++s) next[std::size_t(s)] = argmax(logits.row(s));
+        }
+        const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
+        if (r == 0) continue;
+        tps[k].push_back(double(b) * o.n_gen / seconds);
+        bw[k].push_back(bytes_per_token * (o.n_gen / seconds) / read);
+        pk[k].push_back(arithmetic_peak > 0 ? multiply_adds * tps[k].back() / arithmetic_peak : 0.0);
+      }
+    }
+    for (std::size_t k = 0; k < o.parallel.size(); ++k)
+      rows.push_back({t, o.parallel[k], step_arithmetic(model, o.parallel[k]), stats(tps[k]), stats(bw[k]), stats(pk[k])});
+  }
+
+  std::fprintf(stderr, "kernels: %s; CPU extensions: %s\n", loom::cpu_features().summary().c_str(),
+               loom::cpu_features().extensions().c_str());
+  for (const auto& [t, l] : limits) {
+    std::string peaks;
+    for (const auto& [a, p] : l.peak) peaks += std::string(", ") + arithmetic_name(a) + " " + std::to_string(int(p / 1e9 + 0.5)) + " GMAC/s";
+    std::fprintf(stderr, "threads %d: best read bandwidth %.2f GB/s (%.2f GiB buffer %.2f, weights %.2f)%s\n", t,
+                 l.reads.read / 1e9, double(loom::default_probe_bytes()) / double(1 << 30), l.reads.buffer / 1e9,
+                 l.reads.weights / 1e9, peaks.c_str());
+  }
+  const std::string test = "pp" + std::to_string(o.n_prompt) + "+tg" + std::to_string(o.n_gen);
+  auto base = [&](const Row& row) {  // the smallest B's median at the same threads
+    for (const Row& x : rows)
+      if (x.threads == row.threads && x.b == min_b) return x.tps.median;
+    return row.tps.median;
+  };
+  const double size_gib = total_bytes(model) / double(1 << 30), params_b = total_params(model) / 1e9;
+  if (o.output == "md") {
+    std::printf("batched decoding (llama-batched-bench's S_TG): per step one Model::forward of B single-token inputs, "
+                "each sequence against its own pages of one paged KV cache (%s), next tokens by argmax (no sampler); "
+                "each sequence has its own %d-token prompt (evaluated untimed), then %d steps are timed; "
+                "S_TG = B × %d ÷ their time, median (range) of %d runs\n\n",
+                loom::to_string(o.kv_type).data(), o.n_prompt, o.n_gen, o.n_gen, o.reps);
+    std::printf("| model | size | params | threads | test | B | S_TG t/s | t/s per sequence | × B=%d | weight reads of bandwidth | multiply-adds of peak |\n", min_b);
+    std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (const Row& r : rows)
+      std::printf("| %s | %.2f GiB | %.2f B | %d | %s | %d | %.2f (%.2f–%.2f) | %.2f | %.2f | %.1f %% (%.0f–%.0f) | "
+                  "%.1f %% (%.0f–%.0f) of %s |\n",
+                  name.c_str(), size_gib, params_b, r.threads, test.c_str(), r.b, r.tps.median, r.tps.min, r.tps.max,
+                  r.tps.median / r.b, r.tps.median / base(r), 100.0 * r.bandwidth.median, 100.0 * r.bandwidth.min,
+                  100.0 * r.bandwidth.max, 100.0 * r.peak.median, 100.0 * r.peak.min, 100.0 * r.peak.max,
+                  arithmetic_name(r.arithmetic));
+    std::printf("\npeak RSS %.2f GiB; weight bytes per step %.3f GiB; KV pool %.1f MiB; each run is compared with the "
+                "limits measured right before it\n",
+                peak_rss_bytes() / double(1 << 30), bytes_per_token / double(1 << 30),
+                double(loom::nn::PagedKVCache::bytes_needed(c, count, o.kv_type)) / double(1 << 20));
+  } else {
+    std::printf("[\n");
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::printf("  {\"model\": \"%s\", \"size_bytes\": %.0f, \"params\": %.0f, \"threads\": %d, \"test\": \"%s\", "
+                  "\"parallel\": %d, \"pp\": %d, \"tg\": %d, \"speed_tg_median\": %.4f, \"speed_tg_min\": %.4f, "
+                  "\"speed_tg_max\": %.4f, \"speed_tg_per_sequence\": %.4f, \"speedup\": %.4f, "
+                  "\"fraction_of_bandwidth\": %.4f, \"fraction_of_peak\": %.4f, \"step_arithmetic\": \"%s\", "
+                  "\"read_bandwidth\": %.0f, \"peak_multiply_adds\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
+                  name.c_str(), total_bytes(model), total_params(model), r.threads, test.c_str(), r.b, o.n_prompt,
+                  o.n_gen, r.tps.median, r.tps.min, r.tps.max, r.tps.median / r.b, r.tps.median / base(r),
+                  r.bandwidth.median, r.peak.median, arithmetic_name(r.arithmetic), limits[r.threads].reads.read,
+                  limits[r.threads].peak[r.arithmetic], peak_rss_bytes(), i + 1 < rows.size() ? "," : "");
+    }
+    std::printf("]\n");
+  }
+  return 0;
 }
 
 int run(const Options& o) {
@@ -322,6 +531,7 @@ int run(const Options& o) {
     return 0;
   }
   if (o.kv_type != loom::DType::f32) name += " (KV " + std::string(loom::to_string(o.kv_type)) + ")";
+  if (!o.parallel.empty()) return run_parallel(o, *model, name);
   const auto& c = model->config();
   const double bytes_per_token = weight_bytes_per_token(*model);
   const int max_depth = *std::max_element(o.depths.begin(), o.depths.end());
@@ -339,7 +549,8 @@ int run(const Options& o) {
   };
   std::vector<Row> rows;
   struct Limits : loom::MachineLimits {
-    double buffer_read = 0, weights_read = 0, peak = 0;
+    BestReads reads;
+    double peak = 0;
   };
   const loom::kernels::Arithmetic arithmetic = prompt_arithmetic(*model);
   std::map<int, Limits> limits;
@@ -350,11 +561,10 @@ int run(const Options& o) {
     // bandwidth bound is the faster of a huge-page buffer and the weights' own memory.
     const loom::BandwidthProbe probe(pool);
     auto bandwidth = [&] {
-      const double buffer = probe.measure(pool, 2), own = loom::measure_read_bandwidth(pool, weights, 2);
       auto& l = limits[t];
-      l.read_bytes_per_second = std::max(l.read_bytes_per_second, std::max(buffer, own));
-      l.buffer_read = std::max(l.buffer_read, buffer), l.weights_read = std::max(l.weights_read, own);
-      return std::max(buffer, own);
+      const double read = l.reads.measure(probe, pool, weights);
+      l.read_bytes_per_second = l.reads.read;
+      return read;
     };
     auto peak = [&] {
       const double p = loom::measure_peak(pool, arithmetic, 0.02, 2);
@@ -417,7 +627,7 @@ int run(const Options& o) {
                  "threads %d: best read bandwidth %.2f GB/s (%.2f GiB buffer %.2f, weights %.2f), %s %.1f GMAC/s, "
                  "loom's f32 GEMM %.1f GFLOP/s\n",
                  t, l.read_bytes_per_second / 1e9, double(loom::default_probe_bytes()) / double(1 << 30),
-                 l.buffer_read / 1e9, l.weights_read / 1e9, arithmetic_name(arithmetic), l.peak / 1e9,
+                 l.reads.buffer / 1e9, l.reads.weights / 1e9, arithmetic_name(arithmetic), l.peak / 1e9,
                  l.gemm_flops_per_second / 1e9);
   if (o.output == "md") {
     std::printf("| model | size | params | threads | test | t/s | of limit (median, range) |\n");
