@@ -187,7 +187,6 @@ class BatchSession {
     nn::PagedKVCache::SeqId prompt_seq = -1;
     bool cancelled = false;
     clock::time_point submitted, started;
-    double decode_seconds = 0;
   };
   /// Which request / continuation a row of the step's logits belongs to.
   struct Row {
@@ -376,7 +375,6 @@ class BatchSession {
   void finish_all(Request& r, StopReason why) {
     if (r.outs.empty()) {  // still in its prompt: its continuations never started
       kv_.remove(r.prompt_seq);
-      r.outs.clear();
       GenerateStats stats;
       stats.stop = why;
       stats.prompt_tokens = std::int32_t(r.r.prompt.size());
