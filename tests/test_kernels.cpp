@@ -390,7 +390,7 @@ TEST_P(MatmulLongRows, MatchesNaiveDouble) {
 
 INSTANTIATE_TEST_SUITE_P(AllStoredTypes, MatmulLongRows,
                          ::testing::Combine(::testing::Values(loom::DType::f32, loom::DType::f16, loom::DType::bf16),
-                                            ::testing::Values(1, 2), ::testing::Values(1, 2, 3)));
+                                            ::testing::Values(1, 2, 7), ::testing::Values(1, 2, 3)));
 
 TEST(Matmul, InOutDecodeWithFewInputRowsAndShortOutputs) {
   // [in, out] decode sums fixed slabs of input rows: fewer rows than slabs leaves some empty;
@@ -427,6 +427,27 @@ TEST(Matmul, DecodeDoesNotDependOnThreadCount) {
         loom::kernels::matmul(x.data(), 1, in, w.ref, in_out, y3.data(), 301, &p3);
         EXPECT_EQ(y1, y2) << loom::to_string(t) << " in " << in << " in_out " << in_out;
         EXPECT_EQ(y1, y3) << loom::to_string(t) << " in " << in << " in_out " << in_out;
+      }
+}
+
+TEST(Matmul, DecodeBatchRowsEqualEachRowAlone) {
+  // A batch of decoding sequences (2 ≤ n ≤ fused_dot_max_rows rows of x) shares each weight load
+  // over several rows of x; every row's sums must still be bit-identical to that row decoded
+  // alone, whatever n (groups of rows of x and their remainders), short and long rows.
+  loom::kernels::ThreadPool pool(2);
+  for (const std::int64_t in : {std::int64_t(300), std::int64_t(4200)})
+    for (const loom::DType t : {loom::DType::f32, loom::DType::f16, loom::DType::bf16})
+      for (const std::int64_t n : {std::int64_t(2), std::int64_t(3), std::int64_t(5), std::int64_t(7),
+                                   loom::kernels::fused_dot_max_rows}) {
+        const StoredWeight w = make_weight(t, 131, in, 41);
+        const auto x = random_vector(std::size_t(n * in), 42);
+        std::vector<float> batch(std::size_t(n * 131)), alone(131);
+        loom::kernels::matmul(x.data(), n, in, w.ref, false, batch.data(), 131, &pool);
+        for (std::int64_t r = 0; r < n; ++r) {
+          loom::kernels::matmul(x.data() + r * in, 1, in, w.ref, false, alone.data(), 131, &pool);
+          EXPECT_TRUE(std::equal(alone.begin(), alone.end(), batch.begin() + r * 131))
+              << loom::to_string(t) << " in " << in << " n " << n << " row " << r;
+        }
       }
 }
 

@@ -57,7 +57,7 @@ inline void check_weight(const TensorRef& w, bool in_out) {
 /// result is the same for any thread count; 6 splits evenly over 1, 2, 3 and 6 threads.
 inline constexpr std::int64_t in_out_slabs = 6;
 
-/// y[n, out] = x · W for W f32 / f16 / bf16 stored [in, out], n <= fused_dot_max_rows: the
+/// y[n, out] = x · W for W f32 / f16 / bf16 stored [in, out], n <= fused_in_out_max_rows: the
 /// decode path. W's rows are cut into in_out_slabs slabs, each summed into its own partial
 /// outputs by one thread reading its slab front to back; then the partials are added in slab
 /// order. (Cutting the columns instead has every thread read a piece of every row: with 2
@@ -123,8 +123,11 @@ inline DecodeInput decode_input(DType t, const float* x, std::int64_t n, std::in
   return d;
 }
 
-/// Whether n input rows times a weight of type t take the decode kernels rather than a GEMM.
-inline bool uses_row_dots(DType t, std::int64_t n) { return n <= quant_dot_max_rows(t); }
+/// Whether n input rows times a weight of type t (stored [in, out] when `in_out`) take the
+/// decode kernels rather than a GEMM.
+inline bool uses_row_dots(DType t, std::int64_t n, bool in_out = false) {
+  return n <= (in_out ? fused_in_out_max_rows : quant_dot_max_rows(t));
+}
 
 /// Whether weights of type t with `in` values per output take the bf16 GEMM: bf16 weights at the
 /// AVX-512 level with AVX512_BF16 (unless LOOM_BF16=0), f16 weights only with LOOM_BF16=1.
@@ -208,7 +211,7 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   detail::check_weight(w, in_out);
   const std::int64_t in = in_out ? w.rows() : w.cols();
   const std::int64_t out = in_out ? w.cols() : w.rows();
-  if (detail::uses_row_dots(w.dtype, n)) {
+  if (detail::uses_row_dots(w.dtype, n, in_out)) {
     // f32 / f16 / bf16: check_weight rejects quantized [in, out] weights
     if (in_out) return detail::matmul_in_out_decode(x, n, ldx, w, y, ldy, pool);
     // Quantized once, by the caller, for every thread and piece of the outputs.
