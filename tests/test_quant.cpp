@@ -889,6 +889,32 @@ TEST_P(QuantMatmul, ResultDoesNotDependOnThreadCount) {
   }
 }
 
+TEST_P(QuantMatmul, DecodeBatchRowsEqualEachRowAlone) {
+  // A batch of decoding sequences (rows of x up to the decode limit) may read each weight block
+  // once for several rows of x (MultiRowDot); each row must still get exactly what it gets alone.
+  // 736 = 23 blocks of 32: a tail after the four-block steps.
+  const DType t = GetParam();
+  loom::kernels::ThreadPool pool(2);
+  const std::int64_t limit = loom::kernels::quant_dot_max_rows(t);
+  for (const std::int64_t in : {std::int64_t(768), std::int64_t(736)}) {
+    if (in % loom::block_elems(t) != 0) continue;
+    const std::int64_t out = 70;
+    const auto wbytes = random_weights(t, out, in, 19, false);
+    const loom::TensorRef w{t, loom::Shape{out, in}, wbytes.data(), wbytes.size()};
+    for (const std::int64_t n : {2, 3, 4, 5, 7, 9}) {
+      if (n > limit) continue;
+      const auto x = random_vector(std::size_t(n * in), 20);
+      std::vector<float> batch(std::size_t(n * out)), alone(static_cast<std::size_t>(out));
+      loom::kernels::matmul(x.data(), n, in, w, false, batch.data(), out, &pool);
+      for (std::int64_t r = 0; r < n; ++r) {
+        loom::kernels::matmul(x.data() + r * in, 1, in, w, false, alone.data(), out, &pool);
+        EXPECT_EQ(std::memcmp(alone.data(), batch.data() + r * out, alone.size() * 4), 0)
+            << "in " << in << " n " << n << " row " << r;
+      }
+    }
+  }
+}
+
 TEST_P(QuantMatmul, ProductsOfTheSameInputInOneCallEqualSeparateOnes) {
   // matmul_same_input quantizes x once and splits the outputs of all weights over the threads:
   // every output must be bit-identical to a matmul of its own, at decode sizes (shared) and

@@ -32,9 +32,24 @@ void quant_rows(const DecodeInput& in, const TensorRef& w, float* y, std::int64_
   const std::size_t rb = w.row_bytes();
   const auto* act = reinterpret_cast<const Act*>(in.act);
   const std::size_t act_blocks = in.act_bytes / sizeof(Act);
+  using Multi = detail::MultiRowDot<Dot>;
   auto row = [&](std::int64_t o) {
     const auto* wr = reinterpret_cast<const Block*>(w.data + std::size_t(o) * rb);
-    for (std::int64_t t = 0; t < in.n; ++t) y[t * ldy + o] = Dot(cols, wr, act + std::size_t(t) * act_blocks);
+    std::int64_t t = 0;
+    // Several rows of activations per pass over the weight row where the dot has such a version.
+    auto rows_of_x = [&]<int N>() {
+      if constexpr (Multi::rows > 1)
+        for (; t + N <= in.n; t += N) {
+          const Act* a[N];
+          float out[N];
+          for (int j = 0; j < N; ++j) a[j] = act + std::size_t(t + j) * act_blocks;
+          Multi::template run<N>(cols, wr, a, out);
+          for (int j = 0; j < N; ++j) y[(t + j) * ldy + o] = out[j];
+        }
+    };
+    if constexpr (Multi::rows > 1) rows_of_x.template operator()<Multi::rows>();
+    if constexpr (Multi::rows > 2) rows_of_x.template operator()<2>();
+    for (; t < in.n; ++t) y[t * ldy + o] = Dot(cols, wr, act + std::size_t(t) * act_blocks);
   };
   const std::int64_t q = (r1 - r0) / 2;
   for (std::int64_t i = 0; i < q; ++i) {

@@ -63,63 +63,95 @@ inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_g
   return hsum_avx2(acc);
 }
 
-/// 8 int32 lanes: lanes 0-3 sum to Σ q·x over Q4_0 block `a`, lanes 4-7 over block `b`, with q the
-/// unsigned nibbles (0..15, zero point not removed) and x the two blocks' activations in
-/// q8_grouped_offset's `halves` order (`x` their first 16 values, x + 64 their last 16). The
-/// unsigned × signed byte products (vpmaddubsw) need no sign fix-up; pairs of them stay below
-/// 2·2·15·128 < 2^15, so the low- and high-nibble halves are added as int16 before widening.
-inline __m256i q4_0_pair_sums_avx2(const std::uint8_t* a, const std::uint8_t* b, const std::int8_t* x) {
-  const __m256i m = _mm256_set1_epi8(0x0f);
-  const __m256i w = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
-                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
-  const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(w, m), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
-  const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), m),
-                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 64)));
-  return _mm256_madd_epi16(_mm256_add_epi16(lo, hi), _mm256_set1_epi16(1));
-}
-
-/// Q4_0 · activations, four blocks per step: Σ_b d_b·d_x,b·(Σ q·x − 8·Σ x), the zero point 8 taken
-/// out once per block through the activations' block sums. The four blocks' low halves are 64
-/// contiguous activation bytes (q8_grouped_offset), so two blocks are one 32-byte load; the four
-/// scales are formed in one vector. About 8 instructions per block against about 40 for one
-/// block at a time with sign fix-ups and scalar index arithmetic, which held AMD EPYC Zen 3 at
-/// 27 % of its bandwidth on TinyLlama's shape (loom-bench tg).
-inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_grouped* a) {
+/// Q4_0 · activations for N rows of activations (out[t] = w · a[t]), four blocks per step:
+/// Σ_b d_b·d_x,b·(Σ q·x − 8·Σ x), the zero point 8 taken out once per block through the
+/// activations' block sums. The four blocks' low halves are 64 contiguous activation bytes
+/// (q8_grouped_offset), so two blocks are one 32-byte load; the four scales are formed in one
+/// vector. About 8 instructions per block against about 40 for one block at a time with sign
+/// fix-ups and scalar index arithmetic, which held AMD EPYC Zen 3 at 27 % of its bandwidth on
+/// TinyLlama's shape (loom-bench tg). With N > 1 (a batch of decoding sequences) each unpacked
+/// weight vector and scale serves N rows; every row's sum is formed in the same order whatever N.
+template <int N>
+inline void dot_q4_0_avx2_rows(std::int64_t n, const block_q4_0* w, const block_q8_grouped* const* a, float* out) {
   const std::int64_t blocks = n / qk4_0;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  __m128 zero_point = _mm_setzero_ps();  // Σ d_b·d_x,b·Σx over the blocks
+  const __m256i m = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc0[N], acc1[N];
+  __m128 zero_point[N];  // Σ d_b·d_x,b·Σx over the blocks
+  for (int t = 0; t < N; ++t) {
+    acc0[t] = acc1[t] = _mm256_setzero_ps();
+    zero_point[t] = _mm_setzero_ps();
+  }
   const __m256i first_two = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), last_two = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+  // Weights of blocks (j, j+1) side by side: the low nibbles, then the high nibbles, each
+  // matching 32 contiguous activation bytes in the `halves` order.
+  auto nibbles = [&](const block_q4_0& j0, const block_q4_0& j1, __m256i& lo, __m256i& hi) {
+    const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(j0.qs))),
+                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(j1.qs)), 1);
+    lo = _mm256_and_si256(q, m);
+    hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m);
+  };
+  // 8 int32 lanes, 0-3 summing to Σ q·x over the first block, 4-7 over the second. vpmaddubsw's
+  // unsigned × signed products need no sign fix-up, and a pair of them stays below
+  // 2·2·15·128 < 2^15, so the halves are added as int16 before widening.
+  auto pair_sums = [&](__m256i lo, __m256i hi, const std::int8_t* x) {
+    const __m256i l = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+    const __m256i h = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 64)));
+    return _mm256_madd_epi16(_mm256_add_epi16(l, h), ones);
+  };
   std::int64_t b = 0;
   for (; b + 4 <= blocks; b += 4) {
     prefetch_ahead(w + b, 4 * sizeof(block_q4_0));
-    const block_q8_grouped& g = a[b / q8_grouped_blocks];
-    const int k = int(b % q8_grouped_blocks);  // a multiple of 4: the blocks are one quarter of g
+    const std::int64_t group = b / q8_grouped_blocks;
+    const int k = int(b % q8_grouped_blocks);  // a multiple of 4: the blocks are one quarter of a group
     __m128i dw = _mm_cvtsi32_si128(w[b].d.bits);
     dw = _mm_insert_epi16(dw, w[b + 1].d.bits, 1);
     dw = _mm_insert_epi16(dw, w[b + 2].d.bits, 2);
     dw = _mm_insert_epi16(dw, w[b + 3].d.bits, 3);
-    const __m128 d = _mm_mul_ps(_mm_cvtph_ps(dw), _mm_loadu_ps(g.d + k));
-    zero_point = _mm_fmadd_ps(d, _mm_cvtepi32_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.sum + k))), zero_point);
-    const __m256 d8 = _mm256_castps128_ps256(d);
-    const std::int8_t* x = g.qs + q8_grouped_offset(true, k, 0);
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_0_pair_sums_avx2(w[b].qs, w[b + 1].qs, x)),
-                           _mm256_permutevar8x32_ps(d8, first_two), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_0_pair_sums_avx2(w[b + 2].qs, w[b + 3].qs, x + 32)),
-                           _mm256_permutevar8x32_ps(d8, last_two), acc1);
+    const __m128 dwf = _mm_cvtph_ps(dw);
+    __m256i lo01, hi01, lo23, hi23;
+    nibbles(w[b], w[b + 1], lo01, hi01);
+    nibbles(w[b + 2], w[b + 3], lo23, hi23);
+    for (int t = 0; t < N; ++t) {
+      const block_q8_grouped& g = a[t][group];
+      const __m128 d = _mm_mul_ps(dwf, _mm_loadu_ps(g.d + k));
+      zero_point[t] =
+          _mm_fmadd_ps(d, _mm_cvtepi32_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.sum + k))), zero_point[t]);
+      const __m256 d8 = _mm256_castps128_ps256(d);
+      const std::int8_t* x = g.qs + q8_grouped_offset(true, k, 0);
+      acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pair_sums(lo01, hi01, x)), _mm256_permutevar8x32_ps(d8, first_two), acc0[t]);
+      acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pair_sums(lo23, hi23, x + 32)), _mm256_permutevar8x32_ps(d8, last_two), acc1[t]);
+    }
   }
-  __m128 zp = _mm_add_ps(zero_point, _mm_movehl_ps(zero_point, zero_point));
-  zp = _mm_add_ss(zp, _mm_movehdup_ps(zp));
-  float sum = hsum_avx2(_mm256_add_ps(acc0, acc1)) - 8.0f * _mm_cvtss_f32(zp);
-  for (; b < blocks; ++b) {  // the last blocks of a row that is not a whole number of 4
-    const block_q8_grouped& g = a[b / q8_grouped_blocks];
-    const int k = int(b % q8_grouped_blocks);
-    const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[b].qs), _mm256_set1_epi8(8));
-    const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
-                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
-    sum += float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w[b].d) * g.d[k]);
+  for (int t = 0; t < N; ++t) {
+    __m128 zp = _mm_add_ps(zero_point[t], _mm_movehl_ps(zero_point[t], zero_point[t]));
+    zp = _mm_add_ss(zp, _mm_movehdup_ps(zp));
+    float sum = hsum_avx2(_mm256_add_ps(acc0[t], acc1[t])) - 8.0f * _mm_cvtss_f32(zp);
+    for (std::int64_t r = b; r < blocks; ++r) {  // the last blocks of a row that is not a whole number of 4
+      const block_q8_grouped& g = a[t][r / q8_grouped_blocks];
+      const int k = int(r % q8_grouped_blocks);
+      const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[r].qs), _mm256_set1_epi8(8));
+      const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
+                                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
+      sum += float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w[r].d) * g.d[k]);
+    }
+    out[t] = sum;
   }
-  return sum;
 }
+
+inline float dot_q4_0_avx2(std::int64_t n, const block_q4_0* w, const block_q8_grouped* a) {
+  float out;
+  dot_q4_0_avx2_rows<1>(n, w, &a, &out);
+  return out;
+}
+
+template <>
+struct MultiRowDot<&dot_q4_0_avx2> {
+  static constexpr int rows = 4;
+  template <int N>
+  static void run(std::int64_t n, const block_q4_0* w, const block_q8_grouped* const* a, float* out) {
+    dot_q4_0_avx2_rows<N>(n, w, a, out);
+  }
+};
 
 /// The fifth bits of a Q5_0 / Q5_1 block as bytes in weight order: 0x10 where bit j of qh is set.
 inline __m256i high_bits_avx2(std::uint32_t qh) {
