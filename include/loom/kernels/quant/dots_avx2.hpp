@@ -49,18 +49,54 @@ inline __m256i unpack_nibbles_avx2(const std::uint8_t* p) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
 }
 
-inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_grouped* a) {
-  __m256 acc = _mm256_setzero_ps();
-  for (std::int64_t b = 0; b < n / qk8_0; ++b) {
-    if (b % 4 == 0) prefetch_ahead(w + b, 4 * sizeof(block_q8_0));
-    const block_q8_grouped& g = a[b / q8_grouped_blocks];
-    const std::int64_t k = b % q8_grouped_blocks;
-    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_grouped_offset(false, int(k), 0)));
-    const __m256 p = _mm256_cvtepi32_ps(dot_s8s8_avx2(wq, xq));
-    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16f(w[b].d) * g.d[k]), acc);
+/// Q8_0 · activations for N rows of activations (out[t] = w · a[t]), four blocks per step with
+/// their four scales formed in one vector, blocks alternating between two accumulators. With
+/// N > 1 (a batch of decoding sequences) each loaded weight block and scale serves N rows; every
+/// row's sum is formed in the same order whatever N.
+template <int N>
+inline void dot_q8_0_avx2_rows(std::int64_t n, const block_q8_0* w, const block_q8_grouped* const* a, float* out) {
+  const std::int64_t blocks = n / qk8_0;
+  __m256 acc[N][2];
+  for (int t = 0; t < N; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  std::int64_t b = 0;
+  for (; b + 4 <= blocks; b += 4) {
+    prefetch_ahead(w + b, 4 * sizeof(block_q8_0));
+    const std::int64_t group = b / q8_grouped_blocks;
+    const int k = int(b % q8_grouped_blocks);  // a multiple of 4
+    __m128i dw = _mm_cvtsi32_si128(w[b].d.bits);
+    dw = _mm_insert_epi16(dw, w[b + 1].d.bits, 1);
+    dw = _mm_insert_epi16(dw, w[b + 2].d.bits, 2);
+    dw = _mm_insert_epi16(dw, w[b + 3].d.bits, 3);
+    const __m128 dwf = _mm_cvtph_ps(dw);
+    __m256i wq[4];
+    for (int i = 0; i < 4; ++i) wq[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + i].qs));
+    for (int t = 0; t < N; ++t) {
+      const block_q8_grouped& g = a[t][group];
+      alignas(16) float d[4];
+      _mm_store_ps(d, _mm_mul_ps(dwf, _mm_loadu_ps(g.d + k)));
+      for (int i = 0; i < 4; ++i) {
+        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_grouped_offset(false, k + i, 0)));
+        acc[t][i % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8s8_avx2(wq[i], xq)), _mm256_broadcast_ss(d + i), acc[t][i % 2]);
+      }
+    }
   }
-  return hsum_avx2(acc);
+  for (int t = 0; t < N; ++t) {
+    float sum = hsum_avx2(_mm256_add_ps(acc[t][0], acc[t][1]));
+    for (std::int64_t r = b; r < blocks; ++r) {  // the last blocks of a row that is not a whole number of 4
+      const block_q8_grouped& g = a[t][r / q8_grouped_blocks];
+      const int k = int(r % q8_grouped_blocks);
+      const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r].qs));
+      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_grouped_offset(false, k, 0)));
+      sum += float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w[r].d) * g.d[k]);
+    }
+    out[t] = sum;
+  }
+}
+
+inline float dot_q8_0_avx2(std::int64_t n, const block_q8_0* w, const block_q8_grouped* a) {
+  float out;
+  dot_q8_0_avx2_rows<1>(n, w, &a, &out);
+  return out;
 }
 
 /// Q4_0 · activations for N rows of activations (out[t] = w · a[t]), four blocks per step:
@@ -150,6 +186,15 @@ struct MultiRowDot<&dot_q4_0_avx2> {
   template <int N>
   static void run(std::int64_t n, const block_q4_0* w, const block_q8_grouped* const* a, float* out) {
     dot_q4_0_avx2_rows<N>(n, w, a, out);
+  }
+};
+
+template <>
+struct MultiRowDot<&dot_q8_0_avx2> {
+  static constexpr int rows = 4;
+  template <int N>
+  static void run(std::int64_t n, const block_q8_0* w, const block_q8_grouped* const* a, float* out) {
+    dot_q8_0_avx2_rows<N>(n, w, a, out);
   }
 };
 
