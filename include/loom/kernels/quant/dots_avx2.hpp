@@ -49,6 +49,29 @@ inline __m256i unpack_nibbles_avx2(const std::uint8_t* p) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
 }
 
+/// The f16 scales of blocks w[0..3] as four floats.
+template <typename Block>
+inline __m128 scales4_avx2(const Block* w) {
+  __m128i d = _mm_cvtsi32_si128(w[0].d.bits);
+  d = _mm_insert_epi16(d, w[1].d.bits, 1);
+  d = _mm_insert_epi16(d, w[2].d.bits, 2);
+  d = _mm_insert_epi16(d, w[3].d.bits, 3);
+  return _mm_cvtph_ps(d);
+}
+/// One Q8_0 / Q4_0 block times block k of an activation group: the last blocks of rows that are
+/// not a whole number of four.
+inline float block_dot_avx2(const block_q8_0& w, const block_q8_grouped& g, int k) {
+  const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.qs));
+  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_grouped_offset(false, k, 0)));
+  return float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w.d) * g.d[k]);
+}
+inline float block_dot_avx2(const block_q4_0& w, const block_q8_grouped& g, int k) {
+  const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w.qs), _mm256_set1_epi8(8));
+  const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
+                                      _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
+  return float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w.d) * g.d[k]);
+}
+
 /// Q8_0 · activations for N rows of activations (out[t] = w · a[t]), four blocks per step with
 /// their four scales formed in one vector, blocks alternating between two accumulators. With
 /// N > 1 (a batch of decoding sequences) each loaded weight block and scale serves N rows; every
@@ -63,11 +86,7 @@ inline void dot_q8_0_avx2_rows(std::int64_t n, const block_q8_0* w, const block_
     prefetch_ahead(w + b, 4 * sizeof(block_q8_0));
     const std::int64_t group = b / q8_grouped_blocks;
     const int k = int(b % q8_grouped_blocks);  // a multiple of 4
-    __m128i dw = _mm_cvtsi32_si128(w[b].d.bits);
-    dw = _mm_insert_epi16(dw, w[b + 1].d.bits, 1);
-    dw = _mm_insert_epi16(dw, w[b + 2].d.bits, 2);
-    dw = _mm_insert_epi16(dw, w[b + 3].d.bits, 3);
-    const __m128 dwf = _mm_cvtph_ps(dw);
+    const __m128 dwf = scales4_avx2(w + b);
     __m256i wq[4];
     for (int i = 0; i < 4; ++i) wq[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + i].qs));
     for (int t = 0; t < N; ++t) {
@@ -82,13 +101,7 @@ inline void dot_q8_0_avx2_rows(std::int64_t n, const block_q8_0* w, const block_
   }
   for (int t = 0; t < N; ++t) {
     float sum = hsum_avx2(_mm256_add_ps(acc[t][0], acc[t][1]));
-    for (std::int64_t r = b; r < blocks; ++r) {  // the last blocks of a row that is not a whole number of 4
-      const block_q8_grouped& g = a[t][r / q8_grouped_blocks];
-      const int k = int(r % q8_grouped_blocks);
-      const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r].qs));
-      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.qs + q8_grouped_offset(false, k, 0)));
-      sum += float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w[r].d) * g.d[k]);
-    }
+    for (std::int64_t r = b; r < blocks; ++r) sum += block_dot_avx2(w[r], a[t][r / q8_grouped_blocks], int(r % q8_grouped_blocks));
     out[t] = sum;
   }
 }
@@ -139,11 +152,7 @@ inline void dot_q4_0_avx2_rows(std::int64_t n, const block_q4_0* w, const block_
     prefetch_ahead(w + b, 4 * sizeof(block_q4_0));
     const std::int64_t group = b / q8_grouped_blocks;
     const int k = int(b % q8_grouped_blocks);  // a multiple of 4: the blocks are one quarter of a group
-    __m128i dw = _mm_cvtsi32_si128(w[b].d.bits);
-    dw = _mm_insert_epi16(dw, w[b + 1].d.bits, 1);
-    dw = _mm_insert_epi16(dw, w[b + 2].d.bits, 2);
-    dw = _mm_insert_epi16(dw, w[b + 3].d.bits, 3);
-    const __m128 dwf = _mm_cvtph_ps(dw);
+    const __m128 dwf = scales4_avx2(w + b);
     __m256i lo01, hi01, lo23, hi23;
     nibbles(w[b], w[b + 1], lo01, hi01);
     nibbles(w[b + 2], w[b + 3], lo23, hi23);
@@ -162,14 +171,7 @@ inline void dot_q4_0_avx2_rows(std::int64_t n, const block_q4_0* w, const block_
     __m128 zp = _mm_add_ps(zero_point[t], _mm_movehl_ps(zero_point[t], zero_point[t]));
     zp = _mm_add_ss(zp, _mm_movehdup_ps(zp));
     float sum = hsum_avx2(_mm256_add_ps(acc0[t], acc1[t])) - 8.0f * _mm_cvtss_f32(zp);
-    for (std::int64_t r = b; r < blocks; ++r) {  // the last blocks of a row that is not a whole number of 4
-      const block_q8_grouped& g = a[t][r / q8_grouped_blocks];
-      const int k = int(r % q8_grouped_blocks);
-      const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w[r].qs), _mm256_set1_epi8(8));
-      const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
-                                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
-      sum += float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w[r].d) * g.d[k]);
-    }
+    for (std::int64_t r = b; r < blocks; ++r) sum += block_dot_avx2(w[r], a[t][r / q8_grouped_blocks], int(r % q8_grouped_blocks));
     out[t] = sum;
   }
 }
