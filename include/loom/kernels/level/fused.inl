@@ -80,6 +80,16 @@ struct FusedVec {
 /// GB/s with 1024 bytes ahead (16.1 with 2048), bf16 13.2 -> 16.0, f32 15.6 -> 16.4 (16.0).
 inline constexpr std::size_t dot_prefetch_distance = 1024;
 
+#if LOOM_LEVEL == 1 && defined(__GNUC__)
+/// Keeps a loaded vector in a register: an empty asm statement that "changes" it, so that the
+/// compiler cannot fold its load into each use as a memory operand. GCC 12 folded each x load
+/// of dot_rows' batch path into all K multiply-adds that use it (K loads instead of one; AMD
+/// EPYC Zen 3, f16 TinyLlama shape, 8 sequences, 2 × 2: 32.0 / 33.4 -> 39.9 / 40.7 t/s with
+/// it). AVX2 only: it has not been measured at AVX-512.
+#define LOOM_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define LOOM_IN_REGISTER(v) (void)0
+#endif
 /// out[k][t] = row w[k] · x[t] for K stored rows of n elements (type T) and N rows of x, read
 /// side by side so that each load of x serves K rows and each load (and conversion) of a weight
 /// serves N rows of x. Every sum is formed in the same order whatever K and N are (two vector
@@ -110,12 +120,14 @@ inline void dot_rows(const std::byte* const (&w)[K], const float* const (&x)[N],
       S::V wv[K];
       for (int k = 0; k < K; ++k) wv[k] = S::load_stored<T>(w[k], i);
       for (int t = 0; t < N; ++t) {
-        const S::V xa = S::load(x[t] + i);
+        S::V xa = S::load(x[t] + i);
+        LOOM_IN_REGISTER(xa);
         for (int k = 0; k < K; ++k) a[k][t] = S::fmadd(wv[k], xa, a[k][t]);
       }
       for (int k = 0; k < K; ++k) wv[k] = S::load_stored<T>(w[k], i + L);
       for (int t = 0; t < N; ++t) {
-        const S::V xb = S::load(x[t] + i + L);
+        S::V xb = S::load(x[t] + i + L);
+        LOOM_IN_REGISTER(xb);
         for (int k = 0; k < K; ++k) b[k][t] = S::fmadd(wv[k], xb, b[k][t]);
       }
     }
@@ -142,11 +154,14 @@ inline void dot_rows(const std::byte* const (&w)[K], const float* const (&x)[N],
 /// weights and x in 32 registers), so that each converted weight vector serves 4 rows of x; AMD
 /// EPYC Zen 4, f16 TinyLlama shape, 2 threads, B = 4 / 8 sequences, two alternated rounds:
 /// 48.3 / 53.8 and 44.3 / 49.8 t/s, against 41.4 / 49.3 and 38.8 / 44.7 with 2 × 4, 40.7 / 49.5
-/// with 2 × 6, 39.4 / 36.4 with 1 × 8. AVX2 (16 registers): 2 × 2; Zen 3, B = 8, two rounds:
-/// 32.6 / 32.3 t/s, against 33.0 / 29.5 with 2 × 3, 31.0 / 33.3 with 3 × 2, 29.3 / 31.9 with
-/// 1 × 4, 30.0 / 23.5 with 1 × 6.
+/// with 2 × 6, 39.4 / 36.4 with 1 × 8. AVX2 (16 registers): 3 × 2 (12 accumulators, 3 weights,
+/// x); AMD EPYC Zen 3, B = 4 / 8, two alternated rounds: 33.9 / 47.3 and 40.1 / 44.2 t/s, against
+/// 28.4 / 32.8 and 34.8 / 38.4 with 2 × 2, 31.6 / 31.9 and 32.5 / 36.3 with 2 × 3 (each with x
+/// kept in registers, LOOM_IN_REGISTER; without it 2 × 2 measured best, at 32-33 for B = 8).
 #if LOOM_LEVEL == 2
 inline constexpr int fused_x_rows = 4, fused_batch_streams = 3;
+#elif LOOM_LEVEL == 1
+inline constexpr int fused_x_rows = 2, fused_batch_streams = 3;
 #else
 inline constexpr int fused_x_rows = 2, fused_batch_streams = 2;
 #endif
@@ -186,7 +201,8 @@ inline void stored_rows(const TensorRef& w, std::size_t row_bytes, std::int64_t 
 /// Outputs [r0, r1) of y[n, out] = x · Wᵀ for n >= 2 rows of x (a batch of decoding sequences):
 /// the range cut into fused_batch_streams parts read side by side, as in dot_rows_range, each
 /// group of rows against the rows of x fused_x_rows at a time. Measured alternatives (AMD EPYC
-/// Zen 3, AVX2, f16 TinyLlama shape, 8 sequences, 2 threads; 32-34 t/s with this): blocks of
+/// Zen 3, AVX2, f16 TinyLlama shape, 8 sequences, 2 threads; 32-34 t/s with this at 2 × 2, before
+/// LOOM_IN_REGISTER): blocks of
 /// 64-256 KiB of rows kept in L2 while x's rows pass over them, 30-33; f16 rows converted to f32
 /// once per group into a buffer (one conversion instead of one per fused_x_rows rows of x),
 /// 24-28.
@@ -319,3 +335,4 @@ inline void axpy_rows(const TensorRef& w, const float* x, std::int64_t n, std::i
 
 
 #undef LOOM_FUSED_SIMD
+#undef LOOM_IN_REGISTER
