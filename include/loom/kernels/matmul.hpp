@@ -1,7 +1,9 @@
 // Matrix products of f32 activations by stored weights: y[n, out] = x[n, in] · Wᵀ, with W kept
-// in its stored type (f32 in place; f16/bf16 converted on the fly). n ≤ fused_dot_max_rows is the
-// decode case: one pass over the weights, by dot products of rows read side by side for weights
-// stored [out, in] and by row-by-row accumulation for [in, out]; larger n uses the blocked f32
+// in its stored type (f32 in place; f16/bf16 converted on the fly). n ≤ fused_dot_max_rows (one
+// or a batch of decoding sequences; fused_in_out_max_rows for [in, out]) is the decode case: one
+// pass over the weights, by dot products of rows read side by side for weights stored [out, in]
+// (each weight vector serving several rows of x) and by row-by-row accumulation for [in, out];
+// larger n uses the blocked f32
 // GEMM (kernels/level/gemm.inl) on f32 weights in place or on converted 128-row blocks.
 // Quantized weights (every quantized DType; [out, in] only): for small n the activations are
 // quantized to 8-bit blocks once per thread and every output is an integer dot product on the
