@@ -79,8 +79,13 @@ BENCHMARK(BM_Matmul)
   struct Name {                                                                                          \
     template <loom::DType T, typename... A>                                                              \
     static void range(A... a) { loom::kernels::ns::dot_rows_range<T>(a...); }                          \
-    template <loom::DType T, typename... A>                                                              \
-    static void group(A... a) { loom::kernels::ns::dot_row_group<T, 1>(a...); }                        \
+    template <loom::DType T>                                                                             \
+    static void group(const loom::TensorRef& w, std::size_t rb, const float* x, std::int64_t n, std::int64_t ldx, \
+                      float* y, std::int64_t ldy, std::int64_t first, std::int64_t stride) {             \
+      const std::byte* rows[1];                                                                          \
+      loom::kernels::ns::stored_rows<1>(w, rb, first, stride, rows);                                     \
+      loom::kernels::ns::dot_row_group<T, 1>(rows, w.cols(), x, n, ldx, y, ldy, first, stride);          \
+    }                                                                                                    \
   };
 LOOM_FUSED_TAG(ScalarFused, scalar)
 #if LOOM_X86
