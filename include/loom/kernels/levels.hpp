@@ -62,8 +62,8 @@ constexpr std::int64_t key_tiles_for(std::int64_t positions) { return (positions
 /// (convert-and-) dot products, each weight vector serving several rows of x (fused.inl); above
 /// it, blocks are (converted to f32 and) multiplied by the GEMM. A batch of decoding sequences is
 /// one row each. f16 TinyLlama shape, 2 threads, total t/s of B sequences: AMD EPYC Zen 4
-/// (AVX-512) B = 8 17.4 (GEMM) -> 48-54, B = 16 50; Zen 3 (AVX2) B = 8 34.5, B = 16 35.3, about
-/// the GEMM's prompt rate.
+/// (AVX-512) B = 8 17.4 (GEMM) -> 48-54, B = 16 50; Zen 3 (AVX2, 2 × 2 rows at the time) B = 8
+/// 34.5, B = 16 35.3, about the GEMM's prompt rate.
 inline constexpr std::int64_t fused_dot_max_rows = 16;
 
 /// The same for weights stored [in, out] (GPT-2's Conv1D), read by row-by-row accumulation, which

@@ -201,11 +201,10 @@ inline void stored_rows(const TensorRef& w, std::size_t row_bytes, std::int64_t 
 /// Outputs [r0, r1) of y[n, out] = x · Wᵀ for n >= 2 rows of x (a batch of decoding sequences):
 /// the range cut into fused_batch_streams parts read side by side, as in dot_rows_range, each
 /// group of rows against the rows of x fused_x_rows at a time. Measured alternatives (AMD EPYC
-/// Zen 3, AVX2, f16 TinyLlama shape, 8 sequences, 2 threads; 32-34 t/s with this at 2 × 2, before
-/// LOOM_IN_REGISTER): blocks of
-/// 64-256 KiB of rows kept in L2 while x's rows pass over them, 30-33; f16 rows converted to f32
-/// once per group into a buffer (one conversion instead of one per fused_x_rows rows of x),
-/// 24-28.
+/// Zen 3, AVX2, f16 TinyLlama shape, 8 sequences, 2 threads; 32-34 t/s with this at 2 × 2,
+/// before LOOM_IN_REGISTER): blocks of 64-256 KiB of rows kept in L2 while x's rows pass over
+/// them, 30-33; f16 rows converted to f32 once per group into a buffer (one conversion instead of
+/// one per fused_x_rows rows of x), 24-28.
 template <DType T>
 inline void dot_rows_batch(const TensorRef& w, const float* x, std::int64_t n, std::int64_t ldx, float* y,
                            std::int64_t ldy, std::int64_t r0, std::int64_t r1) {

@@ -142,7 +142,6 @@ inline void prefetch_ahead(const void* p, std::size_t bytes, std::size_t distanc
 #endif
 }
 
-
 /// A dot product's version for several rows of activations, where one exists (`rows` > 1):
 /// run<N>(n, w, a, out) sets out[t] to what Dot(n, w, a[t]) returns, bit for bit, for N ≤ rows,
 /// reading each weight block once for the N rows (a batch of decoding sequences).
@@ -150,6 +149,7 @@ template <auto Dot>
 struct MultiRowDot {
   static constexpr int rows = 1;
 };
+
 }  // namespace detail
 
 // ---- Q4_K scale unpacking ------------------------------------------------------------------

@@ -58,6 +58,12 @@ inline __m128 scales4_avx2(const Block* w) {
   d = _mm_insert_epi16(d, w[3].d.bits, 3);
   return _mm_cvtph_ps(d);
 }
+/// Block k of an activation group in q8_grouped_offset's `halves` order: values 0-15 in the low lane,
+/// 16-31 in the high one (unpack_nibbles_avx2's order).
+inline __m256i q8_grouped_halves_avx2(const block_q8_grouped& g, int k) {
+  return _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
+}
 /// One Q8_0 / Q4_0 block times block k of an activation group: the last blocks of rows that are
 /// not a whole number of four.
 inline float block_dot_avx2(const block_q8_0& w, const block_q8_grouped& g, int k) {
@@ -67,9 +73,7 @@ inline float block_dot_avx2(const block_q8_0& w, const block_q8_grouped& g, int 
 }
 inline float block_dot_avx2(const block_q4_0& w, const block_q8_grouped& g, int k) {
   const __m256i wq = _mm256_sub_epi8(unpack_nibbles_avx2(w.qs), _mm256_set1_epi8(8));
-  const __m256i xq = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
-                                      _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
-  return float(hsum_epi32_avx2(dot_s8s8_avx2(wq, xq))) * (f16f(w.d) * g.d[k]);
+  return float(hsum_epi32_avx2(dot_s8s8_avx2(wq, q8_grouped_halves_avx2(g, k)))) * (f16f(w.d) * g.d[k]);
 }
 
 /// Q8_0 · activations for N rows of activations (out[t] = w · a[t]), four blocks per step with
@@ -209,12 +213,6 @@ inline __m256i high_bits_avx2(std::uint32_t qh) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
 }
 
-/// Block k of an activation group in q8_grouped_offset's `halves` order: values 0-15 in the low lane,
-/// 16-31 in the high one (unpack_nibbles_avx2's order).
-inline __m256i q8_grouped_halves_avx2(const block_q8_grouped& g, int k) {
-  return _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 16))),
-                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(g.qs + q8_grouped_offset(true, k, 0))));
-}
 /// 8 int32 lanes of Σ v·x: IQ4_NL's table values v of 32 unpacked nibbles times the activations.
 inline __m256i table_dot_avx2(__m256i nibbles, __m256i x) {
   const __m256i values = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values)));
