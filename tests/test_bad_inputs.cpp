@@ -19,6 +19,8 @@
 #include "fixtures.hpp"
 #include "temp_dir.hpp"
 
+namespace test_bad_inputs {
+
 #ifndef LOOM_TOOLS_DIR
 #define LOOM_TOOLS_DIR ""
 #endif
@@ -268,3 +270,5 @@ TEST(BadInputs, BadFlagsExitTwoInEveryTool) {
 }
 
 }  // namespace
+
+}  // namespace test_bad_inputs

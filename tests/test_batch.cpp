@@ -14,6 +14,8 @@
 #include "fixtures.hpp"
 #include "random_model.hpp"
 
+namespace test_batch {
+
 namespace {
 
 using loom::nn::KVPageCount;
@@ -398,3 +400,5 @@ TEST(BatchFixtures, TinyGpt2Gguf) {
 }
 
 }  // namespace
+
+}  // namespace test_batch

@@ -8,6 +8,8 @@
 
 #include "fixtures.hpp"
 
+namespace test_chat {
+
 namespace {
 
 using loom::ChatFormat;
@@ -152,3 +154,5 @@ TEST(Session, TextInTextOutMatchesTheTokenApi) {
 }
 
 }  // namespace
+
+}  // namespace test_chat

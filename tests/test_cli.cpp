@@ -14,6 +14,8 @@
 #include "../examples/cli.hpp"
 #include "fixtures.hpp"
 
+namespace test_cli {
+
 #ifndef LOOM_GENERATE_BIN
 #define LOOM_GENERATE_BIN ""
 #endif
@@ -501,3 +503,5 @@ TEST(Cli, PipedChatReadsTurnsUntilEof) {
 }
 
 }  // namespace
+
+}  // namespace test_cli

@@ -24,6 +24,8 @@
 #include "loom/generate.hpp"
 #include "loom/load.hpp"
 
+namespace test_demo_model {
+
 namespace {
 
 #if defined(__SANITIZE_ADDRESS__) || !defined(NDEBUG)
@@ -145,3 +147,5 @@ TEST(DemoModel, GeneratesText) {
   EXPECT_GT(text.size(), 40u);
   for (unsigned char c : text) EXPECT_TRUE(c == '\n' || (c >= 32 && c < 127)) << "byte " << int(c);
 }
+
+}  // namespace test_demo_model

@@ -33,6 +33,8 @@
 #include "random_model.hpp"
 #include "temp_dir.hpp"
 
+namespace test_errors {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -513,3 +515,5 @@ TEST(ErrorTable, IdsAreUnique) {
 }
 
 }  // namespace
+
+}  // namespace test_errors

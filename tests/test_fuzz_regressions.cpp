@@ -9,6 +9,8 @@
 #include "fixtures.hpp"
 #include "fuzz/targets.hpp"
 
+namespace test_fuzz_regressions {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -77,3 +79,5 @@ INSTANTIATE_TEST_SUITE_P(Targets, FuzzRegression, ::testing::ValuesIn(loom::fuzz
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
+
+}  // namespace test_fuzz_regressions

@@ -12,6 +12,8 @@
 #include "fixtures.hpp"
 #include "random_model.hpp"
 
+namespace test_generate {
+
 namespace {
 
 struct Outcome {
@@ -37,11 +39,16 @@ loom::GenerateParams greedy(int n) {
 
 const std::vector<std::int32_t> kPrompt{3, 14, 15, 92, 65, 35};
 
+}  // namespace
+
+// Outside the anonymous namespace: TEST_Fs inside it and after it derive from this fixture.
 class SessionTest : public ::testing::Test {
  protected:
   loom::Config config = loom::test::llama_config();
   loom::Model model = loom::test::random_model(config, 11);
 };
+
+namespace {
 
 TEST_F(SessionTest, GreedySameForThreadsAndForBatchedOrTokenByTokenPrompt) {
   loom::Session one(model, {.n_ctx = 64, .n_threads = 1});
@@ -470,3 +477,5 @@ TEST(FixtureModels, TinyLlamaHfDeterministicAndThreadSafe) {
   const loom::Loaded m = loom::load(path);
   expect_deterministic_and_thread_safe(*m.model);
 }
+
+}  // namespace test_generate

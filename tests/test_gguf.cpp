@@ -26,6 +26,8 @@
 
 #include "fixtures.hpp"
 
+namespace test_gguf {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -843,3 +845,5 @@ TEST(GgufModel, QuantizedTinyLlama) {
 }
 
 }  // namespace
+
+}  // namespace test_gguf

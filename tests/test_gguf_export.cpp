@@ -16,6 +16,8 @@
 #include "fixtures.hpp"
 #include "random_model.hpp"
 
+namespace test_gguf_export {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -368,3 +370,5 @@ TEST(GgufExport, RejectsWhatItCannotWrite) {
 }
 
 }  // namespace
+
+}  // namespace test_gguf_export

@@ -23,6 +23,8 @@
 
 #include "fixtures.hpp"
 
+namespace test_hf {
+
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using loom::ErrorKind;
@@ -1061,3 +1063,5 @@ TEST(HfConfig, GenerationConfig) {
 }
 
 }  // namespace
+
+}  // namespace test_hf

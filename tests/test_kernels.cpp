@@ -23,6 +23,8 @@
 #include "guarded_bytes.hpp"
 #include "random.hpp"
 
+namespace test_kernels {
+
 namespace {
 
 using loom::test::random_vector;
@@ -782,3 +784,5 @@ TEST(KernelLevels, ElementWiseKernelsAgreeAcrossLevels) {
     EXPECT_NEAR(total, 1.0, 1e-5) << to_string(l);
   }
 }
+
+}  // namespace test_kernels

@@ -9,6 +9,8 @@
 
 #include "fixtures.hpp"
 
+namespace test_llama2c {
+
 namespace {
 
 loom::Model load_stories(const std::filesystem::path& p) {
@@ -139,3 +141,5 @@ TEST(Llama2c, TruncatedOrLyingFilesAreRejected) {
 }
 
 }  // namespace
+
+}  // namespace test_llama2c

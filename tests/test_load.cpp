@@ -6,6 +6,8 @@
 
 #include "fixtures.hpp"
 
+namespace test_load {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -107,3 +109,5 @@ TEST(Load, GgufWithEmbeddedVocabulary) {
 }
 
 }  // namespace
+
+}  // namespace test_load

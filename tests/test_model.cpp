@@ -13,6 +13,8 @@
 #define LOOM_COMPOSE_NO_MAIN
 #include "../examples/compose.cpp"  // nn blocks composed by hand, with random weights
 
+namespace test_model {
+
 namespace {
 
 using loom::Config;
@@ -270,3 +272,5 @@ TEST(Model, HandComposedBlocksGiveModelsLogits) {
 }
 
 }  // namespace
+
+}  // namespace test_model

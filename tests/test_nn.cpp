@@ -14,6 +14,8 @@
 
 #include "random.hpp"
 
+namespace test_nn {
+
 namespace {
 
 using loom::test::random_vector;
@@ -439,3 +441,5 @@ TEST(KVCache, OtherTypesAreUnsupported) {
 }
 
 }  // namespace
+
+}  // namespace test_nn

@@ -18,6 +18,8 @@
 #include "guarded_bytes.hpp"
 #include "random.hpp"
 
+namespace test_quant {
+
 namespace {
 
 using loom::DType;
@@ -1008,3 +1010,5 @@ INSTANTIATE_TEST_SUITE_P(AllQuantTypes, QuantMatmul,
                          [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 }  // namespace
+
+}  // namespace test_quant

@@ -21,6 +21,8 @@
 
 #include "alloc_counter.hpp"
 
+namespace test_sampler {
+
 namespace {
 
 using loom::Candidate;
@@ -802,3 +804,5 @@ TEST(Sampler, SampleAndAcceptAllocateNothing) {
 }
 
 }  // namespace
+
+}  // namespace test_sampler

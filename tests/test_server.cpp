@@ -26,6 +26,9 @@
 #include <httplib.h>
 #define LOOM_SERVER_TESTS 1
 #endif
+
+namespace test_server {
+
 #ifndef LOOM_GENERATE_BIN
 #define LOOM_GENERATE_BIN ""
 #endif
@@ -588,3 +591,5 @@ console.log(JSON.stringify({ text, finish, usage, chunks }));
 }  // namespace
 
 #endif
+
+}  // namespace test_server

@@ -3,6 +3,8 @@
 
 #include <loom/tensor.hpp>
 
+namespace test_tensor {
+
 namespace {
 
 TEST(Tensor, OwningRowMajorShapeAndStrides) {
@@ -94,3 +96,5 @@ TEST(TensorRef, TypedViewsAndRows) {
 }
 
 }  // namespace
+
+}  // namespace test_tensor

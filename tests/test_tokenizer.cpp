@@ -23,6 +23,8 @@
 #include "loom/tokenizer/tokenizer.hpp"
 #include "loom/tokenizer/unicode.hpp"
 
+namespace test_tokenizer {
+
 namespace {
 
 using loom::Tokenizer;
@@ -1096,3 +1098,5 @@ TEST(NfcJson, AcceptsNfcTextRejectsOther) {
 }
 
 }  // namespace
+
+}  // namespace test_tokenizer
