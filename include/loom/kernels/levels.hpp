@@ -42,12 +42,16 @@
 // every loop over them is unrolled before the compiler decides where arrays live, and if the
 // helpers that take them by reference are inlined; otherwise they go through the stack on every
 // iteration (2-3 times slower).
+// LOOM_NO_UNROLL keeps a loop rolled where unrolling it would spill (the AVX2 integer tile).
 #if defined(__GNUC__) && !defined(__clang__)
 #define LOOM_UNROLL _Pragma("GCC unroll 16")
+#define LOOM_NO_UNROLL _Pragma("GCC unroll 1")
 #elif defined(__clang__)
 #define LOOM_UNROLL _Pragma("unroll")
+#define LOOM_NO_UNROLL _Pragma("nounroll")
 #else
 #define LOOM_UNROLL
+#define LOOM_NO_UNROLL
 #endif
 
 namespace loom::kernels {

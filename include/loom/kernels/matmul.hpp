@@ -160,7 +160,7 @@ inline void matmul_bf16(const float* x, std::int64_t n, std::int64_t ldx, const 
     run(0, out, 0);
 }
 
-/// Whether quantized weights of type t take the integer GEMM at the level in use (AVX-512).
+/// Whether quantized weights of type t take the integer GEMM at the level in use (AVX2 and AVX-512).
 inline bool int8_gemm(DType t) { return level_kernels().gemm_int8 && kernels_for(t).to_int8; }
 
 /// y[n, out] = x · Wᵀ for quantized W [out, in] by the integer GEMM (kernels/level/gemm_int8.inl):

@@ -1,9 +1,10 @@
 // The prompt path's integer GEMM for quantized weights: y[n, m] = x[n, k] · Wᵀ with W's rows in
 // their int8 form (quant/to_int8.inl) and x quantized to 8 bits per block of 32, multiplied with
 // AVX-512 VNNI (`vpdpbusd`: 64 byte products summed into 16 int32 per instruction, four times
-// the multiply-adds of an f32 FMA). kernels/levels.hpp includes this file in every level's
-// namespace; the product exists at the AVX-512 level only (the others keep dequantizing to f32
-// for gemm_f32). No include guard.
+// the multiply-adds of an f32 FMA), or at AVX2 with vpmaddubsw (32 byte products in pairs,
+// widened by vpmaddwd: twice an FMA's, see the AVX2 int8_tile). kernels/levels.hpp includes this
+// file in every level's namespace; the reference level has no product (it keeps dequantizing to
+// f32 for gemm_f32). No include guard.
 //
 // Activations (Int8Rows, made once per product by quantize_int8_rows): per block of 32 values a
 // scale d = max|x| / 127 and int8 quants q = round(x / d); per weight sub-block −128·Σq (it
@@ -61,19 +62,16 @@ inline void quantize_int8_rows(const float* x, std::int64_t n, std::int64_t ldx,
   }
 }
 
-#if LOOM_LEVEL == 2
+#if LOOM_LEVEL >= 1
 
-/// Rows [r0, r0 + rows) of w (rows <= 16) → one 16-row group of the panel at dst; the rows past
-/// `rows` are zero. `scratch` holds the 16 rows' int8 values, scales and offsets
-/// (int8_pack_scratch_bytes), from which every 64 bytes of the panel are one gather of the 16
-/// rows' 4 values (then biased by 128).
-inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
-                            std::byte* dst, std::int8_t* scratch) {
+/// Rows [r0, r0 + rows) of w (rows <= 16) → their int8 values q [16][k], scales and offsets
+/// [16][k / s] in `scratch` (int8_pack_scratch_bytes); the rows past `rows` are zero.
+inline void int8_group_rows(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
+                            std::int8_t* scratch) {
   const std::int64_t k = w.cols(), nsb = k / s;
-  const std::size_t sb_bytes = int8_panel_subblock_bytes(s, offsets);
-  std::int8_t* q = scratch;                                   // [16][k]
-  float* scale = reinterpret_cast<float*>(scratch + 16 * k);  // [16][nsb]
-  float* offset = scale + 16 * nsb;                           // [16][nsb]
+  std::int8_t* q = scratch;
+  float* scale = reinterpret_cast<float*>(scratch + 16 * k);
+  float* offset = scale + 16 * nsb;
   for (int r = 0; r < 16; ++r) {
     if (r < rows) {
       to_int8(w.row(r0 + r), k, q + r * k, scale + r * nsb, offset + r * nsb);
@@ -84,6 +82,23 @@ inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt
       std::fill_n(offset + r * nsb, nsb, 0.0f);
     }
   }
+}
+
+#endif
+
+#if LOOM_LEVEL == 2
+
+/// Rows [r0, r0 + rows) of w (rows <= 16) → one 16-row group of the panel at dst; the rows past
+/// `rows` are zero. Every 64 bytes of the panel are one gather of the 16 rows' 4 values from
+/// `scratch` (int8_group_rows), then biased by 128.
+inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
+                            std::byte* dst, std::int8_t* scratch) {
+  const std::int64_t k = w.cols(), nsb = k / s;
+  const std::size_t sb_bytes = int8_panel_subblock_bytes(s, offsets);
+  int8_group_rows(w, r0, rows, to_int8, s, offsets, scratch);
+  const std::int8_t* q = scratch;
+  const float* scale = reinterpret_cast<const float*>(scratch + 16 * k);
+  const float* offset = scale + 16 * nsb;
   const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i row_at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(std::int32_t(k)));
   const __m512i scale_at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(std::int32_t(nsb)));
@@ -162,6 +177,124 @@ void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_
   if (x.n - t >= 2) int8_tile<2, S, Offsets>(x, t, panel, y + t * ldy, ldy, rows), t += 2;
   if (x.n - t >= 1) int8_tile<1, S, Offsets>(x, t, panel, y + t * ldy, ldy, rows);
 }
+
+#elif LOOM_LEVEL == 1
+
+/// Rows [r0, r0 + rows) of w (rows <= 16) → one 16-row group of the panel at dst, the layout of
+/// the AVX-512 level's but with the values as they are (signed): vpmaddubsw takes the weights'
+/// magnitudes and the activations with the weights' signs (int8_tile below).
+inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
+                            std::byte* dst, std::int8_t* scratch) {
+  const std::int64_t k = w.cols(), nsb = k / s;
+  const std::size_t sb_bytes = int8_panel_subblock_bytes(s, offsets);
+  int8_group_rows(w, r0, rows, to_int8, s, offsets, scratch);
+  const std::int8_t* q = scratch;
+  const float* scale = reinterpret_cast<const float*>(scratch + 16 * k);
+  const float* offset = scale + 16 * nsb;
+  for (std::int64_t j = 0; j < nsb; ++j) {
+    std::byte* p = dst + std::size_t(j) * sb_bytes;
+    for (int g = 0; g < s / 4; ++g)
+      for (int r = 0; r < 16; ++r) std::memcpy(p + 64 * g + 4 * r, q + r * k + j * s + 4 * g, 4);
+    auto* sc = reinterpret_cast<float*>(p + 16 * s);
+    for (int r = 0; r < 16; ++r) sc[r] = scale[r * nsb + j];
+    if (offsets)
+      for (int r = 0; r < 16; ++r) sc[16 + r] = offset[r * nsb + j];
+  }
+}
+
+/// y[C rows, `rows` <= 16 columns] = C activation rows of x (from row t0) · one 16-row group.
+/// Without VNNI the byte products are vpmaddubsw's (unsigned × signed bytes, pairs summed into
+/// saturating int16): it multiplies |w| by x with w's sign (vpsignb), whose pair sums stay within
+/// int16 (2 · 128 · 127 = 32512), then vpmaddwd by ones widens them into int32. Per 4 columns
+/// and activation row: 2 vpsignb, 2 vpmaddubsw, 2 vpmaddwd, 2 vpaddd for 64 multiply-adds. The
+/// tile is C = 2 activation rows × 16 weight rows (two ymm of 8): 4 int32 and 4 f32
+/// accumulators, the weights and their magnitudes take the rest of the 16 registers. It covers
+/// sub-blocks [j0, j1), adding to y unless `first`.
+template <int C, int S, bool Offsets>
+void int8_tile(const Int8Rows& x, std::int64_t t0, const std::byte* panel, float* y, std::int64_t ldy, int rows,
+               std::int64_t j0, std::int64_t j1, bool first) {
+  const std::int64_t k = x.k, nsb = k / S;
+  constexpr std::size_t sb_bytes = int8_panel_subblock_bytes(S, Offsets);
+  constexpr int R = int8_row_tile;
+  const std::int64_t tile = t0 / R, lane = t0 % R;
+  const std::int8_t* xq = x.q + tile * R * k + 4 * lane;
+  const float* xd = x.d + tile * R * (k / 32) + lane;
+  const float* xs = x.sums + tile * R * nsb + lane;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[C][2];
+  LOOM_UNROLL
+  for (int c = 0; c < C; ++c) {
+    alignas(32) float in[16] = {};
+    if (!first) std::memcpy(in, y + c * ldy, std::size_t(rows) * sizeof(float));
+    acc[c][0] = _mm256_load_ps(in);
+    acc[c][1] = _mm256_load_ps(in + 8);
+  }
+  for (std::int64_t j = j0; j < j1; ++j) {
+    const std::byte* p = panel + std::size_t(j) * sb_bytes;
+    __m256i ai[C][2];
+    LOOM_UNROLL
+    for (int c = 0; c < C; ++c) ai[c][0] = ai[c][1] = _mm256_setzero_si256();
+    const std::int64_t k0 = j * S;
+    const std::int8_t* px = xq + k0 * R;  // the sub-block's values: [S / 4][R rows][4]
+    LOOM_NO_UNROLL  // unrolled, GCC 12 computes every step's operands first and spills them
+    for (int g = 0; g < S / 4; ++g) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g + 32));
+      const __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+      LOOM_UNROLL
+      for (int c = 0; c < C; ++c) {
+        std::int32_t v;
+        std::memcpy(&v, px + 4 * R * g + 4 * c, 4);
+        const __m256i xv = _mm256_set1_epi32(v);
+        ai[c][0] = _mm256_add_epi32(ai[c][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, w0)), ones));
+        ai[c][1] = _mm256_add_epi32(ai[c][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, w1)), ones));
+      }
+    }
+    const auto* sc = reinterpret_cast<const float*>(p + 16 * S);
+    const __m256 sc0 = _mm256_loadu_ps(sc), sc1 = _mm256_loadu_ps(sc + 8);
+    LOOM_UNROLL
+    for (int c = 0; c < C; ++c) {
+      const __m256 d = _mm256_set1_ps(xd[k0 / 32 * R + c]);
+      acc[c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[c][0]), _mm256_mul_ps(sc0, d), acc[c][0]);
+      acc[c][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[c][1]), _mm256_mul_ps(sc1, d), acc[c][1]);
+    }
+    if constexpr (Offsets) {
+      const __m256 off0 = _mm256_loadu_ps(sc + 16), off1 = _mm256_loadu_ps(sc + 24);
+      LOOM_UNROLL
+      for (int c = 0; c < C; ++c) {
+        const __m256 sum = _mm256_set1_ps(xs[j * R + c]);
+        acc[c][0] = _mm256_fmadd_ps(off0, sum, acc[c][0]);
+        acc[c][1] = _mm256_fmadd_ps(off1, sum, acc[c][1]);
+      }
+    }
+  }
+  LOOM_UNROLL
+  for (int c = 0; c < C; ++c) {
+    alignas(32) float out[16];
+    _mm256_store_ps(out, acc[c][0]);
+    _mm256_store_ps(out + 8, acc[c][1]);
+    std::memcpy(y + c * ldy, out, std::size_t(rows) * sizeof(float));
+  }
+}
+
+/// All n rows of x times one 16-row group, in tiles of 2 activation rows (then 1), by chunks of
+/// 512 columns: a chunk of the group's panel (9 KiB) stays in L1 while every tile passes over it
+/// (a whole panel, 36 KiB at k = 2048, does not).
+template <int S, bool Offsets>
+void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_t ldy, int rows) {
+  constexpr std::int64_t chunk = 512 / S;
+  const std::int64_t nsb = x.k / S;
+  for (std::int64_t j0 = 0; j0 < nsb; j0 += chunk) {
+    const std::int64_t j1 = std::min(nsb, j0 + chunk);
+    std::int64_t t = 0;
+    for (; t + 2 <= x.n; t += 2) int8_tile<2, S, Offsets>(x, t, panel, y + t * ldy, ldy, rows, j0, j1, j0 == 0);
+    if (t < x.n) int8_tile<1, S, Offsets>(x, t, panel, y + t * ldy, ldy, rows, j0, j1, j0 == 0);
+  }
+}
+
+#endif
+
+#if LOOM_LEVEL >= 1
 
 /// y[n, rows] (row stride ldy) = x · (the panel's rows)ᵀ, the panel holding ⌈rows / 16⌉ groups of
 /// sub-blocks of s columns (offsets when `offsets`).

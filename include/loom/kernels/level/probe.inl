@@ -74,7 +74,8 @@ inline std::uint64_t sum_words_level(const std::byte* p, std::size_t n, int stre
 /// The arithmetic peak probe (machine.hpp): `steps` steps of 12 independent multiply-add chains
 /// in registers, of the kind `a` at this level's widest vectors; returns the multiply-adds done,
 /// or 0 where the level has no such instruction. f32: FMA (16 / 8 / 1 per instruction); int8:
-/// vpdpbusd (64 byte products per instruction; AVX-512 only, as the integer GEMM); bf16:
+/// vpdpbusd at AVX-512 (64 byte products per instruction), at AVX2 vpmaddubsw + vpmaddwd +
+/// vpaddd (32 per three instructions), as the integer GEMMs; bf16:
 /// vdpbf16ps (32; AVX-512 on CPUs with AVX512_BF16, as the bf16 GEMM). The operands
 /// pass through an empty asm statement so that the compiler cannot fold the chains.
 /// One step of a chain: x·m + b (f32), or x + the byte dot products of u and v (int8). Plain
@@ -83,6 +84,9 @@ inline std::uint64_t sum_words_level(const std::byte* p, std::size_t n, int stre
 inline float peak_step(float x, float m, float b) { return std::fma(x, m, b); }
 #if LOOM_LEVEL == 1
 inline __m256 peak_step(__m256 x, __m256 m, __m256 b) { return _mm256_fmadd_ps(x, m, b); }
+inline __m256i peak_step(__m256i x, __m256i u, __m256i v) {
+  return _mm256_add_epi32(x, _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), _mm256_set1_epi16(1)));
+}
 #elif LOOM_LEVEL == 2
 inline __m512 peak_step(__m512 x, __m512 m, __m512 b) { return _mm512_fmadd_ps(x, m, b); }
 inline __m512i peak_step(__m512i x, __m512i u, __m512i v) { return _mm512_dpbusd_epi32(x, u, v); }
@@ -141,7 +145,10 @@ inline double peak_multiply_adds(Arithmetic a, std::int64_t steps) {
     return peak_chains(1.0f, 0.999f, 1e-3f, steps, 1);
 #endif
   }
-#if LOOM_LEVEL == 2
+#if LOOM_LEVEL == 1
+  if (a == Arithmetic::int8)
+    return peak_chains(_mm256_set1_epi32(1), _mm256_set1_epi8(3), _mm256_set1_epi8(-2), steps, 32);
+#elif LOOM_LEVEL == 2
   if (a == Arithmetic::int8)
     return peak_chains(_mm512_set1_epi32(1), _mm512_set1_epi8(3), _mm512_set1_epi8(-2), steps, 64);
   if (a == Arithmetic::bf16 && cpu_features().avx512bf16) return peak_bf16(steps);

@@ -14,16 +14,19 @@ inline constexpr LevelKernels level_table = {KernelLevel(LOOM_LEVEL),
                                              &apply_level<relu>,
                                              &add_level,
                                              &gemm_f32,
-#if LOOM_LEVEL == 2
+#if LOOM_LEVEL >= 1
                                              &quantize_int8_rows,
                                              &pack_int8_group,
                                              &gemm_int8,
-                                             &rows_to_bf16,
-                                             &gemm_bf16,
 #else
                                              nullptr,
                                              nullptr,
                                              nullptr,
+#endif
+#if LOOM_LEVEL == 2
+                                             &rows_to_bf16,
+                                             &gemm_bf16,
+#else
                                              nullptr,
                                              nullptr,
 #endif
