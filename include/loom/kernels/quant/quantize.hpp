@@ -18,6 +18,9 @@
 #include "loom/error.hpp"
 #include "loom/kernels/quant/blocks.hpp"
 #include "loom/kernels/quant/dequantize.hpp"
+#include "loom/kernels/target.hpp"
+
+LOOM_OPTIMIZE_BEGIN
 
 namespace loom::kernels {
 
@@ -145,8 +148,9 @@ inline void iq4_fit(const float* x, float id, float& sum_qx, float& sum_q2) {
     q[j] = float(iq4_nl_values[0]);
   }
   for (std::size_t k = 0; k < iq4_midpoints.size(); ++k) {
-    const float step = float(iq4_nl_values[k + 1] - iq4_nl_values[k]);
-    for (int j = 0; j < qk4_0; ++j) q[j] += y[j] >= iq4_midpoints[k] ? step : 0.0f;
+    // (one read of the midpoint per pass: in an -O0 build std::array's operator[] is a call)
+    const float step = float(iq4_nl_values[k + 1] - iq4_nl_values[k]), mid = iq4_midpoints[k];
+    for (int j = 0; j < qk4_0; ++j) q[j] += y[j] >= mid ? step : 0.0f;
   }
   sum_qx = sum_q2 = 0.0f;
   for (int j = 0; j < qk4_0; ++j) {
@@ -435,3 +439,5 @@ inline void quantize_row_q6_k(const float* x, block_q6_k* y, std::int64_t n) {
 
 
 }  // namespace loom::kernels
+
+LOOM_OPTIMIZE_END
