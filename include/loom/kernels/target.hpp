@@ -51,18 +51,5 @@
 #endif
 #define LOOM_TARGET_STR_(x) #x
 
-/// Portable code that must stay fast in an unoptimized build: the reference quantizers
-/// (kernels/quant/quantize.hpp), which converting a model runs over every weight. At -O0 (a debug
-/// build, or scripts/test's sanitizer build) IQ4_NL's scale search alone made converting the test
-/// checkpoints take minutes. With GCC the region is compiled at -O3 whatever the includer's level
-/// (Clang has no per-function level: it keeps the includer's).
-#if defined(__GNUC__) && !defined(__clang__)
-#define LOOM_OPTIMIZE_BEGIN _Pragma("GCC push_options") _Pragma("GCC optimize(\"O3\")")
-#define LOOM_OPTIMIZE_END _Pragma("GCC pop_options")
-#else
-#define LOOM_OPTIMIZE_BEGIN
-#define LOOM_OPTIMIZE_END
-#endif
-
 #define LOOM_TARGET_AVX2_BEGIN LOOM_TARGET_BEGIN_(LOOM_TARGET_AVX2_FEATURES)
 #define LOOM_TARGET_AVX512_BEGIN LOOM_TARGET_BEGIN_(LOOM_TARGET_AVX512_FEATURES)

@@ -18,9 +18,6 @@
 #include "loom/error.hpp"
 #include "loom/kernels/quant/blocks.hpp"
 #include "loom/kernels/quant/dequantize.hpp"
-#include "loom/kernels/target.hpp"
-
-LOOM_OPTIMIZE_BEGIN
 
 namespace loom::kernels {
 
@@ -439,5 +436,3 @@ inline void quantize_row_q6_k(const float* x, block_q6_k* y, std::int64_t n) {
 
 
 }  // namespace loom::kernels
-
-LOOM_OPTIMIZE_END
