@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include "fixtures.hpp"
@@ -25,6 +28,20 @@ TEST(FuzzRegressions, EveryFolderNamesATarget) {
     for (const auto& t : loom::fuzz::targets) known |= dir.path().filename() == t.name;
     EXPECT_TRUE(known) << dir.path() << " does not name a fuzz target";
   }
+}
+
+// tests/fuzz/CMakeLists.txt links fuzz/fuzz_<name> to the one fuzz binary for each name it lists:
+// the list must be the table's, or a target would be left out of scripts/fuzz (and CI) unnoticed.
+TEST(FuzzRegressions, TheBuildLinksEveryTarget) {
+  const std::string cmake = loom::test::read_text(fs::path(LOOM_SOURCE_DIR) / "tests" / "fuzz" / "CMakeLists.txt");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(cmake, m, std::regex(R"(set\(LOOM_FUZZ_TARGETS([^)]*)\))")))
+      << "tests/fuzz/CMakeLists.txt sets no LOOM_FUZZ_TARGETS";
+  std::istringstream names(m[1].str());
+  std::set<std::string> listed, table;
+  for (std::string n; names >> n;) listed.insert(n);
+  for (const auto& t : loom::fuzz::targets) table.insert(std::string(t.name));
+  EXPECT_EQ(listed, table);
 }
 
 // The replay must replay something: an empty folder (or one whose files were lost) would make

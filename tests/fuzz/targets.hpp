@@ -1,4 +1,4 @@
-// The bodies of loom's fuzz targets, shared by the libFuzzer binaries (tests/fuzz/fuzz_<name>.cpp,
+// The bodies of loom's fuzz targets, shared by the libFuzzer binary (tests/fuzz/fuzz_main.cpp,
 // built with -DLOOM_FUZZ=ON and clang) and by the gtest that replays the checked-in crash inputs
 // (tests/test_fuzz_regressions.cpp, built everywhere, including the sanitizer build).
 //
@@ -330,7 +330,7 @@ struct Target {
   void (*run)(Bytes);
 };
 
-/// Every target, by the name its binary and regression folder use (fuzz_<name>, regressions/<name>/).
+/// Every target, by the name its command and regression folder use (fuzz_<name>, regressions/<name>/).
 inline constexpr Target targets[] = {
     {"safetensors", safetensors},       {"hf_config", hf_config},
     {"tokenizer_json", tokenizer_json}, {"llama2c", llama2c},
@@ -341,10 +341,3 @@ inline constexpr Target targets[] = {
 };
 
 }  // namespace loom::fuzz
-
-/// Defines LLVMFuzzerTestOneInput for target `fn` (one per fuzz_<name>.cpp).
-#define LOOM_FUZZ_TARGET(fn)                                                        \
-  extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { \
-    ::loom::fuzz::fn({data, size});                                                   \
-    return 0;                                                                         \
-  }
