@@ -874,6 +874,94 @@ TEST_P(QuantMatmul, IntegerGemmEqualsDoubleOnQuantizedActivations) {
   }
 }
 
+// ---- the integer GEMM at the edges of each int8 form ----------------------------------------------
+
+// Every form's extreme values (all weights at the top or the bottom of their range, activations at
+// ±127) make the AVX2 kernel's 16-bit sums as large as they get: any overflow or saturation would
+// show as an error of thousands. Forms: every quantized type's, and every width with and without a
+// zero point. Checked against exact sums in double, at the level in use.
+Int8Form extreme_form;  // read by extreme_int8_row (a ToInt8Row is a plain function pointer)
+
+void extreme_int8_row(const std::byte* src, std::int64_t n, std::int8_t* q, float* scale, float* offset) {
+  const int row = int(*reinterpret_cast<const std::int32_t*>(src));
+  const int lo = -extreme_form.bias, hi = (1 << extreme_form.bits) - 1 - extreme_form.bias;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int pick = row % 4 == 0 ? hi : row % 4 == 1 ? lo : row % 4 == 2 ? (i % 2 ? hi : lo) : (i / 2 % 2 ? lo : hi);
+    q[i] = std::int8_t(pick);
+  }
+  const std::int64_t s = extreme_form.subblock;
+  for (std::int64_t j = 0; j < n / s; ++j) {
+    scale[j] = 0.5f + 0.25f * float((row + j) % 3);
+    if (extreme_form.offsets) offset[j] = -0.125f * float((row + j) % 5);
+  }
+}
+
+TEST(IntegerGemm, ExtremeValuesOfEveryFormAreExact) {
+  const LevelKernels& lk = level_kernels();
+  if (!lk.gemm_int8) GTEST_SKIP() << "no integer GEMM at this kernel level";
+  std::vector<Int8Form> forms;
+  for (const DType t : {DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::iq4_nl, DType::iq4_xs,
+                        DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k})
+    forms.push_back(kernels_for(t).int8);
+  for (int bits = 2; bits <= 7; ++bits)
+    for (const int s : {16, 32})
+      for (const bool offsets : {false, true}) {
+        forms.push_back({s, offsets, 0, bits});
+        forms.push_back({s, offsets, 1 << (bits - 1), bits});
+      }
+  const std::int64_t k = 512, rows = 19, n = 5;
+  // the weights: an f32 tensor [rows, k] whose rows start with their number, which is all
+  // extreme_int8_row reads (pack_int8_group hands it w.row(r) and k = w.cols())
+  std::vector<std::int32_t> row_ids(std::size_t(rows * k));
+  for (std::int64_t r = 0; r < rows; ++r) row_ids[std::size_t(r * k)] = std::int32_t(r);
+  std::vector<float> x(std::size_t(n * k));
+  std::mt19937 rng(11);
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t i = 0; i < k; ++i)
+      x[std::size_t(t * k + i)] = t == 0 ? 1.0f : t == 1 ? -1.0f : t == 2 ? (i % 2 ? 1.0f : -1.0f)
+                                  : t == 3 ? (i % 3 ? -1.0f : 1.0f) : float(int(rng() % 255) - 127);
+  for (const Int8Form& form : forms) {
+    SCOPED_TRACE(::testing::Message() << "form: sub-block " << form.subblock << ", offsets " << form.offsets << ", bias "
+                                      << form.bias << ", bits " << form.bits);
+    extreme_form = form;
+    const loom::TensorRef w{DType::f32, loom::Shape{rows, k}, reinterpret_cast<const std::byte*>(row_ids.data()),
+                            row_ids.size() * 4};
+    const std::int64_t padded = (n + int8_row_tile - 1) / int8_row_tile * int8_row_tile, nsb = k / form.subblock;
+    std::vector<std::int8_t> q(std::size_t(padded * k));
+    std::vector<float> d(std::size_t(padded * k / 32)), sums(std::size_t(padded * nsb));
+    std::vector<std::int32_t> corr(std::size_t(padded * nsb));
+    lk.quantize_int8_rows(x.data(), n, k, k, form, q.data(), d.data(), corr.data(), sums.data());
+    const std::size_t group_bytes = int8_panel_group_bytes(k, form.subblock, form.offsets);
+    std::vector<std::byte> panel(group_bytes * std::size_t((rows + 15) / 16));
+    std::vector<std::int8_t> scratch(int8_pack_scratch_bytes(k));
+    for (std::int64_t g = 0; g < rows; g += 16)
+      lk.pack_int8_group(w, g, int(std::min<std::int64_t>(16, rows - g)), &extreme_int8_row, form,
+                         panel.data() + std::size_t(g / 16) * group_bytes, scratch.data());
+    std::vector<float> y(std::size_t(n * rows));
+    lk.gemm_int8({q.data(), d.data(), corr.data(), sums.data(), n, k}, panel.data(), rows, form, y.data(), rows);
+    std::vector<std::int8_t> wq(static_cast<std::size_t>(k));
+    std::vector<float> sc(static_cast<std::size_t>(nsb)), off(static_cast<std::size_t>(nsb), 0.0f);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      extreme_int8_row(w.row(r), k, wq.data(), sc.data(), off.data());
+      for (std::int64_t t = 0; t < n; ++t) {
+        double exact = 0, size = 0;
+        for (std::int64_t i = 0; i < k; ++i) {
+          const float* v = &x[std::size_t(t * k + i / 32 * 32)];
+          float amax = 0;
+          for (int e = 0; e < 32; ++e) amax = std::max(amax, std::fabs(v[e]));
+          const float dx = amax / 127.0f;
+          const double xq = double(dx) * std::nearbyint(x[std::size_t(t * k + i)] * (1.0f / dx));
+          const double wv = double(sc[std::size_t(i / form.subblock)]) * wq[std::size_t(i)] +
+                            (form.offsets ? double(off[std::size_t(i / form.subblock)]) : 0.0);
+          exact += xq * wv;
+          size += std::fabs(xq * wv);
+        }
+        ASSERT_NEAR(y[std::size_t(t * rows + r)], exact, 1e-6 * size + 1e-6) << "activation row " << t << ", weight row " << r;
+      }
+    }
+  }
+}
+
 TEST_P(QuantMatmul, ResultDoesNotDependOnThreadCount) {
   const DType t = GetParam();
   const std::int64_t in = 768, out = 200;

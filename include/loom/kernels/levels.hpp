@@ -95,7 +95,8 @@ inline constexpr int int8_row_tile = 8;
 /// values in tiles of int8_row_tile rows (the last one padded with zero rows), each tile's values
 /// interleaved so that a register tile reads them from one pointer: q [tile][k / 4][row][4] the
 /// int8 quants, d [tile][k / 32][row] the scale of each block of 32, and per sub-block of S
-/// values of the weight type (16 or 32) corr [tile][k / S][row] = −128 · Σ quants and
+/// values of the weight type (16 or 32) corr [tile][k / S][row] = −bias · Σ quants (bias: that of
+/// the level's weight panel, int8_panel_bias) and
 /// sums [tile][k / S][row] = scale · Σ quants.
 struct Int8Rows {
   const std::int8_t* q = nullptr;
@@ -120,6 +121,17 @@ constexpr std::size_t int8_panel_group_bytes(std::int64_t k, int s, bool offsets
 /// offsets.
 constexpr std::size_t int8_pack_scratch_bytes(std::int64_t k) { return std::size_t(16 * k + 2 * 16 * 4 * (k / 16)); }
 
+/// The int8 form of a quantized type's rows (kernels/quant/to_int8.inl): per sub-block of
+/// `subblock` values (16 or 32) a scale and, with `offsets`, an offset; every value q lies in
+/// [−bias, 2^bits − 1 − bias], so q + bias is an unsigned number of `bits` bits (bits 8, bias 128:
+/// any int8). The AVX2 integer GEMM sums the products of narrow values in 16 bits before widening.
+struct Int8Form {
+  int subblock = 32;
+  bool offsets = false;
+  int bias = 128;
+  int bits = 8;
+};
+
 /// A quantized row of n weights → its int8 values q[n], a scale (and an offset) per sub-block
 /// (kernels/quant/to_int8.inl).
 using ToInt8Row = void (*)(const std::byte* src, std::int64_t n, std::int8_t* q, float* scale, float* offset);
@@ -141,11 +153,9 @@ struct LevelTypeKernels {
   void (*to_f32)(const std::byte* src, float* dst, std::int64_t n) = nullptr;
   /// Up to this many rows of x the decode kernels run; above it, the GEMM path.
   std::int64_t decode_max_rows = 0;
-  /// The row's int8 form for the integer GEMM, its sub-block length (16 or 32) and whether it
-  /// has offsets (null / 0 for f32, f16, bf16).
+  /// The row's int8 values for the integer GEMM and their form (null for f32, f16, bf16).
   ToInt8Row to_int8 = nullptr;
-  int int8_subblock = 0;
-  bool int8_offsets = false;
+  Int8Form int8{};
 };
 
 /// The kernels of one level that do not depend on a weight type.
@@ -173,11 +183,11 @@ struct LevelKernels {
                    bool b_k_major, std::int64_t m, float* c, std::int64_t ldc) = nullptr;
   /// The integer GEMM (kernels/level/gemm_int8.inl), null where the level has none: rows of x →
   /// Int8Rows; 16-row groups of weights → the panel; y[n, rows] = x · panelᵀ.
-  void (*quantize_int8_rows)(const float* x, std::int64_t n, std::int64_t ldx, std::int64_t k, int s, std::int8_t* q,
-                             float* d, std::int32_t* corr, float* sums) = nullptr;
-  void (*pack_int8_group)(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
+  void (*quantize_int8_rows)(const float* x, std::int64_t n, std::int64_t ldx, std::int64_t k, const Int8Form& form,
+                             std::int8_t* q, float* d, std::int32_t* corr, float* sums) = nullptr;
+  void (*pack_int8_group)(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, const Int8Form& form,
                           std::byte* dst, std::int8_t* row) = nullptr;
-  void (*gemm_int8)(const Int8Rows& x, const std::byte* panel, std::int64_t rows, int s, bool offsets, float* y,
+  void (*gemm_int8)(const Int8Rows& x, const std::byte* panel, std::int64_t rows, const Int8Form& form, float* y,
                     std::int64_t ldy) = nullptr;
   /// The bf16 GEMM (kernels/level/gemm_bf16.inl), null where the level has none; callable only
   /// where cpu_features().bf16_prompts: rows of x → bf16 pairs; C[n, m] = A · (m weights of w

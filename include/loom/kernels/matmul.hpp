@@ -170,8 +170,8 @@ inline void matmul_int8(const float* x, std::int64_t n, std::int64_t ldx, const 
                         std::int64_t ldy, ThreadPool* pool) {
   const LevelKernels& lk = level_kernels();
   const LevelTypeKernels& tk = kernels_for(w.dtype);
-  const int s = tk.int8_subblock;
-  const bool offsets = tk.int8_offsets;
+  const Int8Form& form = tk.int8;
+  const int s = form.subblock;
   const std::int64_t k = w.cols(), out = w.rows();
   // x: quants, then scales, corrections and sums (4-byte aligned: k is a multiple of 32)
   const std::int64_t padded = (n + int8_row_tile - 1) / int8_row_tile * int8_row_tile;
@@ -182,9 +182,9 @@ inline void matmul_int8(const float* x, std::int64_t n, std::int64_t ldx, const 
   auto* d = reinterpret_cast<float*>(act + q_bytes);
   auto* corr = reinterpret_cast<std::int32_t*>(d + d_count);
   auto* sums = reinterpret_cast<float*>(corr + s_count);
-  lk.quantize_int8_rows(x, n, ldx, k, s, q, d, corr, sums);
+  lk.quantize_int8_rows(x, n, ldx, k, form, q, d, corr, sums);
   const Int8Rows xr{q, d, corr, sums, n, k};
-  const std::size_t group_bytes = int8_panel_group_bytes(k, s, offsets);
+  const std::size_t group_bytes = int8_panel_group_bytes(k, s, form.offsets);
   const std::size_t panel_bytes = group_bytes * std::size_t(gemm_row_block / 16);
   const std::size_t row_bytes = int8_pack_scratch_bytes(k);
   auto run = [&](std::int64_t r0, std::int64_t r1, int) {
@@ -193,9 +193,9 @@ inline void matmul_int8(const float* x, std::int64_t n, std::int64_t ldx, const 
     for (std::int64_t b0 = r0; b0 < r1; b0 += gemm_row_block) {
       const std::int64_t m = std::min(r1, b0 + gemm_row_block) - b0;
       for (std::int64_t g = 0; g < m; g += 16)
-        lk.pack_int8_group(w, b0 + g, int(std::min<std::int64_t>(16, m - g)), tk.to_int8, s, offsets,
+        lk.pack_int8_group(w, b0 + g, int(std::min<std::int64_t>(16, m - g)), tk.to_int8, form,
                            buf + std::size_t(g / 16) * group_bytes, row);
-      lk.gemm_int8(xr, buf, m, s, offsets, y + b0, ldy);
+      lk.gemm_int8(xr, buf, m, form, y + b0, ldy);
     }
   };
   if (pool)

@@ -7,8 +7,8 @@
 // f32 for gemm_f32). No include guard.
 //
 // Activations (Int8Rows, made once per product by quantize_int8_rows): per block of 32 values a
-// scale d = max|x| / 127 and int8 quants q = round(x / d); per weight sub-block −128·Σq (it
-// cancels the weights' bias below) and, for the offset types, d·Σq.
+// scale d = max|x| / 127 and int8 quants q = round(x / d); per weight sub-block −bias·Σq (it
+// cancels the weights' bias below: 128 at AVX-512) and, for the offset types, d·Σq.
 //
 // Weights (the panel, packed per 16 rows by pack_int8_group from any quantized type): per
 // sub-block of S = 16 or 32 columns, the 16 rows' int8 values plus 128 (unsigned bytes, as
@@ -26,11 +26,23 @@
 // float operations. The panel of a 128-row block (≈ 1.1 bytes per weight) stays in L2 while all
 // of x passes over it; 8 rows of x are 8·k bytes (16 KiB at k = 2048) and stay in L1.
 
-/// Rows of x → the Int8Rows arrays (k a multiple of 32, s = 16 or 32; rows past n in the last
-/// tile are zero).
-inline void quantize_int8_rows(const float* x, std::int64_t n, std::int64_t ldx, std::int64_t k, int s, std::int8_t* q,
-                               float* d, std::int32_t* corr, float* sums) {
+/// The bias of the panel's values at this level: AVX-512 stores every form plus 128 (vpdpbusd's
+/// unsigned operand); AVX2 stores narrow forms plus their own bias, full-range ones as they are.
+constexpr int int8_panel_bias(const Int8Form& form) {
+#if LOOM_LEVEL == 2
+  (void)form;
+  return 128;
+#else
+  return form.bits < 8 ? form.bias : 0;
+#endif
+}
+
+/// Rows of x → the Int8Rows arrays for weights of the given form (k a multiple of 32; rows past n
+/// in the last tile are zero).
+inline void quantize_int8_rows(const float* x, std::int64_t n, std::int64_t ldx, std::int64_t k, const Int8Form& form,
+                               std::int8_t* q, float* d, std::int32_t* corr, float* sums) {
   constexpr int R = int8_row_tile;
+  const int s = form.subblock, bias = int8_panel_bias(form);
   const std::int64_t nb = k / 32, nsb = k / s, padded = (n + R - 1) / R * R;
   for (std::int64_t t = 0; t < padded; ++t) {
     const std::int64_t tile = t / R, lane = t % R;
@@ -53,10 +65,10 @@ inline void quantize_int8_rows(const float* x, std::int64_t n, std::int64_t ldx,
       for (int g = 0; g < 8; ++g) std::memcpy(qt + (8 * b + g) * 4 * R, qs + 4 * g, 4);
       dt[b * R] = db;
       if (s == 32) {
-        ct[b * R] = -128 * (s0 + s1), st[b * R] = db * float(s0 + s1);
+        ct[b * R] = -bias * (s0 + s1), st[b * R] = db * float(s0 + s1);
       } else {
-        ct[2 * b * R] = -128 * s0, st[2 * b * R] = db * float(s0);
-        ct[(2 * b + 1) * R] = -128 * s1, st[(2 * b + 1) * R] = db * float(s1);
+        ct[2 * b * R] = -bias * s0, st[2 * b * R] = db * float(s0);
+        ct[(2 * b + 1) * R] = -bias * s1, st[(2 * b + 1) * R] = db * float(s1);
       }
     }
   }
@@ -91,8 +103,10 @@ inline void int8_group_rows(const TensorRef& w, std::int64_t r0, int rows, ToInt
 /// Rows [r0, r0 + rows) of w (rows <= 16) → one 16-row group of the panel at dst; the rows past
 /// `rows` are zero. Every 64 bytes of the panel are one gather of the 16 rows' 4 values from
 /// `scratch` (int8_group_rows), then biased by 128.
-inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
+inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, const Int8Form& form,
                             std::byte* dst, std::int8_t* scratch) {
+  const int s = form.subblock;
+  const bool offsets = form.offsets;
   const std::int64_t k = w.cols(), nsb = k / s;
   const std::size_t sb_bytes = int8_panel_subblock_bytes(s, offsets);
   int8_group_rows(w, r0, rows, to_int8, s, offsets, scratch);
@@ -169,7 +183,7 @@ void int8_tile(const Int8Rows& x, std::int64_t t0, const std::byte* panel, float
 
 /// All n rows of x times one 16-row group: tiles of 8 activation rows, then 4, 2, 1.
 template <int S, bool Offsets>
-void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_t ldy, int rows) {
+void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_t ldy, int rows, const Int8Form&) {
   std::int64_t t = 0;
   static_assert(int8_row_tile == 8);
   for (; t + 8 <= x.n; t += 8) int8_tile<8, S, Offsets>(x, t, panel, y + t * ldy, ldy, rows);
@@ -181,16 +195,21 @@ void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_
 #elif LOOM_LEVEL == 1
 
 /// Rows [r0, r0 + rows) of w (rows <= 16) → one 16-row group of the panel at dst, the layout of
-/// the AVX-512 level's but with the values as they are (signed): vpmaddubsw takes the weights'
-/// magnitudes and the activations with the weights' signs (int8_tile below).
-inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
+/// the AVX-512 level's. Narrow forms (bits < 8) are stored plus their bias, unsigned bytes as
+/// vpmaddubsw's first operand takes them; the others as they are (signed), int8_tile below takes
+/// their magnitudes and gives their signs to the activations.
+inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, const Int8Form& form,
                             std::byte* dst, std::int8_t* scratch) {
+  const int s = form.subblock;
+  const bool offsets = form.offsets;
   const std::int64_t k = w.cols(), nsb = k / s;
   const std::size_t sb_bytes = int8_panel_subblock_bytes(s, offsets);
   int8_group_rows(w, r0, rows, to_int8, s, offsets, scratch);
-  const std::int8_t* q = scratch;
+  std::int8_t* q = scratch;
   const float* scale = reinterpret_cast<const float*>(scratch + 16 * k);
   const float* offset = scale + 16 * nsb;
+  if (form.bits < 8)  // q + bias < 2^bits <= 128: still an int8
+    for (std::int64_t i = 0; i < 16 * k; ++i) q[i] = std::int8_t(q[i] + form.bias);
   for (std::int64_t j = 0; j < nsb; ++j) {
     std::byte* p = dst + std::size_t(j) * sb_bytes;
     for (int g = 0; g < s / 4; ++g)
@@ -202,23 +221,33 @@ inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt
   }
 }
 
+/// Groups of 4 columns whose vpmaddubsw results int8_tile adds in int16 before widening them, for
+/// weights of `bits` bits (unsigned): a pair sum is at most 2 · (2^bits − 1) · 127, activations
+/// lying in [−127, 127]. 8 groups for 4-bit weights, 4 for 5-bit, 2 for 6-bit.
+constexpr int int16_groups(int bits) { return 32767 / (2 * 127 * ((1 << bits) - 1)); }
+
 /// y[C rows, `rows` <= 16 columns] = C activation rows of x (from row t0) · one 16-row group.
-/// Without VNNI the byte products are vpmaddubsw's (unsigned × signed bytes, pairs summed into
-/// saturating int16): it multiplies |w| by x with w's sign (vpsignb), whose pair sums stay within
-/// int16 (2 · 128 · 127 = 32512), then vpmaddwd by ones widens them into int32. Per 4 columns
-/// and activation row: 2 vpsignb, 2 vpmaddubsw, 2 vpmaddwd, 2 vpaddd for 64 multiply-adds. The
-/// tile is C = 2 activation rows × 16 weight rows (two ymm of 8): 4 int32 and 4 f32
-/// accumulators, the weights and their magnitudes take the rest of the 16 registers. It covers
-/// sub-blocks [j0, j1), adding to y unless `first`.
-template <int C, int S, bool Offsets>
+/// Without VNNI the byte products are vpmaddubsw's: unsigned × signed bytes, pairs summed into
+/// saturating int16. Narrow weights (bits < 8, stored plus their bias: unsigned) go in as they
+/// are, and the products of Run groups of 4 columns are added in int16 (int16_groups: no sum can
+/// saturate), then widened by one vpmaddwd with ones; the bias comes back out through the
+/// activations' sums (corr = −bias·Σx). Per 4 columns, 16 weight rows and activation
+/// row of 4-bit weights: 2 vpmaddubsw, 2 vpaddw, and a quarter of 2 vpmaddwd + 2 vpaddd, for 64
+/// multiply-adds. Full-range weights (Q8_0, IQ4) take |w| and x with w's sign (vpsignb), whose
+/// pair sums stay within int16 (2 · 128 · 127 = 32512), widened at every group: 2 vpsignb, 2
+/// vpmaddubsw, 2 vpmaddwd, 2 vpaddd. The tile is C = 2 activation rows × 16 weight rows (two ymm
+/// of 8); it covers sub-blocks [j0, j1), adding to y unless `first`.
+template <int C, int S, bool Offsets, int Run>
 void int8_tile(const Int8Rows& x, std::int64_t t0, const std::byte* panel, float* y, std::int64_t ldy, int rows,
                std::int64_t j0, std::int64_t j1, bool first) {
+  constexpr bool Narrow = Run > 0;
   const std::int64_t k = x.k, nsb = k / S;
   constexpr std::size_t sb_bytes = int8_panel_subblock_bytes(S, Offsets);
   constexpr int R = int8_row_tile;
   const std::int64_t tile = t0 / R, lane = t0 % R;
   const std::int8_t* xq = x.q + tile * R * k + 4 * lane;
   const float* xd = x.d + tile * R * (k / 32) + lane;
+  const std::int32_t* xc = x.corr + tile * R * nsb + lane;
   const float* xs = x.sums + tile * R * nsb + lane;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[C][2];
@@ -231,23 +260,58 @@ void int8_tile(const Int8Rows& x, std::int64_t t0, const std::byte* panel, float
   }
   for (std::int64_t j = j0; j < j1; ++j) {
     const std::byte* p = panel + std::size_t(j) * sb_bytes;
-    __m256i ai[C][2];
-    LOOM_UNROLL
-    for (int c = 0; c < C; ++c) ai[c][0] = ai[c][1] = _mm256_setzero_si256();
     const std::int64_t k0 = j * S;
     const std::int8_t* px = xq + k0 * R;  // the sub-block's values: [S / 4][R rows][4]
-    LOOM_NO_UNROLL  // unrolled, GCC 12 computes every step's operands first and spills them
-    for (int g = 0; g < S / 4; ++g) {
-      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g));
-      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g + 32));
-      const __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+    __m256i ai[C][2];
+    if constexpr (Narrow) {
+      LOOM_UNROLL
+      for (int c = 0; c < C; ++c) ai[c][0] = ai[c][1] = _mm256_setzero_si256();
+      LOOM_NO_UNROLL
+      for (int g0 = 0; g0 < S / 4; g0 += Run) {
+        __m256i h[C][2];
+        LOOM_UNROLL
+        for (int c = 0; c < C; ++c) h[c][0] = h[c][1] = _mm256_setzero_si256();
+        LOOM_NO_UNROLL
+        for (int g = g0; g < g0 + Run; ++g) {
+          const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g));
+          const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g + 32));
+          LOOM_UNROLL
+          for (int c = 0; c < C; ++c) {
+            std::int32_t v;
+            std::memcpy(&v, px + 4 * R * g + 4 * c, 4);
+            const __m256i xv = _mm256_set1_epi32(v);
+            h[c][0] = _mm256_add_epi16(h[c][0], _mm256_maddubs_epi16(w0, xv));
+            h[c][1] = _mm256_add_epi16(h[c][1], _mm256_maddubs_epi16(w1, xv));
+          }
+        }
+        LOOM_UNROLL
+        for (int c = 0; c < C; ++c) {
+          ai[c][0] = _mm256_add_epi32(ai[c][0], _mm256_madd_epi16(h[c][0], ones));
+          ai[c][1] = _mm256_add_epi32(ai[c][1], _mm256_madd_epi16(h[c][1], ones));
+        }
+      }
       LOOM_UNROLL
       for (int c = 0; c < C; ++c) {
-        std::int32_t v;
-        std::memcpy(&v, px + 4 * R * g + 4 * c, 4);
-        const __m256i xv = _mm256_set1_epi32(v);
-        ai[c][0] = _mm256_add_epi32(ai[c][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, w0)), ones));
-        ai[c][1] = _mm256_add_epi32(ai[c][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, w1)), ones));
+        const __m256i corr = _mm256_set1_epi32(xc[j * R + c]);  // −bias·Σx
+        ai[c][0] = _mm256_add_epi32(ai[c][0], corr);
+        ai[c][1] = _mm256_add_epi32(ai[c][1], corr);
+      }
+    } else {
+      LOOM_UNROLL
+      for (int c = 0; c < C; ++c) ai[c][0] = ai[c][1] = _mm256_setzero_si256();
+      LOOM_NO_UNROLL
+      for (int g = 0; g < S / 4; ++g) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g + 32));
+        const __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+        LOOM_UNROLL
+        for (int c = 0; c < C; ++c) {
+          std::int32_t v;
+          std::memcpy(&v, px + 4 * R * g + 4 * c, 4);
+          const __m256i xv = _mm256_set1_epi32(v);
+          ai[c][0] = _mm256_add_epi32(ai[c][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, w0)), ones));
+          ai[c][1] = _mm256_add_epi32(ai[c][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, w1)), ones));
+        }
       }
     }
     const auto* sc = reinterpret_cast<const float*>(p + 16 * S);
@@ -280,16 +344,34 @@ void int8_tile(const Int8Rows& x, std::int64_t t0, const std::byte* panel, float
 /// All n rows of x times one 16-row group, in tiles of 2 activation rows (then 1), by chunks of
 /// 512 columns: a chunk of the group's panel (9 KiB) stays in L1 while every tile passes over it
 /// (a whole panel, 36 KiB at k = 2048, does not).
-template <int S, bool Offsets>
-void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_t ldy, int rows) {
+template <int S, bool Offsets, int Run>
+void int8_group_of(const Int8Rows& x, const std::byte* panel, float* y, std::int64_t ldy, int rows) {
   constexpr std::int64_t chunk = 512 / S;
   const std::int64_t nsb = x.k / S;
   for (std::int64_t j0 = 0; j0 < nsb; j0 += chunk) {
     const std::int64_t j1 = std::min(nsb, j0 + chunk);
     std::int64_t t = 0;
-    for (; t + 2 <= x.n; t += 2) int8_tile<2, S, Offsets>(x, t, panel, y + t * ldy, ldy, rows, j0, j1, j0 == 0);
-    if (t < x.n) int8_tile<1, S, Offsets>(x, t, panel, y + t * ldy, ldy, rows, j0, j1, j0 == 0);
+    for (; t + 2 <= x.n; t += 2)
+      int8_tile<2, S, Offsets, Run>(x, t, panel, y + t * ldy, ldy, rows, j0, j1, j0 == 0);
+    if (t < x.n) int8_tile<1, S, Offsets, Run>(x, t, panel, y + t * ldy, ldy, rows, j0, j1, j0 == 0);
   }
+}
+
+/// int8_group_of for the form: Run groups of 4 columns added in int16, a power of two up to
+/// int16_groups and the sub-block's S / 4 (0: full-range weights).
+template <int S, bool Offsets>
+void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_t ldy, int rows, const Int8Form& form) {
+  const int run = form.bits < 8 ? std::min(S / 4, int16_groups(form.bits)) : 0;
+  if (run >= S / 4)
+    int8_group_of<S, Offsets, S / 4>(x, panel, y, ldy, rows);
+  else if (run >= 4)
+    int8_group_of<S, Offsets, 4>(x, panel, y, ldy, rows);
+  else if (run >= 2)
+    int8_group_of<S, Offsets, 2>(x, panel, y, ldy, rows);
+  else if (run >= 1)
+    int8_group_of<S, Offsets, 1>(x, panel, y, ldy, rows);
+  else
+    int8_group_of<S, Offsets, 0>(x, panel, y, ldy, rows);
 }
 
 #endif
@@ -297,17 +379,17 @@ void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_
 #if LOOM_LEVEL >= 1
 
 /// y[n, rows] (row stride ldy) = x · (the panel's rows)ᵀ, the panel holding ⌈rows / 16⌉ groups of
-/// sub-blocks of s columns (offsets when `offsets`).
-inline void gemm_int8(const Int8Rows& x, const std::byte* panel, std::int64_t rows, int s, bool offsets, float* y,
+/// weights of the given form.
+inline void gemm_int8(const Int8Rows& x, const std::byte* panel, std::int64_t rows, const Int8Form& form, float* y,
                       std::int64_t ldy) {
-  const std::size_t group_bytes = int8_panel_group_bytes(x.k, s, offsets);
+  const std::size_t group_bytes = int8_panel_group_bytes(x.k, form.subblock, form.offsets);
   for (std::int64_t r0 = 0; r0 < rows; r0 += 16) {
     const int r = int(std::min<std::int64_t>(16, rows - r0));
     const std::byte* p = panel + std::size_t(r0 / 16) * group_bytes;
-    if (s == 32)
-      offsets ? int8_group<32, true>(x, p, y + r0, ldy, r) : int8_group<32, false>(x, p, y + r0, ldy, r);
+    if (form.subblock == 32)
+      form.offsets ? int8_group<32, true>(x, p, y + r0, ldy, r, form) : int8_group<32, false>(x, p, y + r0, ldy, r, form);
     else
-      offsets ? int8_group<16, true>(x, p, y + r0, ldy, r) : int8_group<16, false>(x, p, y + r0, ldy, r);
+      form.offsets ? int8_group<16, true>(x, p, y + r0, ldy, r, form) : int8_group<16, false>(x, p, y + r0, ldy, r, form);
   }
 }
 

@@ -115,8 +115,7 @@ constexpr LevelTypeKernels quant_kernels(std::int64_t decode_max_rows) {
   k.to_f32 = &typed_row_to_f32<Dequantize, Block>;
   k.decode_max_rows = decode_max_rows;
   k.to_int8 = &to_int8_row<T>;
-  k.int8_subblock = int8_subblock_of(T);
-  k.int8_offsets = int8_offsets_of(T);
+  k.int8 = int8_form_of(T);
   return k;
 }
 

@@ -16,6 +16,24 @@ constexpr bool int8_offsets_of(DType t) noexcept {
   return t == DType::q4_1 || t == DType::q5_1 || t == DType::q2_k || t == DType::q4_k || t == DType::q5_k;
 }
 
+/// T's int8 form (kernels/levels.hpp): the range of its values is that of its quants, signed
+/// (zero point subtracted: Q4_0, Q5_0, Q3_K, Q6_K), unsigned (the types with mins), or all of
+/// int8 (Q8_0, and IQ4_NL / IQ4_XS whose table spans −127 .. 113).
+constexpr Int8Form int8_form_of(DType t) noexcept {
+  Int8Form f{int8_subblock_of(t), int8_offsets_of(t), 128, 8};
+  switch (t) {
+    case DType::q2_k: f.bias = 0, f.bits = 2; break;
+    case DType::q3_k: f.bias = 4, f.bits = 3; break;
+    case DType::q4_0: f.bias = 8, f.bits = 4; break;
+    case DType::q4_1: case DType::q4_k: f.bias = 0, f.bits = 4; break;
+    case DType::q5_0: f.bias = 16, f.bits = 5; break;
+    case DType::q5_1: case DType::q5_k: f.bias = 0, f.bits = 5; break;
+    case DType::q6_k: f.bias = 32, f.bits = 6; break;
+    default: break;
+  }
+  return f;
+}
+
 /// A row of n weights of type T → q[n], scale[n / S], offset[n / S] (offset only where
 /// int8_offsets_of(T)), S = int8_subblock_of(T).
 template <DType T>
