@@ -962,6 +962,38 @@ TEST(IntegerGemm, ExtremeValuesOfEveryFormAreExact) {
   }
 }
 
+// The int8 form of every row (what the integer GEMM multiplies) is the dequantized row: scale·q
+// (+ offset) equals dequantize_row's value, at every kernel level this CPU runs; and every q lies
+// in the form's range.
+TEST_P(QuantMatmul, Int8RowsEqualTheDequantization) {
+  const DType t = GetParam();
+  const std::int64_t in = 1024, out = 7;
+  const auto wbytes = random_weights(t, out, in, 23, false);
+  const std::size_t rb = std::size_t(*loom::row_bytes(t, in));
+  std::vector<float> ref(static_cast<std::size_t>(in));
+  std::vector<std::int8_t> q(static_cast<std::size_t>(in));
+  for (loom::KernelLevel l : loom::kernel_levels) {
+    if (!loom::cpu_features().supports(l)) continue;
+    const LevelTypeKernels& k = kernels_for(t, l);
+    if (k.to_int8 == nullptr) continue;
+    const Int8Form f = k.int8;
+    std::vector<float> scale(std::size_t(in / f.subblock)), offset(std::size_t(in / f.subblock), 0.0f);
+    for (std::int64_t r = 0; r < out; ++r) {
+      const std::byte* row = wbytes.data() + std::size_t(r) * rb;
+      dequantize_row(t, row, ref.data(), in);
+      k.to_int8(row, in, q.data(), scale.data(), offset.data());
+      for (std::int64_t i = 0; i < in; ++i) {
+        const std::size_t j = std::size_t(i / f.subblock);
+        ASSERT_GE(q[std::size_t(i)] + f.bias, 0) << loom::to_string(l) << " row " << r << " weight " << i;
+        ASSERT_LT(q[std::size_t(i)] + f.bias, 1 << f.bits) << loom::to_string(l) << " row " << r << " weight " << i;
+        const double v = double(scale[j]) * q[std::size_t(i)] + (f.offsets ? double(offset[j]) : 0.0);
+        ASSERT_NEAR(v, ref[std::size_t(i)], 1e-6 * std::fabs(ref[std::size_t(i)]) + 1e-6 * std::fabs(scale[j]) + 1e-30)
+            << loom::to_string(l) << " row " << r << " weight " << i;
+      }
+    }
+  }
+}
+
 TEST_P(QuantMatmul, ResultDoesNotDependOnThreadCount) {
   const DType t = GetParam();
   const std::int64_t in = 768, out = 200;

@@ -34,6 +34,24 @@ constexpr Int8Form int8_form_of(DType t) noexcept {
   return f;
 }
 
+#if LOOM_LEVEL >= 1
+/// The 32 nibbles of 16 bytes: low ones → lo, high ones → hi (SSE). The int8 rows are made for
+/// every 128-row block of every prompt: per weight in scalar code they took a fifth of the AVX2
+/// integer GEMM's time (Q4_0) and more than its multiplications for 5-bit types.
+inline void int8_nibbles16(const std::uint8_t* qs, __m128i& lo, __m128i& hi) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  lo = _mm_and_si128(bytes, m4);
+  hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), m4);
+}
+
+/// 0x10 in each byte i of the result whose bit `bit` of h's byte i is set (the fifth bit of
+/// 5-bit quants): `bit` given as the mask 1 << bit in every byte.
+inline __m128i int8_fifth_bits(__m128i h, __m128i bit) {
+  return _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h, bit), bit), _mm_set1_epi8(0x10));
+}
+#endif
+
 /// A row of n weights of type T → q[n], scale[n / S], offset[n / S] (offset only where
 /// int8_offsets_of(T)), S = int8_subblock_of(T).
 template <DType T>
@@ -51,6 +69,14 @@ void to_int8_row(const std::byte* src, std::int64_t n, std::int8_t* q, float* sc
         scale[b * 8 + j] = detail::f16f(x[b].d) * float(iq4_xs_scale(x[b], j));
         const std::uint8_t* qs = x[b].qs + 16 * j;
         std::int8_t* o = q + b * qk_k + 32 * j;
+#if LOOM_LEVEL >= 1
+        __m128i lo, hi;
+        int8_nibbles16(qs, lo, hi);
+        const __m128i table = _mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_shuffle_epi8(table, lo));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 16), _mm_shuffle_epi8(table, hi));
+        continue;
+#endif
         for (int i = 0; i < 16; ++i) {
           o[i] = iq4_nl_values[qs[i] & 0x0f];
           o[i + 16] = iq4_nl_values[qs[i] >> 4];
@@ -66,6 +92,21 @@ void to_int8_row(const std::byte* src, std::int64_t n, std::int8_t* q, float* sc
         offset[b * 8 + j] = -dmin * float(m);
       }
       std::int8_t* o = q + b * qk_k;
+#if LOOM_LEVEL >= 1
+      for (int k = 0; k < 4; ++k)
+        for (int half = 0; half < 2; ++half) {  // 16 of the chunk's 32 bytes: weights l and l + 32
+          __m128i lo, hi;
+          int8_nibbles16(x[b].qs + 32 * k + 16 * half, lo, hi);
+          if constexpr (T == DType::q5_k) {
+            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qh + 16 * half));
+            lo = _mm_or_si128(lo, int8_fifth_bits(h, _mm_set1_epi8(std::int8_t(1 << (2 * k)))));
+            hi = _mm_or_si128(hi, int8_fifth_bits(h, _mm_set1_epi8(std::int8_t(1 << (2 * k + 1)))));
+          }
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 64 * k + 16 * half), lo);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 64 * k + 32 + 16 * half), hi);
+        }
+      continue;
+#endif
       for (int k = 0; k < 4; ++k)
         for (int l = 0; l < 32; ++l) {
           int lo, hi;
@@ -111,14 +152,22 @@ void to_int8_row(const std::byte* src, std::int64_t n, std::int8_t* q, float* sc
     for (std::int64_t b = 0; b < n / qk4_0; ++b) {
       scale[b] = detail::f16f(x[b].d);
       if constexpr (block_with_min<Block>) offset[b] = detail::f16f(x[b].m);
-      // The two nibbles of byte j are weights j and j + 16 (block32_quant). This runs for every
-      // 128-row block of every prompt: per weight with block32_value it took a fifth of the AVX2
-      // integer GEMM's time, and GCC does not vectorize the loop below well.
+      // The two nibbles of byte j are weights j and j + 16 (block32_quant); bit j of qh is the
+      // fifth bit of weight j.
 #if LOOM_LEVEL >= 1
-      if constexpr (!block_with_high_bits<Block>) {
-        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
-        const __m128i m4 = _mm_set1_epi8(0x0f);
-        __m128i lo = _mm_and_si128(bytes, m4), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), m4);
+      {
+        __m128i lo, hi;
+        int8_nibbles16(x[b].qs, lo, hi);
+        if constexpr (block_with_high_bits<Block>) {
+          std::int32_t qh;
+          std::memcpy(&qh, x[b].qh, 4);
+          const __m128i h = _mm_cvtsi32_si128(qh);
+          const __m128i bit = _mm_set1_epi64x(std::int64_t(0x8040201008040201));
+          const __m128i hl = _mm_shuffle_epi8(h, _mm_set_epi8(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0));
+          const __m128i hh = _mm_shuffle_epi8(h, _mm_set_epi8(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2));
+          lo = _mm_or_si128(lo, int8_fifth_bits(hl, bit));
+          hi = _mm_or_si128(hi, int8_fifth_bits(hh, bit));
+        }
         if constexpr (block_with_table<Block>) {
           const __m128i table = _mm_load_si128(reinterpret_cast<const __m128i*>(iq4_nl_values));
           lo = _mm_shuffle_epi8(table, lo), hi = _mm_shuffle_epi8(table, hi);
