@@ -104,15 +104,18 @@ double max_diff(const loom::Model& a, const loom::Model& b) {
 
 // The exported file read back gives the source's logits (f32: float noise; f16: f16 rounding),
 // and a quantized export equals the same quantization done in memory, bit for bit.
-TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
+// One test per type, so that ctest runs them side by side (the IQ4 and K-quant quantizers are
+// slow in the sanitizer build).
+class GgufExportRoundTrip : public ::testing::TestWithParam<loom::DType> {};
+
+TEST_P(GgufExportRoundTrip, HfCheckpointsThroughGguf) {
+  const loom::DType type = GetParam();
   for (const Tiny& t : kTiny) {
     LOOM_REQUIRE_FIXTURE(hf, std::string("tiny-models/") + t.name + "/hf");
     LOOM_REQUIRE_FIXTURE(tok, t.tokenizer);
     const loom::Loaded src = loom::load(hf, tok);
     const loom::Config& c = src.model->config();
-    for (loom::DType type : {loom::DType::f32, loom::DType::f16, loom::DType::q8_0, loom::DType::q4_0, loom::DType::q4_1,
-                             loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl, loom::DType::iq4_xs,
-                             loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k}) {
+    {
       const fs::path out = temp(std::string(t.name) + "." + std::string(loom::to_string(type)) + ".gguf");
       loom::io::write_gguf_model(out, c, src.model->weights(), &*src.tokenizer, {.format = {type}, .name = t.name, .chat_template = ""});
       const loom::Loaded back = loom::load(out);
@@ -131,9 +134,16 @@ TEST(GgufExport, HfCheckpointsRoundTripThroughGguf) {
         EXPECT_LT(vs_source, 0.03) << t.name;
       }  // (the logits have std ~0.16)
       EXPECT_LT(vs_memory, 1e-5) << t.name << " " << loom::to_string(type);
+      fs::remove(out);
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Types, GgufExportRoundTrip,
+                         ::testing::Values(loom::DType::f32, loom::DType::f16, loom::DType::q8_0, loom::DType::q4_0,
+                                           loom::DType::q4_1, loom::DType::q5_0, loom::DType::q5_1, loom::DType::iq4_nl,
+                                           loom::DType::iq4_xs, loom::DType::q4_k, loom::DType::q5_k, loom::DType::q6_k),
+                         [](const auto& info) { return std::string(loom::to_string(info.param)); });
 
 // A LLaMA-architecture GGUF whose byte-level vocabulary says tokenizer.ggml.pre = "smollm" (SmolLM's
 // tokenizer.json: Digits, then ByteLevel with its regex) loads, generates, and tokenizes exactly as
