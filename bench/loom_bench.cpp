@@ -69,7 +69,9 @@ struct Options {
   std::vector<int> threads{2};
   std::vector<int> depths{0};
   std::vector<int> parallel;  ///< --parallel: sequences decoded together (empty: the pp / tg table)
-  int n_prompt = 128, n_gen = 64, reps = 3;
+  std::vector<int> prompts{128};  ///< -p: prompt lengths measured, each a pp row (0: none)
+  int n_prompt = 128;             ///< the longest of them (the one --parallel takes)
+  int n_gen = 64, reps = 3;
 };
 
 struct Shape {
@@ -261,7 +263,12 @@ Options parse(int argc, char** argv) {
     } else if (f == "--type") {
       o.type = args.value(f);
     } else if (f == "-p") {
-      o.n_prompt = int(parse_int(f, args.value(f), 0, 1 << 16));
+      o.prompts.clear();
+      for (std::int32_t p : parse_int_list(f, args.value(f))) {
+        if (p < 0 || p > (1 << 16)) throw UsageError("-p: prompt lengths must be in [0, 65536]");
+        o.prompts.push_back(p);
+      }
+      o.n_prompt = *std::max_element(o.prompts.begin(), o.prompts.end());
     } else if (f == "-n") {
       o.n_gen = int(parse_int(f, args.value(f), 0, 1 << 16));
     } else if (f == "-t") {
@@ -298,7 +305,7 @@ Options parse(int argc, char** argv) {
     } else if (f == "-h" || f == "--help") {
       std::printf(
           "usage: loom-bench (-m MODEL | --shape tinyllama-1.1b|gpt2-124m|llama2-7b-layer [--type T])\n"
-          "                  [-p 128] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16]\n"
+          "                  [-p 128[,512,...]] [-n 64] [-t 2[,1,...]] [-d 0[,512,...]] [-r 3] [--kv-type f32|f16]\n"
           "                  [--parallel 1,2,4,8,16] [-o md|json]\n"
           "  T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl iq4_xs q2_k q3_k q4_k q5_k q6_k\n"
           "     q4_k_s q4_k_m q5_k_s q5_k_m (llama.cpp's mixes)\n"
@@ -320,6 +327,7 @@ Options parse(int argc, char** argv) {
   if (!o.vocab.empty() && o.save.empty()) throw UsageError("--vocab needs --save");
   if (!o.parallel.empty()) {
     if (o.n_prompt < 1 || o.n_gen < 1) throw UsageError("--parallel needs -p and -n of at least 1");
+    if (o.prompts.size() != 1) throw UsageError("--parallel takes one -p length");
     if (o.depths != std::vector<int>{0}) throw UsageError("--parallel: -d is not supported (the depth is -p)");
   }
   return o;
@@ -583,19 +591,20 @@ int run(const Options& o) {
       kv.clear();
       if (depth > 0) model->forward({prompt.data(), std::size_t(depth)}, 0, kv, act, loom::Logits::last, &pool);
       const std::string at = depth > 0 ? " @ d" + std::to_string(depth) : "";
-      if (o.n_prompt > 0) {
+      for (const int n_prompt : o.prompts) {
+        if (n_prompt == 0) continue;
         std::vector<double> tps, fraction;
         for (int r = 0; r <= o.reps; ++r) {  // run 0 is the warm-up
           kv.rewind(depth);
           const double limit = r > 0 ? peak() : 0.0;
           const auto t0 = clock::now();
-          model->forward({prompt.data(), std::size_t(o.n_prompt)}, depth, kv, act, loom::Logits::last, &pool);
+          model->forward({prompt.data(), std::size_t(n_prompt)}, depth, kv, act, loom::Logits::last, &pool);
           const double s = std::chrono::duration<double>(clock::now() - t0).count();
           if (r == 0) continue;
-          tps.push_back(o.n_prompt / s);
-          fraction.push_back(prompt_multiply_adds(*model, o.n_prompt) * tps.back() / limit);
+          tps.push_back(n_prompt / s);
+          fraction.push_back(prompt_multiply_adds(*model, n_prompt) * tps.back() / limit);
         }
-        rows.push_back({t, "pp" + std::to_string(o.n_prompt) + at, stats(tps), stats(fraction)});
+        rows.push_back({t, "pp" + std::to_string(n_prompt) + at, stats(tps), stats(fraction)});
       }
       if (o.n_gen > 0) {
         std::vector<double> tps, fraction;
