@@ -785,4 +785,40 @@ TEST(KernelLevels, ElementWiseKernelsAgreeAcrossLevels) {
   }
 }
 
+// Each level's activation loops (vectorized at AVX2 and above, the last n mod 8 values in a
+// padded vector) against the definitions in double, at lengths around the vector width; and a
+// value does not depend on where it sits in the row (batch rows and a single row must agree).
+TEST(KernelLevels, ActivationLoopsMatchTheDefinitionsAtEveryLengthAndPosition) {
+  const double pi = 3.14159265358979323846;
+  auto silu = [](double x) { return x / (1 + std::exp(-x)); };
+  auto gelu = [&](double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / pi) * (x + 0.044715 * x * x * x))); };
+  const auto x = random_vector(1003, 17, 12.0f);
+  for (loom::KernelLevel l : loom::kernel_levels) {
+    if (!loom::cpu_features().supports(l)) continue;
+    const auto& k = loom::kernels::level_kernels(l);
+    std::vector<float> alone_s(x.size()), alone_g(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      float v = x[i], w = x[i];
+      k.silu(&v, 1);
+      k.gelu_tanh(&w, 1);
+      alone_s[i] = v, alone_g[i] = w;
+    }
+    for (std::size_t n : {1, 7, 8, 9, 15, 16, 17, 1003}) {
+      for (std::size_t offset : {std::size_t(0), std::size_t(3)}) {
+        if (offset + n > x.size()) continue;
+        std::vector<float> s(x.begin() + std::ptrdiff_t(offset), x.begin() + std::ptrdiff_t(offset + n)), g = s;
+        k.silu(s.data(), std::int64_t(n));
+        k.gelu_tanh(g.data(), std::int64_t(n));
+        for (std::size_t i = 0; i < n; ++i) {
+          const double xi = x[offset + i];
+          ASSERT_NEAR(s[i], silu(xi), 1e-6 * (1 + std::fabs(xi))) << to_string(l) << " n " << n << " i " << i;
+          ASSERT_NEAR(g[i], gelu(xi), 1e-6 * (1 + std::fabs(xi))) << to_string(l) << " n " << n << " i " << i;
+          ASSERT_EQ(s[i], alone_s[offset + i]) << to_string(l) << ": silu depends on the position";
+          ASSERT_EQ(g[i], alone_g[offset + i]) << to_string(l) << ": gelu_tanh depends on the position";
+        }
+      }
+    }
+  }
+}
+
 }  // namespace test_kernels

@@ -1,6 +1,7 @@
-// Scalar activation functions and the exp they are built on, written in plain arithmetic that
-// compilers vectorize when they are applied over a row (kernels/level/ops.inl applies them at
-// each kernel level; kernels/ops.hpp is the public entry).
+// Scalar activation functions and the exp they are built on, in plain arithmetic (kernels/
+// level/ops.inl applies them at each kernel level, the AVX2 and AVX-512 levels with the same
+// steps written on 8 lanes, since GCC does not vectorize these loops; kernels/ops.hpp is the
+// public entry).
 #pragma once
 
 #include <bit>
