@@ -101,11 +101,23 @@ inline void softmax_level(float* x_data, std::int64_t x_size) {
 /// v[i] = F(v[i]) for an activation F of kernels/ops.hpp.
 template <float (*F)(float)>
 void apply_level(float* v, std::int64_t n) {
-#if LOOM_LEVEL >= 1
-  if constexpr (F == &silu) return map8(v, n, Silu8{});
-  if constexpr (F == &gelu_tanh) return map8(v, n, GeluTanh8{});
-#endif
   for (std::int64_t i = 0; i < n; ++i) v[i] = F(v[i]);
+}
+
+/// v[i] = silu(v[i]), and gelu_tanh: on 8 lanes from the AVX2 level up.
+inline void silu_level(float* v, std::int64_t n) {
+#if LOOM_LEVEL >= 1
+  map8(v, n, Silu8{});
+#else
+  apply_level<silu>(v, n);
+#endif
+}
+inline void gelu_tanh_level(float* v, std::int64_t n) {
+#if LOOM_LEVEL >= 1
+  map8(v, n, GeluTanh8{});
+#else
+  apply_level<gelu_tanh>(v, n);
+#endif
 }
 
 /// y += x.
