@@ -76,10 +76,23 @@ inline void quantize_int8_rows(const float* x, std::int64_t n, std::int64_t ldx,
 
 #if LOOM_LEVEL >= 1
 
-/// Rows [r0, r0 + rows) of w (rows <= 16) → their int8 values q [16][k], scales and offsets
-/// [16][k / s] in `scratch` (int8_pack_scratch_bytes); the rows past `rows` are zero.
-inline void int8_group_rows(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, int s, bool offsets,
-                            std::int8_t* scratch) {
+/// A 16-row group's int8 values q [16][k] and its scales and offsets [16][nsb], one per
+/// sub-block of s columns, as int8_group_rows leaves them in pack_int8_group's scratch; and the
+/// bytes of one sub-block of the packed panel.
+struct Int8GroupRows {
+  const std::int8_t* q;
+  const float* scale;
+  const float* offset;
+  std::int64_t k, nsb;
+  int s;
+  std::size_t sb_bytes;
+};
+
+/// Rows [r0, r0 + rows) of w (rows <= 16) → their int8 values, scales and offsets in `scratch`
+/// (int8_pack_scratch_bytes); the rows past `rows` are zero.
+inline Int8GroupRows int8_group_rows(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8,
+                                     const Int8Form& form, std::int8_t* scratch) {
+  const int s = form.subblock;
   const std::int64_t k = w.cols(), nsb = k / s;
   std::int8_t* q = scratch;
   float* scale = reinterpret_cast<float*>(scratch + 16 * k);
@@ -87,13 +100,14 @@ inline void int8_group_rows(const TensorRef& w, std::int64_t r0, int rows, ToInt
   for (int r = 0; r < 16; ++r) {
     if (r < rows) {
       to_int8(w.row(r0 + r), k, q + r * k, scale + r * nsb, offset + r * nsb);
-      if (!offsets) std::fill_n(offset + r * nsb, nsb, 0.0f);
+      if (!form.offsets) std::fill_n(offset + r * nsb, nsb, 0.0f);
     } else {
       std::memset(q + r * k, 0, std::size_t(k));
       std::fill_n(scale + r * nsb, nsb, 0.0f);
       std::fill_n(offset + r * nsb, nsb, 0.0f);
     }
   }
+  return {q, scale, offset, k, nsb, s, int8_panel_subblock_bytes(s, form.offsets)};
 }
 
 #endif
@@ -105,14 +119,7 @@ inline void int8_group_rows(const TensorRef& w, std::int64_t r0, int rows, ToInt
 /// `scratch` (int8_group_rows), then biased by 128.
 inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, const Int8Form& form,
                             std::byte* dst, std::int8_t* scratch) {
-  const int s = form.subblock;
-  const bool offsets = form.offsets;
-  const std::int64_t k = w.cols(), nsb = k / s;
-  const std::size_t sb_bytes = int8_panel_subblock_bytes(s, offsets);
-  int8_group_rows(w, r0, rows, to_int8, s, offsets, scratch);
-  const std::int8_t* q = scratch;
-  const float* scale = reinterpret_cast<const float*>(scratch + 16 * k);
-  const float* offset = scale + 16 * nsb;
+  const auto [q, scale, offset, k, nsb, s, sb_bytes] = int8_group_rows(w, r0, rows, to_int8, form, scratch);
   const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i row_at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(std::int32_t(k)));
   const __m512i scale_at = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(std::int32_t(nsb)));
@@ -122,7 +129,7 @@ inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt
     for (int g = 0; g < s / 4; ++g)
       _mm512_storeu_si512(p + 64 * g, _mm512_xor_si512(_mm512_i32gather_epi32(row_at, q + j * s + 4 * g, 1), bias));
     _mm512_storeu_ps(reinterpret_cast<float*>(p + 16 * s), _mm512_i32gather_ps(scale_at, scale + j, 4));
-    if (offsets)
+    if (form.offsets)
       _mm512_storeu_ps(reinterpret_cast<float*>(p + 16 * s + 64), _mm512_i32gather_ps(scale_at, offset + j, 4));
   }
 }
@@ -200,14 +207,7 @@ void int8_group(const Int8Rows& x, const std::byte* panel, float* y, std::int64_
 /// their magnitudes and gives their signs to the activations.
 inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt8Row to_int8, const Int8Form& form,
                             std::byte* dst, std::int8_t* scratch) {
-  const int s = form.subblock;
-  const bool offsets = form.offsets;
-  const std::int64_t k = w.cols(), nsb = k / s;
-  const std::size_t sb_bytes = int8_panel_subblock_bytes(s, offsets);
-  int8_group_rows(w, r0, rows, to_int8, s, offsets, scratch);
-  const std::int8_t* q = scratch;
-  const float* scale = reinterpret_cast<const float*>(scratch + 16 * k);
-  const float* offset = scale + 16 * nsb;
+  const auto [q, scale, offset, k, nsb, s, sb_bytes] = int8_group_rows(w, r0, rows, to_int8, form, scratch);
   // q + bias < 2^bits <= 128: still an int8
   const __m128i bias = _mm_set1_epi8(std::int8_t(form.bits < 8 ? form.bias : 0));
   for (std::int64_t j = 0; j < nsb; ++j) {
@@ -227,7 +227,7 @@ inline void pack_int8_group(const TensorRef& w, std::int64_t r0, int rows, ToInt
       }
     auto* sc = reinterpret_cast<float*>(p + 16 * s);
     for (int r = 0; r < 16; ++r) sc[r] = scale[r * nsb + j];
-    if (offsets)
+    if (form.offsets)
       for (int r = 0; r < 16; ++r) sc[16 + r] = offset[r * nsb + j];
   }
 }
