@@ -264,6 +264,24 @@ inline void acc_store(const __m256 (&acc)[2], float* y, int rows) {
   std::memcpy(y, out, std::size_t(rows) * sizeof(float));
 }
 
+/// One activation row's step of the AVX2 tile for narrow weights, 4 columns of 16 rows (w0: rows
+/// 0–7, w1: rows 8–15, 4 unsigned bytes each): x's 4 bytes broadcast, and the byte-pair products
+/// added to the int16 sums, h0 += vpmaddubsw(w0, x), h1 += vpmaddubsw(w1, x). Written as asm
+/// because GCC 12 compiles the intrinsics with each weight vector loaded twice and a register
+/// copy of every sum per step (21 instructions per 128 multiply-adds where 12 do): a TinyLlama
+/// Q4_0 prompt went from 42–48 to 55–66 % of the int8 peak (docs/performance-notes.md).
+inline void maddubs_step(__m256i& h0, __m256i& h1, __m256i w0, __m256i w1, const std::int8_t* x) {
+  __m256i xv, t;
+  __asm__(
+      "{vpbroadcastd %[x], %[xv]|vpbroadcastd %[xv], %[x]}\n\t"
+      "{vpmaddubsw %[xv], %[w0], %[t]|vpmaddubsw %[t], %[w0], %[xv]}\n\t"
+      "{vpaddw %[t], %[h0], %[h0]|vpaddw %[h0], %[h0], %[t]}\n\t"
+      "{vpmaddubsw %[xv], %[w1], %[t]|vpmaddubsw %[t], %[w1], %[xv]}\n\t"
+      "{vpaddw %[t], %[h1], %[h1]|vpaddw %[h1], %[h1], %[t]}"
+      : [h0] "+x"(h0), [h1] "+x"(h1), [xv] "=&x"(xv), [t] "=&x"(t)
+      : [w0] "x"(w0), [w1] "x"(w1), [x] "m"(*reinterpret_cast<const std::int32_t*>(x)));
+}
+
 /// y[C rows, `rows` <= 16 columns] = C activation rows of x (from row t0) · one 16-row group.
 /// Without VNNI the byte products are vpmaddubsw's: unsigned × signed bytes, pairs summed into
 /// saturating int16. Narrow weights (bits < 8, stored plus their bias: unsigned) go in as they
@@ -309,13 +327,7 @@ void int8_tile(const Int8Rows& x, std::int64_t t0, const std::byte* panel, float
           const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g));
           const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * g + 32));
           LOOM_UNROLL
-          for (int c = 0; c < C; ++c) {
-            std::int32_t v;
-            std::memcpy(&v, px + 4 * R * g + 4 * c, 4);
-            const __m256i xv = _mm256_set1_epi32(v);
-            h[c][0] = _mm256_add_epi16(h[c][0], _mm256_maddubs_epi16(w0, xv));
-            h[c][1] = _mm256_add_epi16(h[c][1], _mm256_maddubs_epi16(w1, xv));
-          }
+          for (int c = 0; c < C; ++c) maddubs_step(h[c][0], h[c][1], w0, w1, px + 4 * R * g + 4 * c);
         }
         LOOM_UNROLL
         for (int c = 0; c < C; ++c) {
