@@ -718,6 +718,33 @@ TEST(Gemm, EveryLevelMatchesDoublePrecision) {
   }
 }
 
+// f16 and bf16 weights multiplied in place (gemm_half: each value converted as B is packed) give
+// bit for bit the product of their f32 conversion by gemm_f32, at every level that has one, for
+// both layouts, a block of weights from j0, and sizes around the 8 × 8 transposes, the panels
+// and the 256-deep pieces.
+TEST(Gemm, HalfWeightsEqualTheF32ProductOfTheirConversion) {
+  for (const loom::DType t : {loom::DType::f16, loom::DType::bf16})
+    for (const auto& [n, k, m] : {std::tuple{1, 1, 1}, {13, 300, 45}, {7, 523, 17}, {6, 64, 100}, {3, 9, 33}})
+      for (bool in_out : {false, true}) {
+        const std::int64_t total = m + 11, j0 = 11;  // the product's m weights start at j0
+        const StoredWeight w = in_out ? make_weight(t, k, total, std::uint32_t(k + m)) : make_weight(t, total, k, std::uint32_t(k + m));
+        const auto a = random_vector(std::size_t(n * k), std::uint32_t(n + 5 * k));
+        const std::vector<float> converted(w.values.begin(), w.values.end());  // exact: f16 / bf16 values
+        const float* b = converted.data() + (in_out ? j0 : j0 * k);
+        const std::int64_t ldb = in_out ? total : k, ldc = m + 2;
+        for (loom::KernelLevel l : loom::kernel_levels) {
+          const auto& lk = loom::kernels::level_kernels(l);
+          if (!loom::cpu_features().supports(l) || lk.gemm_half == nullptr) continue;
+          SCOPED_TRACE(testing::Message() << to_string(l) << " " << loom::to_string(t) << (in_out ? " [in, out]" : "")
+                                          << " n " << n << " k " << k << " m " << m);
+          std::vector<float> c(std::size_t(n * ldc), 77.0f), c_f32(c);
+          lk.gemm_half(a.data(), k, n, k, w.ref, in_out, j0, m, c.data(), ldc);
+          lk.gemm_f32(a.data(), k, n, k, b, ldb, in_out, m, c_f32.data(), ldc);
+          ASSERT_EQ(c, c_f32);
+        }
+      }
+}
+
 // The bf16 GEMM (AVX-512 with AVX512_BF16) against double precision on operands rounded to bf16
 // (round to nearest even) as the kernel rounds them: only the order of the f32 sums may differ.
 // Weights f16 and bf16, stored [out, in] and [in, out]; sizes cross the 12-row tiles, the

@@ -181,6 +181,10 @@ struct LevelKernels {
   /// b + j·ldb, or with `b_k_major` B's element (j, p) at b[p·ldb + j] (kernels/level/gemm.inl).
   void (*gemm_f32)(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const float* b, std::int64_t ldb,
                    bool b_k_major, std::int64_t m, float* c, std::int64_t ldc) = nullptr;
+  /// The same product for f16 / bf16 weights read in place, C[n, m] = A · (m weights of w from
+  /// j0)ᵀ, each converted to f32 as it is packed; null where the level multiplies with Eigen.
+  void (*gemm_half)(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const TensorRef& w, bool in_out,
+                    std::int64_t j0, std::int64_t m, float* c, std::int64_t ldc) = nullptr;
   /// The integer GEMM (kernels/level/gemm_int8.inl), null where the level has none: rows of x →
   /// Int8Rows; 16-row groups of weights → the panel; y[n, rows] = x · panelᵀ.
   void (*quantize_int8_rows)(const float* x, std::int64_t n, std::int64_t ldx, std::int64_t k, const Int8Form& form,

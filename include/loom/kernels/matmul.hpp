@@ -235,10 +235,16 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   // thread runs them, so that every output is computed the same way for any thread count.
 
   const auto gemm = level_kernels().gemm_f32;
+  const auto gemm_half = level_kernels().gemm_half;
+  const bool half = (w.dtype == DType::f16 || w.dtype == DType::bf16) && gemm_half != nullptr;
   auto run = [&](std::int64_t r0, std::int64_t r1, int) {
     for (std::int64_t b0 = r0; b0 < r1; b0 += block) {
       const std::int64_t b1 = std::min(r1, b0 + block);
       const std::int64_t m = b1 - b0;
+      if (half) {  // converted in registers as the GEMM packs it
+        gemm_half(x, ldx, n, in, w, in_out, b0, m, y + b0, ldy);
+        continue;
+      }
       // B: the block's m weight rows (f32 in place, else converted into this thread's buffer).
       const float* bp;
       std::int64_t ldb;

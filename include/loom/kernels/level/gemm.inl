@@ -134,35 +134,127 @@ inline void gemm_tile_rows(int rows, const float* a, std::int64_t lda, const flo
   part.template operator()<1>();
 }
 
-inline void gemm_f32(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const float* b,
-                     std::int64_t ldb, bool b_k_major, std::int64_t m, float* c, std::int64_t ldc) {
+/// One value of B as f32 (f16 and bf16 convert exactly).
+template <typename T>
+float b_value(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else
+    return to_float(v);
+}
+
+#if LOOM_LEVEL >= 1
+/// 8 consecutive values of B as f32, converted in registers.
+template <typename T>
+__m256 load8_f32(const T* p) {
+  if constexpr (std::is_same_v<T, float>)
+    return _mm256_loadu_ps(p);
+  else if constexpr (std::is_same_v<T, f16>)
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  else
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+
+/// r[i][j] → r[j][i] for an 8 × 8 block of floats.
+inline void transpose8(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+#endif
+
+/// The piece of B: packed[p][j] = B(j0 + j, p0 + p) as f32 for p < kc, j < nr, zero for
+/// nr <= j < gemm_nr. With B stored by rows each 8 × 8 block is loaded (converted), transposed
+/// in registers and stored.
+template <typename T>
+void pack_b(const T* b, std::int64_t ldb, bool b_k_major, std::int64_t j0, int nr, std::int64_t p0, int kc,
+            float* packed) {
+  if (b_k_major) {
+    for (int p = 0; p < kc; ++p) {
+      const T* src = b + (p0 + p) * ldb + j0;
+      float* dst = packed + p * gemm_nr;
+      int j = 0;
+#if LOOM_LEVEL >= 1
+      for (; j + 8 <= nr; j += 8) _mm256_storeu_ps(dst + j, load8_f32(src + j));
+#endif
+      for (; j < nr; ++j) dst[j] = b_value(src[j]);
+      for (; j < gemm_nr; ++j) dst[j] = 0.0f;
+    }
+    return;
+  }
+  int j = 0;
+#if LOOM_LEVEL >= 1
+  for (; j + 8 <= nr; j += 8) {
+    const T* src = b + (j0 + j) * ldb + p0;
+    int p = 0;
+    for (; p + 8 <= kc; p += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = load8_f32(src + i * ldb + p);
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(packed + (p + i) * gemm_nr + j, r[i]);
+    }
+    for (; p < kc; ++p)
+      for (int i = 0; i < 8; ++i) packed[p * gemm_nr + j + i] = b_value(src[i * ldb + p]);
+  }
+#endif
+  for (; j < nr; ++j) {
+    const T* src = b + (j0 + j) * ldb + p0;
+    for (int p = 0; p < kc; ++p) packed[p * gemm_nr + j] = b_value(src[p]);
+  }
+  for (; j < gemm_nr; ++j)
+    for (int p = 0; p < kc; ++p) packed[p * gemm_nr + j] = 0.0f;
+}
+
+/// C = A · Bᵀ for B of element type T (float, f16 or bf16), converted to f32 as it is packed.
+template <typename T>
+void gemm_of(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const T* b, std::int64_t ldb,
+             bool b_k_major, std::int64_t m, float* c, std::int64_t ldc) {
   alignas(64) float packed[gemm_kc * gemm_nr];  // 32 KiB (AVX-512), 16 KiB (AVX2)
   constexpr int MR = GemmVec::rows;
   for (std::int64_t j0 = 0; j0 < m; j0 += gemm_nr) {
     const int nr = int(std::min<std::int64_t>(gemm_nr, m - j0));
     for (std::int64_t p0 = 0; p0 < k; p0 += gemm_kc) {
       const int kc = int(std::min<std::int64_t>(gemm_kc, k - p0));
-      // The piece of B: packed[p][j] = B(j0 + j, p0 + p), zero past the last column.
-      if (b_k_major) {
-        for (int p = 0; p < kc; ++p) {
-          const float* src = b + (p0 + p) * ldb + j0;
-          float* dst = packed + p * gemm_nr;
-          for (int j = 0; j < nr; ++j) dst[j] = src[j];
-          for (int j = nr; j < gemm_nr; ++j) dst[j] = 0.0f;
-        }
-      } else {
-        for (int j = 0; j < nr; ++j) {
-          const float* src = b + (j0 + j) * ldb + p0;
-          for (int p = 0; p < kc; ++p) packed[p * gemm_nr + j] = src[p];
-        }
-        for (int j = nr; j < gemm_nr; ++j)
-          for (int p = 0; p < kc; ++p) packed[p * gemm_nr + j] = 0.0f;
-      }
+      pack_b(b, ldb, b_k_major, j0, nr, p0, kc, packed);
       for (std::int64_t i0 = 0; i0 < n; i0 += MR)
         gemm_tile_rows(int(std::min<std::int64_t>(MR, n - i0)), a + i0 * lda + p0, lda, packed, kc, c + i0 * ldc + j0,
                        ldc, nr, p0 > 0);
     }
   }
+}
+
+inline void gemm_f32(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const float* b,
+                     std::int64_t ldb, bool b_k_major, std::int64_t m, float* c, std::int64_t ldc) {
+  gemm_of(a, lda, n, k, b, ldb, b_k_major, m, c, ldc);
+}
+
+/// C[n, m] = A · (the m weights of w from j0)ᵀ for f16 or bf16 w ([out, in], or [in, out] when
+/// `in_out`), read in place: each value converted to f32 in registers as B is packed, the same
+/// products as converting w first and calling gemm_f32.
+inline void gemm_half(const float* a, std::int64_t lda, std::int64_t n, std::int64_t k, const TensorRef& w,
+                      bool in_out, std::int64_t j0, std::int64_t m, float* c, std::int64_t ldc) {
+  const std::int64_t ldb = in_out ? w.cols() : k;
+  auto run = [&]<typename T>(const T* all) {
+    const T* b = in_out ? all + j0 : all + j0 * k;
+    gemm_of(a, lda, n, k, b, ldb, in_out, m, c, ldc);
+  };
+  if (w.dtype == DType::f16)
+    run(reinterpret_cast<const f16*>(w.data));
+  else
+    run(reinterpret_cast<const bf16*>(w.data));
 }
 
 #endif

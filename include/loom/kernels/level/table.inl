@@ -14,6 +14,11 @@ inline constexpr LevelKernels level_table = {KernelLevel(LOOM_LEVEL),
                                              &apply_level<relu>,
                                              &add_level,
                                              &gemm_f32,
+#if LOOM_LEVEL == 0 && !LOOM_X86
+                                             nullptr,
+#else
+                                             &gemm_half,
+#endif
 #if LOOM_LEVEL >= 1
                                              &quantize_int8_rows,
                                              &pack_int8_group,
