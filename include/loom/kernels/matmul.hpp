@@ -228,15 +228,17 @@ inline void matmul(const float* x, std::int64_t n, std::int64_t ldx, const Tenso
   }
   if (is_quantized(w.dtype) && detail::int8_gemm(w.dtype)) return detail::matmul_int8(x, n, ldx, w, y, ldy, pool);
   if (detail::bf16_gemm(w.dtype, in)) return detail::matmul_bf16(x, n, ldx, w, in_out, y, ldy, pool);
-  // f32 weights need no conversion buffer, so wide matrices take blocks twice as long (their
-  // count depends on the shape only, never on the threads; docs/performance-notes.md).
-  const std::int64_t block = w.dtype == DType::f32 && out >= 1024 ? 2 * detail::gemm_row_block : detail::gemm_row_block;
+  // Weights the GEMM reads in place (f32; f16 / bf16 through gemm_half) need no conversion
+  // buffer, so wide matrices take blocks twice as long (their count depends on the shape only,
+  // never on the threads; docs/performance-notes.md).
+  const auto gemm_half = level_kernels().gemm_half;
+  const bool half = (w.dtype == DType::f16 || w.dtype == DType::bf16) && gemm_half != nullptr;
+  const std::int64_t block =
+      (w.dtype == DType::f32 || half) && out >= 1024 ? 2 * detail::gemm_row_block : detail::gemm_row_block;
   // Output features are computed in fixed blocks aligned to multiples of `block`, whichever
   // thread runs them, so that every output is computed the same way for any thread count.
 
   const auto gemm = level_kernels().gemm_f32;
-  const auto gemm_half = level_kernels().gemm_half;
-  const bool half = (w.dtype == DType::f16 || w.dtype == DType::bf16) && gemm_half != nullptr;
   auto run = [&](std::int64_t r0, std::int64_t r1, int) {
     for (std::int64_t b0 = r0; b0 < r1; b0 += block) {
       const std::int64_t b1 = std::min(r1, b0 + block);
