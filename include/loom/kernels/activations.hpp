@@ -16,22 +16,29 @@ namespace detail {
 /// vectorize (std::exp is a library call they do not, and the softmax of attention spends most
 /// of its time there): e^x = 2^k · e^r with k = round(x / ln 2) and |r| <= ln 2 / 2, e^r by its
 /// Taylor series to r^7 (truncation error below 6e-9), 2^k written into the exponent bits.
+/// exp_nonpositive's constants, read by its 8-lane version too (kernels/level/ops.inl).
+struct ExpConstants {
+  static constexpr float log2e = 1.44269504088896341f;
+  static constexpr float ln2_hi = 0.693145751953125f;  // ln 2 split so that k · ln2_hi is exact
+  static constexpr float ln2_lo = 1.42860682030941723e-6f;
+  static constexpr float round_magic = 12582912.0f;    // 1.5 · 2^23: adding it rounds to an integer
+  static constexpr float lowest = -87.3365f;           // ≈ ln(FLT_MIN): below it e^x is subnormal
+  /// e^r's Taylor coefficients from r^7 down to r^0, in Horner's order.
+  static constexpr float taylor[8] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+};
+
 inline float exp_nonpositive(float x) {
-  constexpr float log2e = 1.44269504088896341f;
-  constexpr float ln2_hi = 0.693145751953125f;  // ln 2 split so that k · ln2_hi is exact
-  constexpr float ln2_lo = 1.42860682030941723e-6f;
-  constexpr float round_magic = 12582912.0f;    // 1.5 · 2^23: adding it rounds to an integer
-  constexpr float lowest = -87.3365f;           // ≈ ln(FLT_MIN): below it e^x is subnormal
-  const float xc = x < lowest ? lowest : x;     // keeps 2^k a normal number (and NaN a NaN)
-  const float shifted = xc * log2e + round_magic;
-  const float k = shifted - round_magic;
-  const float r = (xc - k * ln2_hi) - k * ln2_lo;
-  const float p =
-      ((((((1.0f / 5040 * r + 1.0f / 720) * r + 1.0f / 120) * r + 1.0f / 24) * r + 1.0f / 6) * r + 0.5f) * r + 1) * r + 1;
+  using C = ExpConstants;
+  const float xc = x < C::lowest ? C::lowest : x;  // keeps 2^k a normal number (and NaN a NaN)
+  const float shifted = xc * C::log2e + C::round_magic;
+  const float k = shifted - C::round_magic;
+  const float r = (xc - k * C::ln2_hi) - k * C::ln2_lo;
+  float p = C::taylor[0];
+  for (int i = 1; i < 8; ++i) p = p * r + C::taylor[i];
   // The low bits of `shifted` hold k + 2^22 as an integer; 2^k has exponent field k + 127.
-  const std::uint32_t k_bits = std::bit_cast<std::uint32_t>(shifted) - std::bit_cast<std::uint32_t>(round_magic);
+  const std::uint32_t k_bits = std::bit_cast<std::uint32_t>(shifted) - std::bit_cast<std::uint32_t>(C::round_magic);
   const float two_k = std::bit_cast<float>((k_bits + 127u) << 23);
-  return x < lowest ? 0.0f : p * two_k;  // subnormal results flush to 0 (e^-inf must be 0)
+  return x < C::lowest ? 0.0f : p * two_k;  // subnormal results flush to 0 (e^-inf must be 0)
 }
 
 }  // namespace detail

@@ -11,19 +11,15 @@
 
 /// detail::exp_nonpositive on 8 lanes (NaN stays NaN; below ln(FLT_MIN), 0).
 inline __m256 exp_nonpositive8(__m256 x) {
-  const __m256 lowest = _mm256_set1_ps(-87.3365f), round_magic = _mm256_set1_ps(12582912.0f);
+  using C = detail::ExpConstants;
+  const __m256 lowest = _mm256_set1_ps(C::lowest), round_magic = _mm256_set1_ps(C::round_magic);
   const __m256 xc = _mm256_max_ps(lowest, x);  // NaN: the second operand, x
-  const __m256 shifted = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), round_magic);
+  const __m256 shifted = _mm256_fmadd_ps(xc, _mm256_set1_ps(C::log2e), round_magic);
   const __m256 k = _mm256_sub_ps(shifted, round_magic);
-  const __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.42860682030941723e-6f),
-                                    _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), xc));
-  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.0f / 5040), r, _mm256_set1_ps(1.0f / 720));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(C::ln2_lo), _mm256_fnmadd_ps(k, _mm256_set1_ps(C::ln2_hi), xc));
+  __m256 p = _mm256_set1_ps(C::taylor[0]);
+  LOOM_UNROLL
+  for (int i = 1; i < 8; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C::taylor[i]));
   const __m256i k_bits = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_castps_si256(round_magic));
   const __m256 two_k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k_bits, _mm256_set1_epi32(127)), 23));
   return _mm256_andnot_ps(_mm256_cmp_ps(x, lowest, _CMP_LT_OQ), _mm256_mul_ps(p, two_k));
