@@ -262,15 +262,25 @@ inline float dot_iq4_xs_avx2(std::int64_t n, const block_iq4_xs* w, const block_
   return hsum_avx2(acc);
 }
 
-/// Q4_K and Q5_K (whose fifth bits are ORed into the nibbles).
+/// Q4_K and Q5_K (whose fifth bits are ORed into the nibbles). Per super-block everything is
+/// vector work: the 8 scales and mins unpacked by word operations (q4_k_scales_mins), each
+/// sub-block's scale broadcast to 16-bit lanes by a byte shuffle, the mins' term Σ_j m_j·Σ x
+/// by one vpmaddwd against the activations' sums of 32, and both terms accumulated as floats
+/// across super-blocks (one horizontal sum per row, not one per super-block).
 template <typename Block>
 inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
-  float sum = 0.0f;
   const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 acc_min = _mm_setzero_ps();
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     prefetch_ahead(w + b, sizeof(Block));
-    std::uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) q4_k_scale_min(j, w[b].scales, sc[j], mn[j]);
+    std::uint64_t sc8, mn8;
+    q4_k_scales_mins(w[b].scales, sc8, mn8);
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtsi64_si128(std::int64_t(sc8)));
+    // the mins' term: 8 mins (int16) · the activations' sums per 32 values (pairs of bsums)
+    const __m128i sums = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[b].bsums)),
+                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[b].bsums + 8)));
+    const __m128i min_terms = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(std::int64_t(mn8))), sums);
     __m256i isum = _mm256_setzero_si256();
     for (int k = 0; k < 4; ++k) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * k));
@@ -282,16 +292,18 @@ inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a)
       }
       const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k)));
       const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + q8_k_offset(true, 64 * k + 32)));
+      // sub-block j's scale in every 16-bit lane: byte j, then a zero byte (shuffle index 0x80)
+      const __m256i sc0 = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(std::int16_t(0x8000 | (2 * k))));
+      const __m256i sc1 = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(std::int16_t(0x8000 | (2 * k + 1))));
       // maddubs: pairs of q·x in int16 (|31·127·2| fits); madd by the sub-block scale → int32.
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * k])));
-      isum = _mm256_add_epi32(isum,
-                              _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * k + 1])));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), sc0));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), sc1));
     }
-    std::int32_t msum = 0;
-    for (int j = 0; j < 8; ++j) msum += mn[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
-    sum += a[b].d * (f16f(w[b].d) * float(hsum_epi32_avx2(isum)) - f16f(w[b].dmin) * float(msum));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16f(w[b].d) * a[b].d), _mm256_cvtepi32_ps(isum), acc);
+    acc_min = _mm_fmadd_ps(_mm_set1_ps(f16f(w[b].dmin) * a[b].d), _mm_cvtepi32_ps(min_terms), acc_min);
   }
-  return sum;
+  const __m128 m2 = _mm_add_ps(acc_min, _mm_movehl_ps(acc_min, acc_min));
+  return hsum_avx2(acc) - _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
 }
 inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx2(n, w, a); }
 
