@@ -379,31 +379,38 @@ inline float dot_q2_k_avx2(std::int64_t n, const block_q2_k* w, const block_q8_k
 inline float dot_q3_k_avx2(std::int64_t n, const block_q3_k* w, const block_q8_k* a) { return dot_k_2bit_avx2(n, w, a); }
 
 inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k* a) {
-  float sum = 0.0f;
   const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     prefetch_ahead(w + b, sizeof(block_q6_k));
-    __m256i isum = _mm256_setzero_si256();
+    // the 16 signed scales as words; Σ_j sc_j · Σ a over sub-block j (the −32 of every q) in
+    // int32 lanes, subtracted from the products' sum below
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales)));
+    const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].bsums)));
+    __m256i isum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
     for (int h = 0; h < 2; ++h) {
       const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h));
       const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h + 32));
       const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
+      // scales 8h..8h+7 as words in both halves, for the per-step shuffles
+      const __m256i half_scales = h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                                         : _mm256_permute2x128_si256(sc16, sc16, 0x11);
       for (int g = 0; g < 4; ++g) {
         const __m256i l = (g & 1) ? ql1 : ql0;
         const __m256i low = g < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
         const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m2);
         const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));  // 0..63, unsigned
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * g));
-        const int s = 8 * h + 2 * g;  // sub-blocks s (bytes 0-15) and s+1 (bytes 16-31)
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(w[b].scales[s + 1]), _mm_set1_epi16(w[b].scales[s]));
+        // sub-block 8h + 2g's scale in the words of bytes 0-15, 8h + 2g + 1's in those of 16-31
+        const auto word = [](int j) { return std::int16_t((2 * j) | ((2 * j + 1) << 8)); };
+        const __m256i scv = _mm256_shuffle_epi8(half_scales, _mm256_set_m128i(_mm_set1_epi16(word(2 * g + 1)),
+                                                                              _mm_set1_epi16(word(2 * g))));
         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
       }
     }
-    std::int32_t corr = 0;  // Σ sc_j · 32 · Σ a over sub-block j
-    for (int j = 0; j < 16; ++j) corr += w[b].scales[j] * a[b].bsums[j];
-    sum += f16f(w[b].d) * a[b].d * float(hsum_epi32_avx2(isum) - 32 * corr);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16f(w[b].d) * a[b].d), _mm256_cvtepi32_ps(isum), acc);
   }
-  return sum;
+  return hsum_avx2(acc);
 }
 
 }  // namespace loom::kernels::detail
