@@ -307,6 +307,17 @@ inline float dot_k_min_avx2(std::int64_t n, const Block* w, const block_q8_k* a)
 }
 inline float dot_q4_k_avx2(std::int64_t n, const block_q4_k* w, const block_q8_k* a) { return dot_k_min_avx2(n, w, a); }
 
+/// The K-quants' 16 sub-block scales as words (sc16), per half of a super-block: words 8h..8h+7
+/// in both 128-bit halves, then sub-block 2i's scale in the words of bytes 0-15 and 2i + 1's in
+/// those of bytes 16-31 (one byte shuffle, the steps' vpmaddwd factors).
+inline __m256i half_scale_words(__m256i sc16, int h) {
+  return h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11);
+}
+inline __m256i scale_pair_words(__m256i half_scales, int i) {
+  const auto word = [](int j) { return std::int16_t((2 * j) | ((2 * j + 1) << 8)); };
+  return _mm256_shuffle_epi8(half_scales, _mm256_set_m128i(_mm_set1_epi16(word(2 * i + 1)), _mm_set1_epi16(word(2 * i))));
+}
+
 /// The 16 sub-block scales of a Q2_K / Q3_K super-block as words (Q3_K's as sc − 32), and in 8
 /// int32 lanes the terms of the offset Σ_j o_j·Σ a over sub-block j's activations, o_j = Q2_K's
 /// min m_j or Q3_K's sc_j − 32.
@@ -346,34 +357,33 @@ inline void k_2bit_factors(const Block& w, const block_q8_k& a, float& f, float&
 template <typename Block>
 inline float dot_k_2bit_avx2(std::int64_t n, const Block* w, const block_q8_k* a) {
   constexpr bool q3 = std::is_same_v<Block, block_q3_k>;
-  float sum = 0.0f;
   const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps(), acc_off = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < n / qk_k; ++b) {
     prefetch_ahead(w + b, sizeof(Block));
     __m256i off;
     const __m256i sc16 = k_2bit_scales(w[b], a[b], off);
-    alignas(32) std::int16_t sc[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(sc), sc16);
     __m256i hm = _mm256_setzero_si256();
     if constexpr (q3) hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].hmask));
     __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * h));
+      const __m256i half_scales = half_scale_words(sc16, h);
       for (int k = 0; k < 4; ++k) {
         __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);  // weights 128h + 32k + 0..31
         if constexpr (q3)
           v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one), 2));
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * k));
-        const int j = 8 * h + 2 * k;  // sub-blocks j (bytes 0-15) and j+1 (16-31)
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), scv));
+        // sub-blocks 8h + 2k (bytes 0-15) and 8h + 2k + 1 (16-31)
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(v, x), scale_pair_words(half_scales, k)));
       }
     }
     float f, g;
     k_2bit_factors(w[b], a[b], f, g);
-    sum += f * float(hsum_epi32_avx2(isum)) - g * float(hsum_epi32_avx2(off));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f), _mm256_cvtepi32_ps(isum), acc);
+    acc_off = _mm256_fmadd_ps(_mm256_set1_ps(g), _mm256_cvtepi32_ps(off), acc_off);
   }
-  return sum;
+  return hsum_avx2(acc) - hsum_avx2(acc_off);
 }
 inline float dot_q2_k_avx2(std::int64_t n, const block_q2_k* w, const block_q8_k* a) { return dot_k_2bit_avx2(n, w, a); }
 inline float dot_q3_k_avx2(std::int64_t n, const block_q3_k* w, const block_q8_k* a) { return dot_k_2bit_avx2(n, w, a); }
@@ -392,20 +402,15 @@ inline float dot_q6_k_avx2(std::int64_t n, const block_q6_k* w, const block_q8_k
       const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h));
       const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].ql + 64 * h + 32));
       const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
-      // scales 8h..8h+7 as words in both halves, for the per-step shuffles
-      const __m256i half_scales = h == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
-                                         : _mm256_permute2x128_si256(sc16, sc16, 0x11);
+      const __m256i half_scales = half_scale_words(sc16, h);
       for (int g = 0; g < 4; ++g) {
         const __m256i l = (g & 1) ? ql1 : ql0;
         const __m256i low = g < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
         const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m2);
         const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));  // 0..63, unsigned
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + 128 * h + 32 * g));
-        // sub-block 8h + 2g's scale in the words of bytes 0-15, 8h + 2g + 1's in those of 16-31
-        const auto word = [](int j) { return std::int16_t((2 * j) | ((2 * j + 1) << 8)); };
-        const __m256i scv = _mm256_shuffle_epi8(half_scales, _mm256_set_m128i(_mm_set1_epi16(word(2 * g + 1)),
-                                                                              _mm_set1_epi16(word(2 * g))));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+        // sub-blocks 8h + 2g (bytes 0-15) and 8h + 2g + 1 (16-31)
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scale_pair_words(half_scales, g)));
       }
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(f16f(w[b].d) * a[b].d), _mm256_cvtepi32_ps(isum), acc);
