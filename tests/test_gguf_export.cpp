@@ -108,6 +108,15 @@ double max_diff(const loom::Model& a, const loom::Model& b) {
 // slow in the sanitizer build).
 class GgufExportRoundTrip : public ::testing::TestWithParam<loom::DType> {};
 
+// In the sanitizer build (-O0) the IQ4 quantizers' searches take ~45 s per model: there the IQ4
+// exports are quantized once (the file's) and read back; the comparison with the same
+// quantization done in memory runs in the Release stage, at every kernel level.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitizerBuild = true;
+#else
+constexpr bool kSanitizerBuild = false;
+#endif
+
 TEST_P(GgufExportRoundTrip, HfCheckpointsThroughGguf) {
   const loom::DType type = GetParam();
   for (const Tiny& t : kTiny) {
@@ -122,8 +131,7 @@ TEST_P(GgufExportRoundTrip, HfCheckpointsThroughGguf) {
       ASSERT_TRUE(back.tokenizer.has_value());
       const std::string text = "Hello world, this is a test. Ünïcödé 1234 <s>";
       EXPECT_EQ(back.tokenizer->encode(text, true), src.tokenizer->encode(text, true)) << t.name;
-      const loom::Model in_memory(c, loom::convert_weights(src.model->weights(), type));
-      const double vs_memory = max_diff(*back.model, in_memory), vs_source = max_diff(*back.model, *src.model);
+      const double vs_source = max_diff(*back.model, *src.model);
       if (type == loom::DType::f32) {
         EXPECT_LT(vs_source, 1e-5) << t.name;
       }
@@ -133,7 +141,11 @@ TEST_P(GgufExportRoundTrip, HfCheckpointsThroughGguf) {
       if (type == loom::DType::q8_0) {
         EXPECT_LT(vs_source, 0.03) << t.name;
       }  // (the logits have std ~0.16)
-      EXPECT_LT(vs_memory, 1e-5) << t.name << " " << loom::to_string(type);
+      EXPECT_TRUE(std::isfinite(vs_source)) << t.name;
+      if (!kSanitizerBuild || (type != loom::DType::iq4_nl && type != loom::DType::iq4_xs)) {
+        const loom::Model in_memory(c, loom::convert_weights(src.model->weights(), type));
+        EXPECT_LT(max_diff(*back.model, in_memory), 1e-5) << t.name << " " << loom::to_string(type);
+      }
       fs::remove(out);
     }
   }
